@@ -1,0 +1,1 @@
+//! Build a `tokenizers::Tokenizer` from GGUF metadata (written by a helper).
