@@ -19,7 +19,9 @@ pub enum ModelError {
     #[error("config {source_name}: {reason}")]
     Config { source_name: String, reason: String },
     /// An architecture we do not implement.
-    #[error("unsupported architecture `{arch}` in {source_name} (supported: llama, mistral, qwen2)")]
+    #[error(
+        "unsupported architecture `{arch}` in {source_name} (supported: llama, mistral, qwen2)"
+    )]
     UnsupportedArchitecture { arch: String, source_name: String },
     /// A `--model` value that names nothing we know.
     #[error("unknown model `{spec}`: {reason}")]

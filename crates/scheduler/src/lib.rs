@@ -4,5 +4,5 @@
 pub mod block_pool;
 pub mod sampling_params;
 
-pub use block_pool::BlockPool;
+pub use block_pool::{blocks_for, BlockPool, BlockPoolError};
 pub use sampling_params::{SamplingParams, SamplingParamsError};

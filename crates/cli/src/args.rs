@@ -1,0 +1,31 @@
+//! Command-line arguments shared by the subcommands.
+
+use clap::Args;
+use std::path::PathBuf;
+
+/// Which model to load and how.
+#[derive(Debug, Clone, Args)]
+pub struct ModelArgs {
+    /// Model: `smollm2-135m` (default, fetched on first use), a local Hugging Face
+    /// directory or .gguf file, `hf:ORG/NAME[@REV]`, or `dummy:NAME` (a manifest in models/
+    /// with seeded weights: llama-3.1-8b, llama-2-7b, mistral-7b-v0.3, qwen2.5-7b,
+    /// qwen2.5-0.5b, smollm2-135m).
+    #[arg(long, default_value = engine_model::DEFAULT_MODEL)]
+    pub model: String,
+    /// Weight and activation dtype: f32, f16 or bf16 (default: f32 on CPU).
+    #[arg(long)]
+    pub dtype: Option<String>,
+    /// Device: cpu, or cuda[:N] when built with the `cuda` feature.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Seed for dummy weights and for sampling.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Tokenizer to use instead of the model's (tokenizer.json or a .gguf); dummy models
+    /// without one use the byte-level fallback.
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// Tokens per KV-cache block.
+    #[arg(long, default_value_t = 16)]
+    pub block_size: usize,
+}

@@ -1,0 +1,114 @@
+//! `engine generate`: one prompt, streamed.
+
+use crate::args::ModelArgs;
+use anyhow::Context;
+use clap::Args;
+use engine_core::Generator;
+use engine_model::chat::ChatMessage;
+use engine_model::{load_model, LoadOptions};
+use engine_scheduler::SamplingParams;
+use std::io::Write;
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// The prompt text.
+    #[arg(long)]
+    pub prompt: String,
+    /// Render the prompt as a user message with the model's chat template.
+    #[arg(long)]
+    pub chat: bool,
+    /// System message for --chat (default: the template's own default, if any).
+    #[arg(long, requires = "chat")]
+    pub system: Option<String>,
+    /// Maximum tokens to generate.
+    #[arg(long, default_value_t = 128)]
+    pub max_tokens: usize,
+    /// Sampling temperature; 0 is greedy.
+    #[arg(long, default_value_t = 0.7, allow_negative_numbers = true)]
+    pub temperature: f32,
+    /// Nucleus sampling: keep the smallest set of tokens with this much probability, in (0, 1].
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    pub top_p: f32,
+    /// Keep only the K most likely tokens (0: off).
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+    /// Drop tokens less likely than min_p times the most likely one, in [0, 1].
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    pub min_p: f32,
+    /// Stop when this string appears (repeatable); it is not printed.
+    #[arg(long)]
+    pub stop: Vec<String>,
+    /// Keep generating after the end-of-sequence token.
+    #[arg(long)]
+    pub ignore_eos: bool,
+    /// Tokens per prefill step (chunked prefill).
+    #[arg(long, default_value_t = 512)]
+    pub max_num_batched_tokens: usize,
+}
+
+pub fn run(a: GenerateArgs) -> anyhow::Result<()> {
+    let device = crate::parse_device(&a.model.device)?;
+    let dtype = crate::parse_dtype(a.model.dtype.as_deref(), &device)?;
+    let params = SamplingParams {
+        max_tokens: a.max_tokens,
+        temperature: a.temperature,
+        top_k: (a.top_k > 0).then_some(a.top_k),
+        top_p: a.top_p,
+        min_p: a.min_p,
+        seed: Some(a.model.seed),
+        stop: a.stop.clone(),
+        ignore_eos: a.ignore_eos,
+        ..SamplingParams::default()
+    };
+    params.validate().context("invalid sampling parameters")?;
+    let opts = LoadOptions {
+        dtype,
+        device,
+        seed: a.model.seed,
+        tokenizer: a.model.tokenizer.clone(),
+    };
+    let model = load_model(&a.model.model, &opts, &crate::say)
+        .with_context(|| format!("model {}", a.model.model))?;
+    let prompt_ids = if a.chat {
+        let mut messages = Vec::new();
+        if let Some(system) = &a.system {
+            messages.push(ChatMessage::new("system", system));
+        }
+        messages.push(ChatMessage::new("user", &a.prompt));
+        let text = model.tokenizer.apply_chat_template(&messages)?;
+        model.tokenizer.encode(&text, false)?
+    } else {
+        model.tokenizer.encode(&a.prompt, true)?
+    };
+    let cfg = model.decoder.config();
+    let cached = (prompt_ids.len() + a.max_tokens).min(cfg.max_position_embeddings);
+    let mut gen = Generator::new(
+        &model.decoder,
+        &model.tokenizer,
+        a.model.block_size,
+        cached,
+        a.max_num_batched_tokens,
+    )?;
+    let mut stdout = std::io::stdout().lock();
+    let out = gen.generate(&prompt_ids, &params, &mut |text| {
+        let _ = stdout.write_all(text.as_bytes());
+        let _ = stdout.flush();
+    })?;
+    let _ = writeln!(stdout);
+    let t = &out.timing;
+    let decode = match t.decode_tok_per_s() {
+        Some(r) => format!("{r:.1} tok/s"),
+        None => "n/a".to_string(),
+    };
+    eprintln!(
+        "prompt tokens: {} | output tokens: {} | TTFT: {:.1} ms | decode: {decode} | total: {:.2} s | finish: {}",
+        out.prompt_tokens,
+        out.token_ids.len(),
+        t.ttft_s * 1e3,
+        t.e2e_s,
+        out.finish_reason.as_str()
+    );
+    Ok(())
+}

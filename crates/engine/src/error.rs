@@ -1,0 +1,27 @@
+//! The engine crate's error type.
+
+use engine_model::ModelError;
+use engine_scheduler::SamplingParamsError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error("invalid sampling parameters: {0}")]
+    InvalidParams(#[from] SamplingParamsError),
+    #[error("the prompt is empty")]
+    EmptyPrompt,
+    #[error("the prompt has {prompt_tokens} tokens but the model's context is {max_model_len} (the prompt plus at least one generated token must fit)")]
+    PromptTooLong {
+        prompt_tokens: usize,
+        max_model_len: usize,
+    },
+    #[error("token id {token} is outside the model's vocabulary ({vocab_size})")]
+    TokenOutOfRange { token: u32, vocab_size: usize },
+    #[error("the KV cache is full: {needed} blocks needed, {free} free")]
+    KvCacheFull { needed: usize, free: usize },
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}
+
+pub type Result<T> = std::result::Result<T, EngineError>;
