@@ -200,19 +200,23 @@ impl DecoderConfig {
                 return err(format!("`{name}` must be positive"));
             }
         }
-        if self.num_attention_heads % self.num_key_value_heads != 0 {
+        if !self
+            .num_attention_heads
+            .is_multiple_of(self.num_key_value_heads)
+        {
             return err(format!(
                 "num_attention_heads ({}) must be a multiple of num_key_value_heads ({})",
                 self.num_attention_heads, self.num_key_value_heads
             ));
         }
-        if self.head_dim % 2 != 0 {
+        if !self.head_dim.is_multiple_of(2) {
             return err(format!(
                 "head_dim ({}) must be even for rotary embeddings",
                 self.head_dim
             ));
         }
-        if !(self.rms_norm_eps > 0.0) || !(self.rope_theta > 0.0) {
+        let positive_f = |x: f64| x.is_finite() && x > 0.0;
+        if !positive_f(self.rms_norm_eps) || !positive_f(self.rope_theta) {
             return err("rms_norm_eps and rope_theta must be positive".to_string());
         }
         if self.sliding_window == Some(0) {

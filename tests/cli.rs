@@ -1,0 +1,282 @@
+//! End-to-end tests of the `engine` binary: the default model answers sensibly, and bad
+//! input gives one clear error line and a non-zero exit, never a panic.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Mutex;
+
+fn engine(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_engine"))
+        .args(args)
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .expect("run engine")
+}
+
+/// The default model's GGUF, fetched once per test process.
+fn default_model() -> PathBuf {
+    static LOCK: Mutex<()> = Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    engine_model::fetch::SMOLLM2_135M
+        .ensure(&|m| eprintln!("{m}"))
+        .expect("fetch the default model")
+}
+
+/// Assert a failed run with exactly one `error:` line mentioning every needle.
+fn assert_clean_error(out: &Output, needles: &[&str]) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "expected failure, got success; stderr: {stderr}"
+    );
+    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("backtrace"),
+        "panic: {stderr}"
+    );
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "expected one error line, got: {stderr}");
+    for n in needles {
+        assert!(
+            errors[0].contains(n),
+            "error line lacks {n:?}: {}",
+            errors[0]
+        );
+    }
+}
+
+/// A tiny model manifest with a short context, for input checks that need a model.
+fn tiny_manifest(dir: &Path) -> String {
+    let path = dir.join("tiny.json");
+    let cfg = r#"{"name":"tiny","config":{"model_type":"llama","vocab_size":300,"hidden_size":32,
+      "intermediate_size":64,"num_hidden_layers":2,"num_attention_heads":4,"num_key_value_heads":2,
+      "rms_norm_eps":1e-5,"max_position_embeddings":32,"bos_token_id":256,"eos_token_id":257}}"#;
+    std::fs::write(&path, cfg).unwrap();
+    format!("dummy:{}", path.display())
+}
+
+#[test]
+fn default_model_completes_the_capital_of_france() {
+    let gguf = default_model();
+    let out = engine(&[
+        "generate",
+        "--model",
+        gguf.to_str().unwrap(),
+        "--prompt",
+        "The capital of France is",
+        "--max-tokens",
+        "16",
+        "--temperature",
+        "0",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "stderr: {stderr}");
+    assert!(stdout.contains("Paris"), "continuation: {stdout:?}");
+    assert!(
+        stderr.contains("prompt tokens: 5") && stderr.contains("TTFT"),
+        "timing line: {stderr}"
+    );
+}
+
+#[test]
+fn chat_mode_uses_the_template_and_answers() {
+    let gguf = default_model();
+    let out = engine(&[
+        "generate",
+        "--model",
+        gguf.to_str().unwrap(),
+        "--chat",
+        "--prompt",
+        "What is the capital of France?",
+        "--max-tokens",
+        "24",
+        "--temperature",
+        "0",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("Paris"), "answer: {stdout:?}");
+}
+
+#[test]
+fn info_reports_config_and_sizes_without_loading_weights() {
+    let out = engine(&["info", "--model", "dummy:llama-3.1-8b", "--dtype", "bf16"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("parameters:          8030261248"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("KV cache per token:  131072 bytes"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("llama3 scaling"), "{stdout}");
+}
+
+#[test]
+fn unknown_model_alias() {
+    let out = engine(&["generate", "--model", "llama-9000", "--prompt", "hi"]);
+    assert_clean_error(&out, &["unknown model `llama-9000`", "dummy:NAME"]);
+}
+
+#[test]
+fn missing_weight_file() {
+    let out = engine(&[
+        "generate",
+        "--model",
+        "/nonexistent/model.gguf",
+        "--prompt",
+        "hi",
+    ]);
+    assert_clean_error(&out, &["no such file"]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("config.json"), r#"{"model_type":"llama","vocab_size":300,"hidden_size":32,"intermediate_size":64,"num_hidden_layers":2,"num_attention_heads":4,"rms_norm_eps":1e-5,"max_position_embeddings":32}"#).unwrap();
+    std::fs::write(
+        dir.path().join("model.safetensors.index.json"),
+        r#"{"weight_map":{"model.norm.weight":"model-00001-of-00002.safetensors"}}"#,
+    )
+    .unwrap();
+    let out = engine(&[
+        "generate",
+        "--model",
+        dir.path().to_str().unwrap(),
+        "--prompt",
+        "hi",
+    ]);
+    assert_clean_error(
+        &out,
+        &["model-00001-of-00002.safetensors", "file not found"],
+    );
+}
+
+#[test]
+fn truncated_gguf() {
+    let gguf = default_model();
+    let bytes = std::fs::read(&gguf).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cut = dir.path().join("cut.gguf");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let out = engine(&[
+        "generate",
+        "--model",
+        cut.to_str().unwrap(),
+        "--prompt",
+        "hi",
+    ]);
+    assert_clean_error(&out, &["cut.gguf", "truncated"]);
+}
+
+#[test]
+fn corrupt_weight_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("noise.gguf");
+    std::fs::write(
+        &bad,
+        (0..4096u32)
+            .map(|i| (i * 7919 % 251) as u8)
+            .collect::<Vec<u8>>(),
+    )
+    .unwrap();
+    let out = engine(&[
+        "generate",
+        "--model",
+        bad.to_str().unwrap(),
+        "--prompt",
+        "hi",
+    ]);
+    assert_clean_error(&out, &["noise.gguf", "not a valid GGUF file"]);
+
+    let hf = dir.path().join("hf");
+    std::fs::create_dir(&hf).unwrap();
+    std::fs::write(hf.join("config.json"), r#"{"model_type":"llama","vocab_size":300,"hidden_size":32,"intermediate_size":64,"num_hidden_layers":2,"num_attention_heads":4,"rms_norm_eps":1e-5,"max_position_embeddings":32}"#).unwrap();
+    std::fs::write(
+        hf.join("model.safetensors"),
+        b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all",
+    )
+    .unwrap();
+    let out = engine(&[
+        "generate",
+        "--model",
+        hf.to_str().unwrap(),
+        "--prompt",
+        "hi",
+    ]);
+    assert_clean_error(&out, &["model.safetensors", "not a valid safetensors file"]);
+}
+
+#[test]
+fn unsupported_architecture() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("config.json"),
+        r#"{"model_type":"gpt_neox","vocab_size":300}"#,
+    )
+    .unwrap();
+    let out = engine(&["info", "--model", dir.path().to_str().unwrap()]);
+    assert_clean_error(
+        &out,
+        &["unsupported architecture `gpt_neox`", "config.json"],
+    );
+}
+
+#[test]
+fn prompt_longer_than_the_context() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_manifest(dir.path());
+    let prompt = "x".repeat(100);
+    let out = engine(&[
+        "generate",
+        "--model",
+        &model,
+        "--prompt",
+        &prompt,
+        "--max-tokens",
+        "4",
+    ]);
+    assert_clean_error(&out, &["prompt has 101 tokens", "context is 32"]);
+}
+
+#[test]
+fn bad_sampling_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_manifest(dir.path());
+    let cases: &[(&str, &str, &str)] = &[
+        ("--temperature", "-1", "temperature must be >= 0"),
+        ("--top-p", "1.5", "top_p"),
+        ("--top-p", "0", "top_p"),
+        ("--min-p", "2", "min_p"),
+    ];
+    for (flag, value, needle) in cases {
+        let out = engine(&["generate", "--model", &model, "--prompt", "hi", flag, value]);
+        assert_clean_error(&out, &[needle, value]);
+    }
+}
+
+#[test]
+fn dummy_model_with_byte_tokenizer_generates() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_manifest(dir.path());
+    let out = engine(&[
+        "generate",
+        "--model",
+        &model,
+        "--prompt",
+        "hello",
+        "--max-tokens",
+        "8",
+        "--ignore-eos",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "stderr: {stderr}");
+    assert!(stderr.contains("output tokens: 8"), "{stderr}");
+}
