@@ -243,7 +243,14 @@ fn prompt_longer_than_the_context() {
         "--max-tokens",
         "4",
     ]);
-    assert_clean_error(&out, &["prompt has 101 tokens", "context is 32"]);
+    assert_clean_error(
+        &out,
+        &[
+            "request rejected",
+            "prompt (101 tokens)",
+            "context of 32 tokens",
+        ],
+    );
 }
 
 #[test]

@@ -29,3 +29,37 @@ pub struct ModelArgs {
     #[arg(long, default_value_t = 16)]
     pub block_size: usize,
 }
+
+/// Engine limits and KV-cache size (shared by generate, bench and run).
+#[derive(Debug, Clone, Args)]
+pub struct EngineArgs {
+    /// KV-cache blocks (overrides --kv-cache-memory).
+    #[arg(long)]
+    pub num_blocks: Option<usize>,
+    /// Bytes for the KV cache, e.g. 1073741824 (default 1 GiB).
+    #[arg(long)]
+    pub kv_cache_memory: Option<u64>,
+    /// Most sequences in one batch.
+    #[arg(long, default_value_t = 256)]
+    pub max_num_seqs: usize,
+    /// Token budget of one step (prompts longer than this are prefilled in chunks).
+    #[arg(long, default_value_t = 2048)]
+    pub max_num_batched_tokens: usize,
+    /// Turn off prefix caching.
+    #[arg(long)]
+    pub no_prefix_caching: bool,
+}
+
+impl EngineArgs {
+    pub fn engine_config(&self, block_size: usize, seed: u64) -> engine_core::EngineConfig {
+        engine_core::EngineConfig {
+            block_size,
+            num_blocks: self.num_blocks,
+            kv_cache_memory_bytes: self.kv_cache_memory,
+            max_num_seqs: self.max_num_seqs,
+            max_num_batched_tokens: self.max_num_batched_tokens,
+            enable_prefix_caching: !self.no_prefix_caching,
+            seed,
+        }
+    }
+}

@@ -1,9 +1,9 @@
 //! `engine generate`: one prompt, streamed.
 
-use crate::args::ModelArgs;
+use crate::args::{EngineArgs, ModelArgs};
 use anyhow::Context;
 use clap::Args;
-use engine_core::Generator;
+use engine_core::{Engine, Prompt};
 use engine_model::chat::ChatMessage;
 use engine_model::{load_model, LoadOptions};
 use engine_scheduler::SamplingParams;
@@ -13,6 +13,8 @@ use std::io::Write;
 pub struct GenerateArgs {
     #[command(flatten)]
     pub model: ModelArgs,
+    #[command(flatten)]
+    pub engine: EngineArgs,
     /// The prompt text.
     #[arg(long)]
     pub prompt: String,
@@ -43,9 +45,6 @@ pub struct GenerateArgs {
     /// Keep generating after the end-of-sequence token.
     #[arg(long)]
     pub ignore_eos: bool,
-    /// Tokens per prefill step (chunked prefill).
-    #[arg(long, default_value_t = 512)]
-    pub max_num_batched_tokens: usize,
 }
 
 pub fn run(a: GenerateArgs) -> anyhow::Result<()> {
@@ -71,43 +70,45 @@ pub fn run(a: GenerateArgs) -> anyhow::Result<()> {
     };
     let model = load_model(&a.model.model, &opts, &crate::say)
         .with_context(|| format!("model {}", a.model.model))?;
-    let prompt_ids = if a.chat {
+    let prompt = if a.chat {
         let mut messages = Vec::new();
         if let Some(system) = &a.system {
             messages.push(ChatMessage::new("system", system));
         }
         messages.push(ChatMessage::new("user", &a.prompt));
-        let text = model.tokenizer.apply_chat_template(&messages)?;
-        model.tokenizer.encode(&text, false)?
+        Prompt::Chat(messages)
     } else {
-        model.tokenizer.encode(&a.prompt, true)?
+        Prompt::Text(a.prompt.clone())
     };
-    let cfg = model.decoder.config();
-    let cached = (prompt_ids.len() + a.max_tokens).min(cfg.max_position_embeddings);
-    let mut gen = Generator::new(
-        &model.decoder,
-        &model.tokenizer,
-        a.model.block_size,
-        cached,
-        a.max_num_batched_tokens,
+    let mut engine = Engine::new(
+        model,
+        a.engine.engine_config(a.model.block_size, a.model.seed),
     )?;
+    let id = engine.add_request(prompt, params)?;
     let mut stdout = std::io::stdout().lock();
-    let out = gen.generate(&prompt_ids, &params, &mut |text| {
-        let _ = stdout.write_all(text.as_bytes());
-        let _ = stdout.flush();
-    })?;
+    while engine.has_unfinished() {
+        for o in engine.step()? {
+            let _ = stdout.write_all(o.text_delta.as_bytes());
+            let _ = stdout.flush();
+        }
+    }
     let _ = writeln!(stdout);
-    let t = &out.timing;
-    let decode = match t.decode_tok_per_s() {
-        Some(r) => format!("{r:.1} tok/s"),
-        None => "n/a".to_string(),
+    let out = engine
+        .take_finished()
+        .into_iter()
+        .find(|o| o.id == id)
+        .context("the request did not finish")?;
+    let t = &out.timeline;
+    let decode = match (t.tpot_s(), t.e2e_s()) {
+        (Some(tpot), _) if tpot > 0.0 => format!("{:.1} tok/s", 1.0 / tpot),
+        _ => "n/a".to_string(),
     };
     eprintln!(
         "prompt tokens: {} | output tokens: {} | TTFT: {:.1} ms | decode: {decode} | total: {:.2} s | finish: {}",
-        out.prompt_tokens,
+        out.prompt_token_ids.len(),
         out.token_ids.len(),
-        t.ttft_s * 1e3,
-        t.e2e_s,
+        t.ttft_s().unwrap_or(0.0) * 1e3,
+        t.e2e_s().unwrap_or(0.0),
         out.finish_reason.as_str()
     );
     Ok(())

@@ -1,13 +1,13 @@
 //! The engine crate's error type.
 
 use engine_model::ModelError;
-use engine_scheduler::SamplingParamsError;
+use engine_scheduler::{AdmissionError, SamplingParamsError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     #[error(transparent)]
     Model(#[from] ModelError),
-    #[error("invalid sampling parameters: {0}")]
+    #[error("invalid sampling parameters")]
     InvalidParams(#[from] SamplingParamsError),
     #[error("the prompt is empty")]
     EmptyPrompt,
@@ -20,6 +20,12 @@ pub enum EngineError {
     TokenOutOfRange { token: u32, vocab_size: usize },
     #[error("the KV cache is full: {needed} blocks needed, {free} free")]
     KvCacheFull { needed: usize, free: usize },
+    #[error("request rejected")]
+    Rejected(#[from] AdmissionError),
+    #[error("engine config: {0}")]
+    Config(String),
+    #[error("internal error: {0}")]
+    Internal(String),
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }

@@ -238,6 +238,14 @@ impl Decoder {
                 * layer.up_proj.forward(&hs)?)?;
             x = (layer.down_proj.forward(&mlp)? + &x)?;
         }
+        if inputs.logits_indices.dim(0)? == 0 {
+            // Nothing to sample (a prefill chunk): only the KV writes mattered.
+            return Ok(Tensor::zeros(
+                (0, cfg.vocab_size),
+                DType::F32,
+                &self.device,
+            )?);
+        }
         let last = x.index_select(&inputs.logits_indices, 0)?; // [S, hidden]
         let last = candle_nn::ops::rms_norm(&last, &self.norm, eps)?;
         Ok(last.matmul(&self.lm_head.t()?)?.to_dtype(DType::F32)?)

@@ -1,0 +1,276 @@
+//! The Engine: requests in, streamed outputs and timing records out.
+//!
+//! ```text
+//!  Engine::step
+//!    Scheduler::schedule()          -> SchedulerOutput (who runs, how many tokens each)
+//!    ModelRunner::prepare_inputs()  -> input_ids, positions, slot_mapping, block tables
+//!    ModelRunner::execute()         -> logits of the sequences that sample
+//!    sampler::sample()              -> one token per sampling sequence
+//!    Scheduler::update_from_output()-> append tokens, stop checks, free blocks
+//!    detokenize, stop strings       -> Vec<RequestOutput>, one StepRecord
+//! ```
+//! One owner, `&mut self`, no locks. Each request keeps its own RNG, so preemption and
+//! batch composition do not change what it samples.
+
+use crate::error::{EngineError, Result};
+use crate::records::{RequestTimeline, StepRecord};
+use crate::rng::SeqRng;
+use crate::runner::ModelRunner;
+use crate::sampler::SampledToken;
+use crate::stop::StopText;
+use engine_model::chat::ChatMessage;
+use engine_model::{Decoder, LoadedModel, StreamDecoder, Tokenizer};
+use engine_scheduler::{FinishReason, SamplingParams, Scheduler, SchedulerConfig, SeqId, Sequence};
+use std::collections::HashMap;
+use std::time::Instant;
+
+pub type RequestId = SeqId;
+
+/// Engine limits and KV-cache size.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct EngineConfig {
+    pub block_size: usize,
+    /// Blocks in the KV cache; when `None`, derived from `kv_cache_memory_bytes`.
+    pub num_blocks: Option<usize>,
+    /// Bytes for the KV cache when `num_blocks` is `None` (default 1 GiB).
+    pub kv_cache_memory_bytes: Option<u64>,
+    pub max_num_seqs: usize,
+    pub max_num_batched_tokens: usize,
+    pub enable_prefix_caching: bool,
+    /// Seeds requests that do not bring their own.
+    pub seed: u64,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            block_size: 16,
+            num_blocks: None,
+            kv_cache_memory_bytes: None,
+            max_num_seqs: 256,
+            max_num_batched_tokens: 2048,
+            enable_prefix_caching: true,
+            seed: 0,
+        }
+    }
+}
+
+/// What to generate from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Prompt {
+    /// Plain text, tokenized with the tokenizer's special tokens (BOS).
+    Text(String),
+    /// Chat messages, rendered with the model's chat template.
+    Chat(Vec<ChatMessage>),
+    /// Token ids as they are.
+    Tokens(Vec<u32>),
+}
+
+/// One step's news about one request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestOutput {
+    pub id: RequestId,
+    pub new_token_ids: Vec<u32>,
+    pub text_delta: String,
+    pub finish_reason: Option<FinishReason>,
+}
+
+/// A finished request.
+#[derive(Debug, Clone)]
+pub struct FinalOutput {
+    pub id: RequestId,
+    pub prompt_token_ids: Vec<u32>,
+    pub token_ids: Vec<u32>,
+    pub text: String,
+    pub finish_reason: FinishReason,
+    pub logprobs: Vec<SampledToken>,
+    pub timeline: RequestTimeline,
+}
+
+pub(crate) struct ReqState {
+    pub(crate) rng: SeqRng,
+    pub(crate) stream: StreamDecoder,
+    pub(crate) stop: StopText,
+    pub(crate) logprobs: Vec<SampledToken>,
+    pub(crate) timeline: RequestTimeline,
+    pub(crate) want_logprobs: bool,
+}
+
+/// The continuous-batching engine.
+pub struct Engine {
+    pub(crate) cfg: EngineConfig,
+    pub(crate) runner: ModelRunner,
+    pub(crate) tokenizer: Tokenizer,
+    pub(crate) scheduler: Scheduler,
+    pub(crate) states: HashMap<RequestId, ReqState>,
+    pub(crate) finished: Vec<FinalOutput>,
+    pub(crate) records: Vec<StepRecord>,
+    pub(crate) next_id: RequestId,
+    pub(crate) step_index: u64,
+    pub(crate) epoch: Instant,
+}
+
+/// Blocks for the configured memory (or count), at least one.
+pub fn num_blocks_for(cfg: &EngineConfig, decoder: &Decoder) -> usize {
+    if let Some(n) = cfg.num_blocks {
+        return n.max(1);
+    }
+    let bytes = cfg.kv_cache_memory_bytes.unwrap_or(1 << 30);
+    let per_block = decoder.config().kv_bytes_per_token(decoder.dtype()) * cfg.block_size as u64;
+    ((bytes / per_block.max(1)) as usize).max(1)
+}
+
+impl Engine {
+    pub fn new(model: LoadedModel, cfg: EngineConfig) -> Result<Self> {
+        if cfg.block_size == 0 || cfg.max_num_seqs == 0 || cfg.max_num_batched_tokens == 0 {
+            return Err(EngineError::Config(
+                "block_size, max_num_seqs and max_num_batched_tokens must be positive".into(),
+            ));
+        }
+        let num_blocks = num_blocks_for(&cfg, &model.decoder);
+        let sched_cfg = SchedulerConfig {
+            max_num_seqs: cfg.max_num_seqs,
+            max_num_batched_tokens: cfg.max_num_batched_tokens,
+            max_model_len: model.decoder.config().max_position_embeddings,
+            block_size: cfg.block_size,
+            num_blocks,
+            enable_prefix_caching: cfg.enable_prefix_caching,
+        };
+        Ok(Self {
+            runner: ModelRunner::new(model.decoder, num_blocks, cfg.block_size)?,
+            tokenizer: model.tokenizer,
+            scheduler: Scheduler::new(sched_cfg),
+            cfg,
+            states: HashMap::new(),
+            finished: Vec::new(),
+            records: Vec::new(),
+            next_id: 0,
+            step_index: 0,
+            epoch: Instant::now(),
+        })
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+
+    pub fn decoder(&self) -> &Decoder {
+        self.runner.decoder()
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    pub fn scheduler(&self) -> &Scheduler {
+        &self.scheduler
+    }
+
+    pub fn num_blocks(&self) -> usize {
+        self.scheduler.config().num_blocks
+    }
+
+    pub fn block_size(&self) -> usize {
+        self.cfg.block_size
+    }
+
+    /// Seconds since this engine was created (the epoch of all records).
+    pub fn now_s(&self) -> f64 {
+        self.epoch.elapsed().as_secs_f64()
+    }
+
+    pub fn has_unfinished(&self) -> bool {
+        self.scheduler.has_unfinished()
+    }
+
+    /// Tokenize a prompt as `add_request` would.
+    pub fn tokenize(&self, prompt: &Prompt) -> Result<Vec<u32>> {
+        let ids = match prompt {
+            Prompt::Text(t) => self.tokenizer.encode(t, true)?,
+            Prompt::Chat(m) => self
+                .tokenizer
+                .encode(&self.tokenizer.apply_chat_template(m)?, false)?,
+            Prompt::Tokens(t) => t.clone(),
+        };
+        let vocab = self.decoder().config().vocab_size;
+        if let Some(&token) = ids.iter().find(|&&t| t as usize >= vocab) {
+            return Err(EngineError::TokenOutOfRange {
+                token,
+                vocab_size: vocab,
+            });
+        }
+        Ok(ids)
+    }
+
+    /// Queue a request. An error rejects this request alone.
+    pub fn add_request(&mut self, prompt: Prompt, params: SamplingParams) -> Result<RequestId> {
+        params.validate()?;
+        let ids = self.tokenize(&prompt)?;
+        let id = self.next_id;
+        let seed = params
+            .seed
+            .unwrap_or_else(|| self.cfg.seed ^ id.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let state = ReqState {
+            rng: SeqRng::new(seed),
+            stream: StreamDecoder::new(),
+            stop: StopText::new(&params.stop),
+            logprobs: Vec::new(),
+            timeline: RequestTimeline {
+                arrival_s: self.now_s(),
+                prompt_tokens: ids.len(),
+                ..Default::default()
+            },
+            want_logprobs: params.logprobs.is_some(),
+        };
+        let seq = Sequence::new(id, ids, params, self.tokenizer.eos_token_ids.clone());
+        self.scheduler.add(seq)?;
+        self.next_id += 1;
+        self.states.insert(id, state);
+        Ok(id)
+    }
+
+    /// Stop a request now; its output so far is kept with finish reason `abort`.
+    pub fn abort(&mut self, id: RequestId) {
+        if self.scheduler.seq(id).is_some_and(|s| !s.is_finished()) {
+            self.scheduler.finish(id, FinishReason::Abort);
+            self.collect_finished();
+        }
+    }
+
+    /// Finished requests' outputs since the last call.
+    pub fn take_finished(&mut self) -> Vec<FinalOutput> {
+        std::mem::take(&mut self.finished)
+    }
+
+    /// Step records since the last call.
+    pub fn take_step_records(&mut self) -> Vec<StepRecord> {
+        std::mem::take(&mut self.records)
+    }
+
+    /// Run requests to completion; results in input order (errors are per request).
+    pub fn generate(
+        &mut self,
+        requests: Vec<(Prompt, SamplingParams)>,
+    ) -> Result<Vec<Result<FinalOutput>>> {
+        let mut ids: Vec<Result<RequestId>> = Vec::with_capacity(requests.len());
+        for (prompt, params) in requests {
+            ids.push(self.add_request(prompt, params));
+        }
+        let mut done: HashMap<RequestId, FinalOutput> = HashMap::new();
+        while self.has_unfinished() {
+            self.step()?;
+            done.extend(self.take_finished().into_iter().map(|o| (o.id, o)));
+        }
+        done.extend(self.take_finished().into_iter().map(|o| (o.id, o)));
+        Ok(ids
+            .into_iter()
+            .map(|r| {
+                r.and_then(|id| {
+                    done.remove(&id).ok_or(EngineError::Internal(format!(
+                        "request {id} did not finish"
+                    )))
+                })
+            })
+            .collect())
+    }
+}
