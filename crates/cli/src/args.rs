@@ -15,8 +15,9 @@ pub struct ModelArgs {
     /// Weight and activation dtype: f32, f16 or bf16 (default: f32 on CPU).
     #[arg(long)]
     pub dtype: Option<String>,
-    /// Device: cpu, or cuda[:N] when built with the `cuda` feature.
-    #[arg(long, default_value = "cpu")]
+    /// Device: cpu, cuda or cuda:N (a `cuda` build), or auto: cuda:0 when this build has
+    /// CUDA and a GPU is present, else cpu.
+    #[arg(long, default_value = "auto")]
     pub device: String,
     /// Seed for dummy weights and for sampling.
     #[arg(long, default_value_t = 0)]
@@ -48,6 +49,10 @@ pub struct EngineArgs {
     /// Turn off prefix caching.
     #[arg(long)]
     pub no_prefix_caching: bool,
+    /// On CUDA, the fraction of GPU memory to use; the KV cache gets what weights and
+    /// activations leave (unless --num-blocks or --kv-cache-memory is given).
+    #[arg(long, default_value_t = 0.9)]
+    pub gpu_memory_utilization: f64,
 }
 
 impl EngineArgs {
@@ -59,6 +64,7 @@ impl EngineArgs {
             max_num_seqs: self.max_num_seqs,
             max_num_batched_tokens: self.max_num_batched_tokens,
             enable_prefix_caching: !self.no_prefix_caching,
+            gpu_memory_utilization: self.gpu_memory_utilization,
             seed,
         }
     }

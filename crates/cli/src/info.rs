@@ -1,6 +1,6 @@
 //! `engine info`: what a `--model` resolves to, and what it costs.
 
-use crate::args::ModelArgs;
+use crate::args::{EngineArgs, ModelArgs};
 use anyhow::Context;
 use clap::Args;
 use engine_model::open_model;
@@ -9,6 +9,11 @@ use engine_model::open_model;
 pub struct InfoArgs {
     #[command(flatten)]
     pub model: ModelArgs,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    /// Context lengths for the concurrency table (default: powers of 2 up to the model's).
+    #[arg(long, value_delimiter = ',')]
+    pub context_len: Vec<usize>,
     /// Print as JSON.
     #[arg(long)]
     pub json: bool,
@@ -27,11 +32,33 @@ pub fn run(a: InfoArgs) -> anyhow::Result<()> {
     let params = cfg.num_parameters();
     let weight_bytes = params * dtype.size_in_bytes() as u64;
     let kv_per_token = cfg.kv_bytes_per_token(dtype);
+    let kv_bytes = kv_cache_bytes(&a.engine, &device, weight_bytes, cfg, dtype);
+    let per_block = kv_per_token * a.model.block_size as u64;
+    let num_blocks = match a.engine.num_blocks {
+        Some(n) => n,
+        None => (kv_bytes / per_block.max(1)) as usize,
+    };
+    let contexts = if a.context_len.is_empty() {
+        let mut v: Vec<usize> = (10..=20)
+            .map(|p| 1usize << p)
+            .filter(|&c| c < cfg.max_position_embeddings)
+            .collect();
+        v.push(cfg.max_position_embeddings);
+        v
+    } else {
+        a.context_len.clone()
+    };
+    let cliff: Vec<(usize, usize)> = contexts
+        .iter()
+        .map(|&c| (c, num_blocks / c.div_ceil(a.model.block_size).max(1)))
+        .collect();
     if a.json {
         let v = serde_json::json!({
             "model": a.model.model, "source": opened.source, "config": cfg,
             "dtype": format!("{dtype:?}").to_lowercase(), "parameters": params,
             "weight_bytes": weight_bytes, "kv_cache_bytes_per_token": kv_per_token,
+            "block_size": a.model.block_size, "num_blocks": num_blocks,
+            "max_concurrency": cliff.iter().map(|(c, n)| serde_json::json!({"context_len": c, "max_seqs": n})).collect::<Vec<_>>(),
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
@@ -85,5 +112,42 @@ pub fn run(a: InfoArgs) -> anyhow::Result<()> {
         "KV cache per token:  {kv_per_token} bytes ({:.1} KiB)",
         kv_per_token as f64 / 1024.0
     );
+    println!(
+        "KV cache:            {num_blocks} blocks of {} tokens ({}, {} tokens)",
+        a.model.block_size,
+        gib(num_blocks as u64 * per_block),
+        num_blocks * a.model.block_size
+    );
+    println!("max concurrent sequences by context length (the KV cliff):");
+    for (c, n) in &cliff {
+        println!("  {c:>8} tokens: {n}");
+    }
     Ok(())
+}
+
+/// The KV cache the engine would get: explicit flags, else on CUDA the memory left by
+/// `--gpu-memory-utilization` after the weights, else 1 GiB.
+fn kv_cache_bytes(
+    e: &EngineArgs,
+    device: &candle_core::Device,
+    weight_bytes: u64,
+    cfg: &engine_model::DecoderConfig,
+    dtype: candle_core::DType,
+) -> u64 {
+    if let Some(b) = e.kv_cache_memory {
+        return b;
+    }
+    match engine_core::device::memory_info(device) {
+        Some((free, total)) => {
+            let reserve = engine_core::device::activation_reserve_bytes(
+                cfg,
+                dtype.size_in_bytes() as u64,
+                e.max_num_batched_tokens,
+                e.max_num_seqs,
+            );
+            let used = total - free + weight_bytes + reserve;
+            ((total as f64 * e.gpu_memory_utilization) as u64).saturating_sub(used)
+        }
+        None => 1 << 30,
+    }
 }

@@ -1,8 +1,13 @@
 //! `engine`: run and inspect Llama-family models with our paged-KV decoder.
 
 mod args;
+mod bench;
+mod device;
 mod generate;
 mod info;
+mod report;
+mod run;
+mod verify;
 
 use clap::{Parser, Subcommand};
 
@@ -19,17 +24,37 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Benchmark the engine in-process: static batches (--batch), closed-loop
+    /// concurrency or open-loop request rates; tables, JSON, CSV, Markdown and plots.
+    Bench(bench::BenchArgs),
+    /// Re-render a saved benchmark (one DIR), or compare two (A B) config by config.
+    Report(report::ReportArgs),
+    /// Measure this machine's ceilings (copy GB/s, matmul FLOP/s) and cache them.
+    Device(device::DeviceArgs),
     /// Generate text from a prompt, streamed to stdout; a timing line goes to stderr.
     Generate(generate::GenerateArgs),
     /// Print the resolved architecture, config, sizes and KV-cache cost per token.
     Info(info::InfoArgs),
+    /// Write a dummy model (a manifest's shape, seeded weights) as a Hugging Face
+    /// directory, so other frameworks can load the same weights.
+    ExportDummy(verify::ExportArgs),
+    /// Dump the logits of a prefill and greedy decode steps (checking against references).
+    Logits(verify::LogitsArgs),
+    /// Batch job: JSONL prompts in, JSONL results out; resumable, sharded (exit 2: some lines failed).
+    Run(run::RunArgs),
 }
 
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Bench(a) => bench::run(a),
+        Command::Report(a) => report::run(a),
+        Command::Device(a) => device::run(a),
         Command::Generate(a) => generate::run(a),
         Command::Info(a) => info::run(a),
+        Command::ExportDummy(a) => verify::export(a),
+        Command::Logits(a) => verify::logits(a),
+        Command::Run(a) => run::run(a),
     };
     if let Err(e) = result {
         // One line, the whole cause chain, no backtrace.
@@ -42,6 +67,10 @@ fn main() {
 pub fn parse_device(s: &str) -> anyhow::Result<candle_core::Device> {
     match s {
         "cpu" => Ok(candle_core::Device::Cpu),
+        "auto" if candle_core::utils::cuda_is_available() => {
+            Ok(candle_core::Device::new_cuda(0).unwrap_or(candle_core::Device::Cpu))
+        }
+        "auto" => Ok(candle_core::Device::Cpu),
         s if s == "cuda" || s.starts_with("cuda:") => {
             let ordinal: usize = match s.strip_prefix("cuda:") {
                 Some(n) => n
@@ -56,7 +85,7 @@ pub fn parse_device(s: &str) -> anyhow::Result<candle_core::Device> {
             }
             Ok(candle_core::Device::new_cuda(ordinal)?)
         }
-        other => anyhow::bail!("--device {other}: expected cpu, cuda or cuda:N"),
+        other => anyhow::bail!("--device {other}: expected auto, cpu, cuda or cuda:N"),
     }
 }
 

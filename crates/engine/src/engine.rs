@@ -37,6 +37,9 @@ pub struct EngineConfig {
     pub max_num_seqs: usize,
     pub max_num_batched_tokens: usize,
     pub enable_prefix_caching: bool,
+    /// On CUDA, the fraction of device memory the engine may use (weights, activations
+    /// and KV cache); the KV cache gets what is left. Ignored on CPU.
+    pub gpu_memory_utilization: f64,
     /// Seeds requests that do not bring their own.
     pub seed: u64,
 }
@@ -50,6 +53,7 @@ impl Default for EngineConfig {
             max_num_seqs: 256,
             max_num_batched_tokens: 2048,
             enable_prefix_caching: true,
+            gpu_memory_utilization: 0.9,
             seed: 0,
         }
     }
@@ -110,13 +114,32 @@ pub struct Engine {
     pub(crate) epoch: Instant,
 }
 
-/// Blocks for the configured memory (or count), at least one.
+/// Blocks for the configured count or memory, at least one. On CUDA without either,
+/// the KV cache gets `gpu_memory_utilization` of the device's memory minus what is in
+/// use (weights, other processes) and an activation reserve.
 pub fn num_blocks_for(cfg: &EngineConfig, decoder: &Decoder) -> usize {
     if let Some(n) = cfg.num_blocks {
         return n.max(1);
     }
-    let bytes = cfg.kv_cache_memory_bytes.unwrap_or(1 << 30);
     let per_block = decoder.config().kv_bytes_per_token(decoder.dtype()) * cfg.block_size as u64;
+    let bytes = match (
+        cfg.kv_cache_memory_bytes,
+        crate::device::memory_info(decoder.device()),
+    ) {
+        (Some(b), _) => b,
+        (None, Some((free, total))) => {
+            let used = total - free;
+            let dtype_bytes = decoder.dtype().size_in_bytes() as u64;
+            let reserve = crate::device::activation_reserve_bytes(
+                decoder.config(),
+                dtype_bytes,
+                cfg.max_num_batched_tokens,
+                cfg.max_num_seqs,
+            );
+            ((total as f64 * cfg.gpu_memory_utilization) as u64).saturating_sub(used + reserve)
+        }
+        (None, None) => 1 << 30,
+    };
     ((bytes / per_block.max(1)) as usize).max(1)
 }
 

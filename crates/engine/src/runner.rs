@@ -75,3 +75,50 @@ impl ModelRunner {
         Ok(logits.to_vec2::<f32>()?)
     }
 }
+
+/// Logits of a prompt's last position and of each of `generated` fed back one at a time
+/// (`generated.len()` decode steps; the last generated token is not fed). Runs on a
+/// private KV cache; for checking the decoder against references.
+pub fn full_logits(
+    engine: &crate::Engine,
+    prompt: &[u32],
+    generated: &[u32],
+) -> Result<Vec<Vec<f32>>> {
+    let decoder = engine.decoder();
+    let cfg = decoder.config();
+    let block_size = engine.block_size();
+    let total = prompt.len() + generated.len();
+    let num_blocks = engine_scheduler::blocks_for(total, block_size);
+    let mut kv = KvCache::new(
+        cfg,
+        num_blocks,
+        block_size,
+        decoder.dtype(),
+        decoder.device(),
+    )?;
+    let table: Vec<u32> = (0..num_blocks as u32).collect();
+    let width = cfg.num_key_value_heads * cfg.head_dim;
+    let mut tokens = prompt.to_vec();
+    let mut rows = Vec::with_capacity(generated.len());
+    let mut computed = 0;
+    for step in 0..=generated.len().saturating_sub(1) {
+        let seq = SeqInput {
+            tokens: &tokens[computed..],
+            num_computed_tokens: computed,
+            block_table: &table,
+            want_logits: true,
+        };
+        let inputs = ForwardInputs::build(&[seq], block_size, width, decoder.device())?;
+        rows.push(
+            decoder
+                .forward(&inputs, &mut kv)?
+                .squeeze(0)?
+                .to_vec1::<f32>()?,
+        );
+        computed = tokens.len();
+        if let Some(&t) = generated.get(step) {
+            tokens.push(t);
+        }
+    }
+    Ok(rows)
+}

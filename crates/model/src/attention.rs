@@ -23,6 +23,63 @@ pub struct SeqSlice {
     pub block_table: Tensor,
 }
 
+/// The decoding sequences of a batch (one new token each), attended to together over a
+/// padded gather of their blocks: a handful of kernels however many sequences decode.
+#[derive(Debug, Clone)]
+pub struct DecodeBatch {
+    /// Rows of these sequences' tokens in the flattened batch: [B] u32.
+    pub rows: Tensor,
+    /// Block tables padded to the longest: [B, max_blocks] u32.
+    pub block_tables: Tensor,
+    /// Additive mask over the padded context: [B, 1, 1, max_blocks * block_size] f32
+    /// (0 for positions the query may see, -inf for padding and outside the window).
+    pub mask: Tensor,
+}
+
+impl DecodeBatch {
+    /// Build from host data: each entry is (row, context_len, block_table).
+    pub fn build(
+        entries: &[(u32, usize, Vec<u32>)],
+        block_size: usize,
+        sliding_window: Option<usize>,
+        device: &candle_core::Device,
+    ) -> Result<Self> {
+        let b = entries.len();
+        let max_blocks = entries.iter().map(|e| e.2.len()).max().unwrap_or(1).max(1);
+        let width = max_blocks * block_size;
+        let mut tables = vec![0u32; b * max_blocks];
+        let mut mask = vec![f32::NEG_INFINITY; b * width];
+        for (i, (_, ctx, table)) in entries.iter().enumerate() {
+            tables[i * max_blocks..i * max_blocks + table.len()].copy_from_slice(table);
+            let first = sliding_window.map_or(0, |w| ctx.saturating_sub(w));
+            mask[i * width + first..i * width + ctx].fill(0.0);
+        }
+        let rows: Vec<u32> = entries.iter().map(|e| e.0).collect();
+        Ok(Self {
+            rows: Tensor::from_vec(rows, b, device)?,
+            block_tables: Tensor::from_vec(tables, (b, max_blocks), device)?,
+            mask: Tensor::from_vec(mask, (b, 1, 1, width), device)?,
+        })
+    }
+}
+
+/// Attention of B decoding queries over their padded contexts.
+/// `q`: [B, heads, d]; `k`, `v`: [B, ctx, kv_heads, d]. Returns [B, heads * d].
+pub fn decode_sdpa(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    let (b, heads, d) = q.dims3()?;
+    let kv_heads = k.dim(2)?;
+    let group = heads / kv_heads;
+    let dtype = q.dtype();
+    let q = q.reshape((b, kv_heads, group, d))?;
+    let k = k.transpose(1, 2)?.contiguous()?; // [B, kv_heads, ctx, d]
+    let v = v.transpose(1, 2)?.contiguous()?;
+    let scale = 1.0 / (d as f64).sqrt();
+    let scores = (q.matmul(&k.transpose(2, 3)?)? * scale)?.to_dtype(DType::F32)?; // [B, kv_heads, group, ctx]
+    let scores = scores.broadcast_add(mask)?;
+    let probs = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(dtype)?;
+    Ok(probs.matmul(&v)?.reshape((b, heads * d))?) // [B, kv_heads, group, d] -> [B, heads*d]
+}
+
 /// Additive mask [query_len, context_len]: 0 where allowed, -inf elsewhere.
 /// Query `i` sits at absolute position `context_len - query_len + i`; key `j` is allowed
 /// when `j <= pos` and, with a window `w`, `pos - j < w` (the Hugging Face convention:
@@ -86,7 +143,8 @@ pub fn sdpa(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&[f32]>) -> Result<
     Ok(out)
 }
 
-/// Attention for a whole flattened batch: store the new K/V, then attend per sequence.
+/// Attention for a whole flattened batch: store the new K/V, then attend. Decoding
+/// sequences (in `decode`) go together; the others (prefill chunks) one by one.
 /// `q`: [num_tokens, heads, d]; `k`, `v`: [num_tokens, kv_heads, d].
 #[allow(clippy::too_many_arguments)]
 pub fn paged_attention(
@@ -97,17 +155,28 @@ pub fn paged_attention(
     kv: &KvCache,
     slot_index: &Tensor,
     seqs: &[SeqSlice],
+    decode: Option<&DecodeBatch>,
+    row_order: Option<&Tensor>,
     sliding_window: Option<usize>,
 ) -> Result<Tensor> {
     kv.write(layer, k, v, slot_index)?;
-    let mut outs = Vec::with_capacity(seqs.len());
+    let mut outs = Vec::with_capacity(seqs.len() + 1);
+    if let Some(db) = decode {
+        let q_d = q.index_select(&db.rows, 0)?; // [B, heads, d]
+        let (k_d, v_d) = kv.gather_batch(layer, &db.block_tables)?;
+        outs.push(decode_sdpa(&q_d, &k_d, &v_d, &db.mask)?);
+    }
     for s in seqs {
         let q_s = q.narrow(0, s.query_start, s.query_len)?;
         let (k_s, v_s) = kv.gather(layer, &s.block_table, s.context_len)?;
         let mask = attention_mask(s.query_len, s.context_len, sliding_window);
         outs.push(sdpa(&q_s, &k_s, &v_s, mask.as_deref())?);
     }
-    Ok(Tensor::cat(&outs, 0)?)
+    let out = Tensor::cat(&outs, 0)?; // decode rows first, then the others
+    Ok(match row_order {
+        Some(order) => out.index_select(order, 0)?,
+        None => out,
+    })
 }
 
 /// `x.max(D::Minus1)` shaped helper kept for tests of masks.

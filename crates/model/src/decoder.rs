@@ -11,7 +11,7 @@
 //! ```
 //! Logits are computed only for the rows in `logits_indices`.
 
-use crate::attention::{paged_attention, SeqSlice};
+use crate::attention::{paged_attention, DecodeBatch, SeqSlice};
 use crate::config::DecoderConfig;
 use crate::kv_cache::KvCache;
 use crate::rope::RopeTable;
@@ -52,10 +52,15 @@ struct Layer {
 /// One forward step's inputs, already on the device.
 #[derive(Debug)]
 pub struct ForwardInputs {
-    pub input_ids: Tensor,      // [T] u32
-    pub positions: Tensor,      // [T] u32
-    pub slot_index: Tensor,     // [T, kv_heads * head_dim] u32: each row's slot, repeated
-    pub seqs: Vec<SeqSlice>,    // host view of each sequence's rows and blocks
+    pub input_ids: Tensor,   // [T] u32
+    pub positions: Tensor,   // [T] u32
+    pub slot_index: Tensor,  // [T, kv_heads * head_dim] u32: each row's slot, repeated
+    pub seqs: Vec<SeqSlice>, // sequences computing several tokens (prefill chunks)
+    /// Sequences computing one token (decodes): `(row, context_len, block_table)`.
+    pub decode: Vec<(u32, usize, Vec<u32>)>,
+    /// Row r of the attention output sits at `row_order[r]` of [decode rows, seqs' rows].
+    pub row_order: Option<Tensor>,
+    pub block_size: usize,
     pub logits_indices: Tensor, // [S] u32: rows whose logits are returned
 }
 
@@ -87,6 +92,7 @@ impl ForwardInputs {
             Vec::with_capacity(total),
         );
         let mut slices = Vec::with_capacity(seqs.len());
+        let mut decode = Vec::new();
         let mut logits_rows = Vec::new();
         for (i, s) in seqs.iter().enumerate() {
             if s.tokens.is_empty() {
@@ -113,13 +119,32 @@ impl ForwardInputs {
             if s.want_logits {
                 logits_rows.push((ids.len() - 1) as u32);
             }
-            slices.push(SeqSlice {
-                query_start,
-                query_len: s.tokens.len(),
-                context_len,
-                block_table: Tensor::new(s.block_table, device)?,
-            });
+            if s.tokens.len() == 1 {
+                decode.push((query_start as u32, context_len, s.block_table.to_vec()));
+            } else {
+                slices.push(SeqSlice {
+                    query_start,
+                    query_len: s.tokens.len(),
+                    context_len,
+                    block_table: Tensor::new(s.block_table, device)?,
+                });
+            }
         }
+        // Attention emits decode rows first, then each prefill sequence's rows.
+        let mut order = vec![0u32; total];
+        let emitted = decode.iter().map(|d| d.0 as usize).chain(
+            slices
+                .iter()
+                .flat_map(|s| s.query_start..s.query_start + s.query_len),
+        );
+        for (pos, row) in emitted.enumerate() {
+            order[row] = pos as u32;
+        }
+        let identity = order.iter().enumerate().all(|(i, &p)| i as u32 == p);
+        let row_order = match identity {
+            true => None,
+            false => Some(Tensor::from_vec(order, total, device)?),
+        };
         let slot_index = Tensor::new(slots.as_slice(), device)?
             .reshape((total, 1))?
             .broadcast_as((total, kv_width))?
@@ -130,6 +155,9 @@ impl ForwardInputs {
             positions: Tensor::new(positions.as_slice(), device)?,
             slot_index,
             seqs: slices,
+            decode,
+            row_order,
+            block_size,
             logits_indices: Tensor::from_vec(logits_rows, n_logits, device)?,
         })
     }
@@ -213,6 +241,15 @@ impl Decoder {
             cfg.head_dim,
         );
         let eps = cfg.rms_norm_eps as f32;
+        let decode = match inputs.decode.is_empty() {
+            true => None,
+            false => Some(DecodeBatch::build(
+                &inputs.decode,
+                inputs.block_size,
+                cfg.sliding_window,
+                &self.device,
+            )?),
+        };
         let mut x = self.embed_tokens.index_select(&inputs.input_ids, 0)?; // [T, hidden]
         for (l, layer) in self.layers.iter().enumerate() {
             let residual = &x;
@@ -230,6 +267,8 @@ impl Decoder {
                 kv,
                 &inputs.slot_index,
                 &inputs.seqs,
+                decode.as_ref(),
+                inputs.row_order.as_ref(),
                 cfg.sliding_window,
             )?;
             x = (layer.o_proj.forward(&attn)? + residual)?; // [T, hidden]

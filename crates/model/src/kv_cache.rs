@@ -97,6 +97,27 @@ impl KvCache {
         Ok(())
     }
 
+    /// Gather a padded batch of sequences' K and V of one layer.
+    /// `block_tables`: [B, max_blocks] u32 (padding entries may name any block).
+    /// Returns K and V as [B, max_blocks * block_size, num_kv_heads, head_dim].
+    pub fn gather_batch(&self, layer: usize, block_tables: &Tensor) -> Result<(Tensor, Tensor)> {
+        let (b, max_blocks) = block_tables.dims2()?;
+        let width = self.num_kv_heads * self.head_dim;
+        let flat = block_tables.flatten_all()?;
+        let gather = |cache: &Tensor| -> Result<Tensor> {
+            let blocks = cache.reshape((self.num_blocks, self.block_size * width))?;
+            Ok(blocks
+                .index_select(&flat, 0)? // [B * max_blocks, block_size * width]
+                .reshape((
+                    b,
+                    max_blocks * self.block_size,
+                    self.num_kv_heads,
+                    self.head_dim,
+                ))?)
+        };
+        Ok((gather(&self.k[layer])?, gather(&self.v[layer])?))
+    }
+
     /// Gather one sequence's first `context_len` tokens of one layer.
     /// `block_table`: [num_blocks_of_seq] u32. Returns K and V as
     /// [context_len, num_kv_heads, head_dim].

@@ -9,7 +9,7 @@
 //! reference is fed the same tokens.
 //!
 //! Tolerance: 1e-4 relative (max |ours - ref| / max |ref| per logit row). Measured on
-//! x86-64 CPU: llama ~2e-7, mistral ~2e-7, qwen2 ~3e-7 (printed with `--nocapture`).
+//! x86-64 CPU: llama 6.6e-7, mistral 8.4e-7, qwen2 7.5e-7 (printed with `--nocapture`).
 
 mod common;
 
@@ -52,6 +52,9 @@ fn compare(what: &str, tokens: &[u32], ours: &[Vec<f32>], reference: &[Vec<f32>]
     let mut stats = ErrStats::default();
     for (p, (o, r)) in ours.iter().zip(reference).enumerate() {
         stats.add(|| format!("position {p}"), o, r);
+    }
+    stats.check(what, TOL);
+    for (p, r) in reference.iter().enumerate() {
         if p + 1 >= PROMPT_LEN && p + 1 < tokens.len() {
             assert_eq!(
                 argmax(r),
@@ -60,7 +63,6 @@ fn compare(what: &str, tokens: &[u32], ours: &[Vec<f32>], reference: &[Vec<f32>]
             );
         }
     }
-    stats.check(what, TOL);
 }
 
 #[test]

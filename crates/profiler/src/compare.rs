@@ -1,0 +1,115 @@
+//! Two saved runs side by side, configuration by configuration: each metric of A, of B,
+//! and the ratio B / A. Configurations are matched by their label (load, lengths,
+//! sampling); those present in only one run are listed.
+
+use crate::result::{BenchResults, ConfigResult};
+use crate::summary::ConfigSummary;
+
+type Metric = (&'static str, fn(&ConfigSummary) -> Option<f64>);
+
+/// The compared metrics; for latencies lower is better, for throughputs higher.
+pub const METRICS: &[Metric] = &[
+    ("output tok/s", |s| s.throughput()),
+    ("prefill tok/s", |s| s.prefill_tok_per_s),
+    ("decode step p50 ms", |s| {
+        s.decode_step_s.p50.map(|v| v * 1e3)
+    }),
+    ("TTFT p50 ms", |s| s.ttft_s.p50.map(|v| v * 1e3)),
+    ("ITL p50 ms", |s| s.itl_s.p50.map(|v| v * 1e3)),
+    ("E2E p50 ms", |s| s.e2e_s.p50.map(|v| v * 1e3)),
+    ("E2E p99 ms", |s| s.e2e_s.p99.map(|v| v * 1e3)),
+];
+
+/// One matched metric.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    pub config: String,
+    pub metric: &'static str,
+    pub a: Option<f64>,
+    pub b: Option<f64>,
+    pub ratio: Option<f64>,
+}
+
+fn find<'a>(r: &'a BenchResults, label: &str) -> Option<&'a ConfigResult> {
+    r.configs.iter().find(|c| c.spec.label() == label)
+}
+
+/// Matched rows, and the labels present in only one of the runs.
+pub fn compare(a: &BenchResults, b: &BenchResults) -> (Vec<Row>, Vec<String>) {
+    let mut rows = Vec::new();
+    let mut unmatched = Vec::new();
+    for ca in &a.configs {
+        let label = ca.spec.label();
+        let Some(cb) = find(b, &label) else {
+            unmatched.push(format!("{label} (only in A)"));
+            continue;
+        };
+        for (name, f) in METRICS {
+            let va = ca.summary.as_ref().and_then(f);
+            let vb = cb.summary.as_ref().and_then(f);
+            let ratio = match (va, vb) {
+                (Some(x), Some(y)) if x != 0.0 => Some(y / x),
+                _ => None,
+            };
+            rows.push(Row {
+                config: label.clone(),
+                metric: name,
+                a: va,
+                b: vb,
+                ratio,
+            });
+        }
+    }
+    for cb in &b.configs {
+        if find(a, &cb.spec.label()).is_none() {
+            unmatched.push(format!("{} (only in B)", cb.spec.label()));
+        }
+    }
+    (rows, unmatched)
+}
+
+/// The comparison as an aligned text table.
+pub fn render(a: &BenchResults, b: &BenchResults) -> String {
+    let (rows, unmatched) = compare(a, b);
+    let f = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));
+    let mut out = format!(
+        "{:<40} {:<20} {:>12} {:>12} {:>8}\n",
+        "config", "metric", "A", "B", "B/A"
+    );
+    for r in rows {
+        let ratio = r.ratio.map_or("-".to_string(), |v| format!("{v:.3}"));
+        out.push_str(&format!(
+            "{:<40} {:<20} {:>12} {:>12} {:>8}\n",
+            r.config,
+            r.metric,
+            f(r.a),
+            f(r.b),
+            ratio
+        ));
+    }
+    for u in unmatched {
+        out.push_str(&format!("unmatched: {u}\n"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ratios_are_b_over_a_and_unmatched_are_listed() {
+        let a = crate::report::tests::sample_results();
+        let mut b = a.clone();
+        b.configs.remove(0);
+        if let Some(s) = b.configs[0].summary.as_mut() {
+            s.output_tok_per_s.mean = s.output_tok_per_s.mean.map(|v| v * 2.0);
+        }
+        let (rows, unmatched) = compare(&a, &b);
+        let tput = rows.iter().find(|r| r.metric == "output tok/s").unwrap();
+        assert!((tput.ratio.unwrap() - 2.0).abs() < 1e-9);
+        assert_eq!(unmatched.len(), 1);
+        assert!(unmatched[0].contains("batch=1 ") && unmatched[0].contains("only in A"));
+        assert!(render(&a, &b).contains("B/A"));
+    }
+}

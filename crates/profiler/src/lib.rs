@@ -1,0 +1,33 @@
+//! The profiler: drives the engine in-process (no network, no HTTP in the timed path)
+//! and measures it.
+//!
+//! - [`spec`]: one configuration and the sweep grid; [`workload`]: the prompts.
+//! - [`static_batch`] and [`serving`]: the drivers (static batches; closed- and
+//!   open-loop serving through the real scheduler); [`bench`] runs a whole sweep.
+//! - [`metrics`], [`summary`], [`analysis`]: percentiles, per-config metrics, goodput,
+//!   the knee and the latency-budget choice (definitions in docs/metrics.md).
+//! - [`telemetry`] (NVML and RSS sampling), [`device`] (measured ceilings) and
+//!   [`roofline`] (floors and achieved fractions).
+//! - [`report`]: results.json, summary.csv, report.md, SVG plots, the terminal table and
+//!   Chrome traces; [`compare`]: two saved runs side by side.
+
+pub mod analysis;
+pub mod bench;
+pub mod compare;
+pub mod device;
+pub mod driver;
+pub mod environment;
+pub mod error;
+pub mod metrics;
+pub mod progress;
+pub mod report;
+pub mod result;
+pub mod roofline;
+pub mod serving;
+pub mod spec;
+pub mod static_batch;
+pub mod summary;
+pub mod telemetry;
+pub mod workload;
+
+pub use error::{ProfilerError, Result};

@@ -1,0 +1,73 @@
+//! report.md: the environment, the ceilings, the table, the analysis, the plots and the
+//! definitions a reader needs to interpret them.
+
+use super::table;
+use crate::result::BenchResults;
+use std::fmt::Write;
+
+fn gib(b: f64) -> String {
+    format!("{:.2}", b / 1e9)
+}
+
+/// The Markdown text; `plots` are the SVG file names written beside it.
+pub fn render(r: &BenchResults, plots: &[&str]) -> String {
+    let e = &r.environment;
+    let mut s = String::from("# Benchmark report\n\n## Environment\n\n");
+    let rows = [
+        ("model", format!("{} ({})", e.model, e.model_source)),
+        (
+            "parameters / weight bytes",
+            format!(
+                "{} / {}",
+                e.model_facts.num_parameters, e.model_facts.weight_bytes
+            ),
+        ),
+        ("dtype", e.dtype.clone()),
+        ("device", format!("{} ({})", e.device, e.device_name)),
+        ("driver", e.driver.clone()),
+        ("CPU", format!("{} ({} logical CPUs)", e.cpu, e.num_cpus)),
+        ("engine config", e.engine_config.to_string()),
+        ("git commit", e.git_commit.clone()),
+        ("date (UTC)", e.date.clone()),
+        ("command", format!("`{}`", e.command_line)),
+        (
+            "runs / warm-up",
+            format!(
+                "{} measured, {} warm-up per config (excluded)",
+                r.settings.runs, r.settings.warmup
+            ),
+        ),
+        ("percentiles", r.settings.percentile_method.clone()),
+        ("total wall time", format!("{:.1} s", r.total_wall_s)),
+    ];
+    s.push_str("| | |\n|---|---|\n");
+    for (k, v) in rows {
+        let _ = writeln!(s, "| {k} | {} |", v.replace('|', "\\|"));
+    }
+    if let Some(c) = &r.ceilings {
+        let _ = writeln!(
+            s,
+            "\n## Ceilings (measured on this machine)\n\ncopy bandwidth {} GB/s ({} MiB buffer), matmul {:.1} GFLOP/s ({n}x{n} {}), best of {} reps, measured {}.",
+            gib(c.copy_bytes_per_s),
+            c.copy_buffer_bytes >> 20,
+            c.matmul_flops_per_s / 1e9,
+            c.dtype,
+            c.reps,
+            c.measured_at,
+            n = c.matmul_n
+        );
+    }
+    s.push_str("\n## Results\n\nTimes in ms; throughputs in tok/s; `*_floor_pct` = floor / measured (100 % = at the hardware limit). Every column is in summary.csv; every run, request and step in results.json.\n\n");
+    s.push_str(&table::render_markdown(r));
+    s.push_str("\n## Analysis\n\n");
+    let _ = writeln!(s, "Knee: {}.\n", crate::analysis::KNEE_METHOD);
+    for line in table::analysis_lines(r) {
+        let _ = writeln!(s, "- {}", line.trim());
+    }
+    s.push_str("\n## Plots\n\n");
+    for p in plots {
+        let _ = writeln!(s, "![{p}]({p})\n");
+    }
+    s.push_str("Definitions: docs/metrics.md in the engine's repository.\n");
+    s
+}

@@ -1,0 +1,152 @@
+//! The records a benchmark produces, as saved in `results.json` and read back by
+//! `engine report`: the environment, every configuration, every run, every request's
+//! timeline and every step's record, with the per-config summaries and the analysis.
+
+use crate::analysis::GroupAnalysis;
+use crate::device::Ceilings;
+use crate::roofline::Roofline;
+use crate::spec::ConfigSpec;
+use crate::summary::ConfigSummary;
+use crate::telemetry::TelemetrySummary;
+use engine_core::{RequestTimeline, StepRecord};
+use serde::{Deserialize, Serialize};
+
+/// Version of the `results.json` layout.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// One request as the profiler saw it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestRecord {
+    pub id: u64,
+    /// Why it finished (`stop`, `length`, ...).
+    pub finish_reason: String,
+    pub timeline: RequestTimeline,
+}
+
+/// One measured (or warm-up) run of a configuration.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub index: usize,
+    /// The measured window, seconds since the engine's epoch: first arrival to the end
+    /// of the last step (the step's end is after the device synchronized).
+    pub start_s: f64,
+    pub end_s: f64,
+    pub requests: Vec<RequestRecord>,
+    pub steps: Vec<StepRecord>,
+    /// Requests the engine refused at `add_request` (counted, not retried).
+    pub rejected: usize,
+    /// The profiler's own time between consecutive `Engine::step` calls, per step.
+    pub overhead_s: Vec<f64>,
+}
+
+impl RunRecord {
+    pub fn wall_s(&self) -> f64 {
+        self.end_s - self.start_s
+    }
+}
+
+/// Whether a configuration ran.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Status {
+    Ok,
+    /// The batch cannot be held by the KV cache (or the scheduler's limits); not run.
+    DoesNotFit {
+        reason: String,
+    },
+    /// The engine failed while running it.
+    Failed {
+        error: String,
+    },
+}
+
+impl Status {
+    pub fn is_ok(&self) -> bool {
+        matches!(self, Status::Ok)
+    }
+
+    /// Short text for tables.
+    pub fn short(&self) -> String {
+        match self {
+            Status::Ok => "ok".into(),
+            Status::DoesNotFit { .. } => "does not fit".into(),
+            Status::Failed { .. } => "failed".into(),
+        }
+    }
+}
+
+/// Everything about one configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConfigResult {
+    pub spec: ConfigSpec,
+    pub status: Status,
+    /// Warm-up runs executed before the measured ones (excluded from every metric).
+    pub warmup_runs: usize,
+    pub runs: Vec<RunRecord>,
+    pub summary: Option<ConfigSummary>,
+    pub telemetry: TelemetrySummary,
+    pub roofline: Option<Roofline>,
+}
+
+/// Facts about the model that the floors need.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ModelFacts {
+    pub num_parameters: u64,
+    pub weight_bytes: u64,
+    pub kv_bytes_per_token: u64,
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub num_hidden_layers: usize,
+    /// `num_attention_heads * head_dim`.
+    pub q_dim: usize,
+    pub tie_word_embeddings: bool,
+}
+
+/// Where and on what the benchmark ran.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Environment {
+    pub model: String,
+    pub model_source: String,
+    pub model_facts: ModelFacts,
+    pub dtype: String,
+    pub device: String,
+    pub device_name: String,
+    pub driver: String,
+    pub cpu: String,
+    pub num_cpus: usize,
+    /// The engine configuration, as the engine reports it.
+    pub engine_config: serde_json::Value,
+    pub git_commit: String,
+    /// UTC, ISO 8601.
+    pub date: String,
+    pub command_line: String,
+    pub profiler_version: String,
+}
+
+/// Settings that apply to the whole invocation.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Settings {
+    pub runs: usize,
+    pub warmup: usize,
+    pub num_requests: usize,
+    pub respect_eos: bool,
+    pub seed: u64,
+    pub prompts_file: Option<String>,
+    pub slo: crate::analysis::Slo,
+    pub latency_budget_s: Option<f64>,
+    pub knee_method: String,
+    pub percentile_method: String,
+}
+
+/// The whole `results.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BenchResults {
+    pub schema_version: u32,
+    pub environment: Environment,
+    pub settings: Settings,
+    pub ceilings: Option<Ceilings>,
+    pub configs: Vec<ConfigResult>,
+    pub analysis: Vec<GroupAnalysis>,
+    /// Total wall time of the invocation, seconds.
+    pub total_wall_s: f64,
+}
