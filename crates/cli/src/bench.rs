@@ -177,16 +177,24 @@ fn engine_config(a: &BenchArgs, loads: &[Load]) -> EngineConfig {
     }
 }
 
-/// `(device name, driver)` for the environment.
-fn device_identity(device: &candle_core::Device, label: &str) -> (String, String, Option<u32>) {
-    if !device.is_cuda() {
-        let driver = telemetry::nvml_info(0).map_or_else(|e| format!("NVML {e}"), |(_, d)| d);
-        return (environment::cpu_name(), driver, None);
+/// `cpu` or `cuda:N`: what `--device` resolved to (`auto` included).
+pub fn device_label(device: &candle_core::Device) -> String {
+    match device.location() {
+        candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
+        candle_core::DeviceLocation::Cpu => "cpu".into(),
+        other => format!("{other:?}").to_lowercase(),
     }
-    let ordinal = label
-        .strip_prefix("cuda:")
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
+}
+
+/// `(device name, driver, NVML index)` for the environment and telemetry.
+pub fn device_identity(device: &candle_core::Device) -> (String, String, Option<u32>) {
+    let ordinal = match device.location() {
+        candle_core::DeviceLocation::Cuda { gpu_id } => gpu_id as u32,
+        _ => {
+            let driver = telemetry::nvml_info(0).map_or_else(|e| format!("NVML {e}"), |(_, d)| d);
+            return (environment::cpu_name(), driver, None);
+        }
+    };
     match telemetry::nvml_info(ordinal) {
         Ok((name, driver)) => (name, driver, Some(ordinal)),
         Err(e) => (
@@ -243,12 +251,12 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
             Workload::random(vocab, &special, a.model.seed)?
         }
     };
-    let (device_name, driver, gpu_index) = device_identity(&device, &a.model.device);
+    let label = device_label(&device);
+    let (device_name, driver, gpu_index) = device_identity(&device);
     let ceilings = if a.no_roofline {
         None
     } else {
-        let (c, cached) =
-            device::load_or_measure(&device, &a.model.device, &device_name, dtype, false)?;
+        let (c, cached) = device::load_or_measure(&device, &label, &device_name, dtype, false)?;
         crate::say(&format!(
             "ceilings ({}): copy {:.1} GB/s, matmul {:.1} GFLOP/s",
             if cached {
@@ -266,7 +274,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         model_source,
         model_facts: engine_profiler::bench::model_facts(&engine),
         dtype: format!("{dtype:?}").to_lowercase(),
-        device: a.model.device.clone(),
+        device: label,
         device_name,
         driver,
         cpu: environment::cpu_name(),

@@ -2,12 +2,12 @@
 //! candle on the chosen device, synchronized) and cache them for the roofline.
 
 use clap::Args;
-use engine_profiler::{device, environment, telemetry};
+use engine_profiler::{device, telemetry};
 
 #[derive(Debug, Args)]
 pub struct DeviceArgs {
-    /// Device: cpu, or cuda[:N] when built with the `cuda` feature.
-    #[arg(long, default_value = "cpu")]
+    /// Device: auto (cuda:0 when available, else cpu), cpu, or cuda[:N].
+    #[arg(long, default_value = "auto")]
     pub device: String,
     /// dtype of the measurements: f32, f16 or bf16 (default: f32 on CPU, bf16 on CUDA).
     #[arg(long)]
@@ -20,19 +20,11 @@ pub struct DeviceArgs {
 pub fn run(a: DeviceArgs) -> anyhow::Result<()> {
     let dev = crate::parse_device(&a.device)?;
     let dtype = crate::parse_dtype(a.dtype.as_deref(), &dev)?;
-    let ordinal = a
-        .device
-        .strip_prefix("cuda:")
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
-    let nvml = telemetry::nvml_info(ordinal);
-    let name = match (&nvml, dev.is_cuda()) {
-        (Ok((gpu, _)), true) => gpu.clone(),
-        (Err(_), true) => format!("CUDA device {ordinal}"),
-        _ => environment::cpu_name(),
-    };
-    crate::say(&format!("measuring {name} ({}, {dtype:?})", a.device));
-    let c = device::measure(&dev, &a.device, &name, dtype)?;
+    let label = crate::bench::device_label(&dev);
+    let (name, _, gpu_index) = crate::bench::device_identity(&dev);
+    let nvml = telemetry::nvml_info(gpu_index.unwrap_or(0));
+    crate::say(&format!("measuring {name} ({label}, {dtype:?})"));
+    let c = device::measure(&dev, &label, &name, dtype)?;
     let path = device::save(&c, dtype)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&c)?);
@@ -50,6 +42,14 @@ pub fn run(a: DeviceArgs) -> anyhow::Result<()> {
             c.matmul_flops_per_s / 1e9,
             c.reps,
             n = c.matmul_n
+        );
+        println!(
+            "GEMV read:   {:.2} GB/s (matrix-vector product streaming the matrix)",
+            c.gemv_read_bytes_per_s / 1e9
+        );
+        println!(
+            "memory:      {:.2} GB/s (the larger; the decode floors use it)",
+            c.mem_bandwidth_bytes_per_s() / 1e9
         );
         match &nvml {
             Ok((gpu, driver)) => println!("NVML:        {gpu}, driver {driver}"),

@@ -22,6 +22,9 @@ pub struct ExportArgs {
     /// Keep only this many layers (faster checks of big shapes).
     #[arg(long)]
     pub num_layers: Option<usize>,
+    /// Set a sliding window (mistral), to exercise windowed attention on short prompts.
+    #[arg(long)]
+    pub sliding_window: Option<usize>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// f32, f16 or bf16.
@@ -37,6 +40,9 @@ pub fn export(a: ExportArgs) -> anyhow::Result<()> {
     let mut cfg = manifest_config(&a.manifest)?;
     if let Some(n) = a.num_layers {
         cfg.num_hidden_layers = n;
+    }
+    if a.sliding_window.is_some() {
+        cfg.sliding_window = a.sliding_window;
     }
     let dtype = crate::parse_dtype(Some(&a.dtype), &candle_core::Device::Cpu)?;
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
@@ -137,6 +143,10 @@ pub struct LogitsArgs {
     /// Also run this many prompts together and alone, and compare greedy tokens.
     #[arg(long, default_value_t = 0)]
     pub batch: usize,
+    /// Follow the prompt and tokens of an earlier dump (PATH.json) instead of greedy
+    /// decoding here, so rows stay comparable after a near-tie flips a token.
+    #[arg(long)]
+    pub follow: Option<PathBuf>,
     /// Output: PATH.json (tokens, shape) and PATH.f32 (logits, row-major f32 LE).
     #[arg(long)]
     pub out: PathBuf,
@@ -164,15 +174,23 @@ pub fn logits(a: LogitsArgs) -> anyhow::Result<()> {
     let vocab = model.decoder.config().vocab_size;
     let engine_cfg = a.engine.engine_config(a.model.block_size, a.model.seed);
     let mut engine = Engine::new(model, engine_cfg.clone())?;
-    let prompt = random_prompt(a.prompt_seed, a.prompt_len, vocab);
-    let params = SamplingParams {
-        logprobs: Some(1),
-        ignore_eos: true,
-        ..SamplingParams::greedy(a.steps + 1)
+    let (prompt, generated) = match &a.follow {
+        Some(path) => followed_tokens(path)?,
+        None => {
+            let prompt = random_prompt(a.prompt_seed, a.prompt_len, vocab);
+            let params = SamplingParams {
+                ignore_eos: true,
+                ..SamplingParams::greedy(a.steps + 1)
+            };
+            let out = engine
+                .generate(vec![(Prompt::Tokens(prompt.clone()), params)])?
+                .remove(0)?;
+            (prompt, out.token_ids)
+        }
     };
-    let out = engine
-        .generate(vec![(Prompt::Tokens(prompt.clone()), params.clone())])?
-        .remove(0)?;
+    let out = FollowedOut {
+        token_ids: generated,
+    };
     // Re-run position by position to collect full logit rows (greedy path is fixed now).
     let rows = engine_core::runner::full_logits(&engine, &prompt, &out.token_ids)?;
     let flat: Vec<u8> = rows
@@ -196,6 +214,7 @@ pub fn logits(a: LogitsArgs) -> anyhow::Result<()> {
                     Prompt::Tokens(random_prompt(100 + i as u64, 8 + 13 * i % 97, vocab)),
                     SamplingParams {
                         ignore_eos: true,
+                        logprobs: Some(2),
                         ..SamplingParams::greedy(a.steps)
                     },
                 )
@@ -206,7 +225,12 @@ pub fn logits(a: LogitsArgs) -> anyhow::Result<()> {
         for (i, r) in reqs.into_iter().enumerate() {
             let alone = engine.generate(vec![r])?.remove(0)?;
             let t = together[i].as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
-            same += usize::from(alone.token_ids == t.token_ids);
+            match first_difference(&alone, t) {
+                None => same += 1,
+                Some((pos, margin_alone, margin_together)) => println!(
+                    "  sequence {i}: first differs at output token {pos}; top-2 logprob margin there: alone {margin_alone:.4}, together {margin_together:.4}"
+                ),
+            }
         }
         println!(
             "batch invariance: {same}/{} sequences give the same greedy tokens together as alone",
@@ -214,4 +238,51 @@ pub fn logits(a: LogitsArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+struct FollowedOut {
+    token_ids: Vec<u32>,
+}
+
+/// Prompt and generated tokens of an earlier `engine logits` dump.
+fn followed_tokens(path: &std::path::Path) -> anyhow::Result<(Vec<u32>, Vec<u32>)> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("--follow {}", path.display()))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("--follow {}", path.display()))?;
+    let ids = |key: &str| -> anyhow::Result<Vec<u32>> {
+        v.get(key)
+            .and_then(|x| x.as_array())
+            .with_context(|| format!("--follow {}: no `{key}` array", path.display()))?
+            .iter()
+            .map(|t| {
+                t.as_u64()
+                    .map(|t| t as u32)
+                    .context("token ids must be integers")
+            })
+            .collect()
+    };
+    Ok((ids("prompt")?, ids("generated")?))
+}
+
+/// First output position where two greedy runs differ, with each run's top-2 logprob
+/// margin there (a margin near 0 means a near-tie that rounding may flip).
+fn first_difference(
+    a: &engine_core::FinalOutput,
+    b: &engine_core::FinalOutput,
+) -> Option<(usize, f32, f32)> {
+    let pos = a
+        .token_ids
+        .iter()
+        .zip(&b.token_ids)
+        .position(|(x, y)| x != y)?;
+    let margin = |o: &engine_core::FinalOutput| {
+        o.logprobs
+            .get(pos)
+            .map_or(f32::NAN, |s| match s.top_logprobs.as_slice() {
+                [first, second, ..] => first.1 - second.1,
+                _ => f32::NAN,
+            })
+    };
+    Some((pos, margin(a), margin(b)))
 }

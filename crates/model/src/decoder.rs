@@ -278,11 +278,12 @@ impl Decoder {
             x = (layer.down_proj.forward(&mlp)? + &x)?;
         }
         if inputs.logits_indices.dim(0)? == 0 {
-            // Nothing to sample (a prefill chunk): only the KV writes mattered.
+            // Nothing to sample (a prefill chunk): only the KV writes mattered. The empty
+            // result lives on the host: no zero-size device allocation.
             return Ok(Tensor::zeros(
                 (0, cfg.vocab_size),
                 DType::F32,
-                &self.device,
+                &Device::Cpu,
             )?);
         }
         let last = x.index_select(&inputs.logits_indices, 0)?; // [S, hidden]

@@ -1,10 +1,13 @@
-//! This machine's ceilings, measured with candle on the chosen device: copy bandwidth
-//! and matmul throughput. They are the denominators of the roofline floors.
+//! This machine's ceilings, measured with candle on the chosen device: memory bandwidth
+//! (a tensor copy, and a matrix-vector product that streams a weight-sized matrix, the
+//! access pattern of decode; the larger is the ceiling) and matmul throughput. They are
+//! the denominators of the roofline floors.
 //!
 //! Each measurement runs one untimed warm-up, then `reps` timed repetitions, each
 //! bracketed by `Device::synchronize` so the clock is read only after the device
 //! finished; the best repetition is kept (the ceiling is what the hardware *can* do).
-//! Copy moves `2 * bytes` per repetition (read + write). Matmul does `2 n^3` FLOPs.
+//! Copy moves `2 * bytes` per repetition (read + write); the GEMV reads the `bytes` of
+//! its matrix (`[8, k] x [k, k]`, vectors negligible). Matmul does `2 n^3` FLOPs.
 //! Results are cached as JSON under `<cache dir>/device/`, keyed by device name and dtype.
 
 use crate::error::{ProfilerError, Result};
@@ -23,11 +26,21 @@ pub struct Ceilings {
     pub dtype: String,
     pub copy_bytes_per_s: f64,
     pub copy_buffer_bytes: u64,
+    /// Bytes of the GEMV's matrix read per second.
+    #[serde(default)]
+    pub gemv_read_bytes_per_s: f64,
     pub matmul_flops_per_s: f64,
     pub matmul_n: usize,
     pub reps: usize,
     /// UTC date of the measurement.
     pub measured_at: String,
+}
+
+impl Ceilings {
+    /// The memory-bandwidth ceiling: the better of copy and GEMV.
+    pub fn mem_bandwidth_bytes_per_s(&self) -> f64 {
+        self.copy_bytes_per_s.max(self.gemv_read_bytes_per_s)
+    }
 }
 
 /// Run `f` once untimed, then `reps` times; the best seconds, synchronized.
@@ -57,6 +70,12 @@ pub fn measure(device: &Device, label: &str, name: &str, dtype: DType) -> Result
     let copy_s = best_of(device, reps, &|| Ok(src.copy()?))?;
     let bytes = (elems * dtype.size_in_bytes()) as u64;
     drop(src);
+    let k = (elems as f64).sqrt() as usize;
+    let w = Tensor::ones((k, k), dtype, device)?;
+    let x = Tensor::ones((8, k), dtype, device)?;
+    let gemv_s = best_of(device, reps, &|| Ok(x.matmul(&w)?))?;
+    let gemv_bytes = (k * k * dtype.size_in_bytes()) as f64;
+    drop(w);
     let a = Tensor::randn(0f32, 1.0, (n, n), device)?.to_dtype(dtype)?;
     let b = Tensor::randn(0f32, 1.0, (n, n), device)?.to_dtype(dtype)?;
     let mm_s = best_of(device, reps, &|| Ok(a.matmul(&b)?))?;
@@ -66,6 +85,7 @@ pub fn measure(device: &Device, label: &str, name: &str, dtype: DType) -> Result
         dtype: format!("{dtype:?}").to_lowercase(),
         copy_bytes_per_s: 2.0 * bytes as f64 / copy_s,
         copy_buffer_bytes: bytes,
+        gemv_read_bytes_per_s: gemv_bytes / gemv_s,
         matmul_flops_per_s: 2.0 * (n as f64).powi(3) / mm_s,
         matmul_n: n,
         reps,
@@ -87,7 +107,7 @@ pub fn cache_path(name: &str, dtype: DType) -> PathBuf {
         .collect();
     engine_model::paths::cache_dir()
         .join("device")
-        .join(format!("ceilings-{key}-{dtype:?}.json").to_lowercase())
+        .join(format!("ceilings-v2-{key}-{dtype:?}.json").to_lowercase())
 }
 
 /// Read cached ceilings, if any (a malformed file counts as absent).
@@ -138,6 +158,7 @@ mod tests {
         let c = measure(&Device::Cpu, "cpu", "test cpu", DType::F32).unwrap();
         assert!(c.copy_bytes_per_s.is_finite() && c.copy_bytes_per_s > 1e6);
         assert!(c.matmul_flops_per_s.is_finite() && c.matmul_flops_per_s > 1e6);
+        assert!(c.mem_bandwidth_bytes_per_s() >= c.copy_bytes_per_s);
         assert_eq!(c.dtype, "f32");
     }
 
@@ -145,6 +166,6 @@ mod tests {
     fn cache_path_is_sanitized() {
         let p = cache_path("AMD EPYC 7B13 / 64-Core", DType::BF16);
         let name = p.file_name().unwrap().to_string_lossy().to_string();
-        assert_eq!(name, "ceilings-amd-epyc-7b13---64-core-bf16.json");
+        assert_eq!(name, "ceilings-v2-amd-epyc-7b13---64-core-bf16.json");
     }
 }

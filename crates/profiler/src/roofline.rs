@@ -1,8 +1,9 @@
 //! Hardware floors: how fast each step could possibly be on this machine, and how close
 //! the measured steps came.
 //!
-//! - Decode step floor = (weight bytes + KV bytes read) / memory bandwidth, where KV
-//!   bytes read = `num_context_tokens * kv_bytes_per_token` (every sequence reads its
+//! - Decode step floor = (weight bytes read + KV bytes read) / memory bandwidth (the better
+//!   of the measured copy and GEMV rates); weight bytes read = all weights but an
+//!   untied embedding table (of which only the batch's rows are gathered); KV bytes read = `num_context_tokens * kv_bytes_per_token` (every sequence reads its
 //!   whole context once per layer; the per-token figure already sums the layers).
 //! - Prefill step floor = FLOPs / peak matmul rate, with FLOPs =
 //!   `2 * P_body * num_batched_tokens` (P_body: parameters of the layers, excluding the
@@ -35,9 +36,17 @@ pub struct Roofline {
     pub prefill_fraction: Option<f64>,
 }
 
-/// Bytes a decode step must read at least once.
+/// Bytes a decode step must read at least once: every weight except an untied embedding
+/// table (only the batch's rows of it are gathered), plus the KV of every context token.
 pub fn decode_bytes(step: &StepRecord, m: &ModelFacts) -> f64 {
-    m.weight_bytes as f64 + step.num_context_tokens as f64 * m.kv_bytes_per_token as f64
+    let bytes_per_param = m.weight_bytes as f64 / (m.num_parameters.max(1)) as f64;
+    let untied_embed = if m.tie_word_embeddings {
+        0.0
+    } else {
+        (m.vocab_size * m.hidden_size) as f64 * bytes_per_param
+    };
+    m.weight_bytes as f64 - untied_embed
+        + step.num_context_tokens as f64 * m.kv_bytes_per_token as f64
 }
 
 /// Matmul FLOPs of a step (see the module docs).
@@ -58,7 +67,7 @@ pub fn step_flops(step: &StepRecord, m: &ModelFacts) -> f64 {
 /// The roofline of the measured `runs`.
 pub fn roofline(runs: &[RunRecord], m: &ModelFacts, c: &Ceilings) -> Roofline {
     let mut r = Roofline {
-        mem_bandwidth_bytes_per_s: c.copy_bytes_per_s,
+        mem_bandwidth_bytes_per_s: c.mem_bandwidth_bytes_per_s(),
         matmul_flops_per_s: c.matmul_flops_per_s,
         ..Default::default()
     };
@@ -71,7 +80,7 @@ pub fn roofline(runs: &[RunRecord], m: &ModelFacts, c: &Ceilings) -> Roofline {
             r.prefill_measured_s += s.duration_s();
         } else if s.is_decode_only() {
             r.decode_steps += 1;
-            r.decode_floor_s += decode_bytes(s, m) / c.copy_bytes_per_s.max(1.0);
+            r.decode_floor_s += decode_bytes(s, m) / r.mem_bandwidth_bytes_per_s.max(1.0);
             r.decode_measured_s += s.duration_s();
         }
     }
@@ -94,7 +103,7 @@ mod tests {
             hidden_size: 10,
             num_hidden_layers: 2,
             q_dim: 10,
-            tie_word_embeddings: false,
+            tie_word_embeddings: true,
         }
     }
 
@@ -126,8 +135,15 @@ mod tests {
         let m = facts();
         // (1e6 + 1e4 * 100) bytes = 2e6 bytes at 1 GB/s = 2 ms; measured 4 ms -> 0.5.
         assert_eq!(decode_bytes(&decode, &m), 2e6);
-        // 2*1000*10 + 2*100*1 + 2*(2*10)*10*10 = 20000 + 200 + 4000
-        assert_eq!(step_flops(&prefill, &m), 24_200.0);
+        // body = 1200 - 100 (tied embedding) = 1100:
+        // 2*1100*10 + 2*100*1 + 2*(2*10)*10*10 = 22000 + 200 + 4000
+        assert_eq!(step_flops(&prefill, &m), 26_200.0);
+        // Untied: the embedding table (100 params of 1200, 1e6 bytes) is not read.
+        let untied = ModelFacts {
+            tie_word_embeddings: false,
+            ..facts()
+        };
+        assert!((decode_bytes(&decode, &untied) - (2e6 - 1e6 / 12.0)).abs() < 1e-6);
         let run = RunRecord {
             steps: vec![prefill, decode],
             ..Default::default()
@@ -135,7 +151,7 @@ mod tests {
         let r = roofline(&[run], &m, &ceilings);
         assert!((r.decode_floor_s - 0.002).abs() < 1e-12);
         assert!((r.decode_fraction.unwrap() - 0.5).abs() < 1e-9);
-        assert!((r.prefill_floor_s - 0.0242).abs() < 1e-12);
-        assert!((r.prefill_fraction.unwrap() - 0.0242).abs() < 1e-9);
+        assert!((r.prefill_floor_s - 0.0262).abs() < 1e-12);
+        assert!((r.prefill_fraction.unwrap() - 0.0262).abs() < 1e-9);
     }
 }

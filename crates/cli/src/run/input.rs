@@ -156,8 +156,9 @@ impl Envelope {
     /// Read the prompt and sampling fields over `defaults`. A request without its own
     /// seed gets `job_seed` mixed with its id's hash, so that a sampled (temperature > 0)
     /// result does not depend on the order, batch or run it was served in.
-    pub fn into_job(self, defaults: &SamplingParams, job_seed: u64) -> Result<Job, BadLine> {
-        let body: Body = match serde_json::from_value(Value::Object(self.body.clone())) {
+    pub fn into_job(mut self, defaults: &SamplingParams, job_seed: u64) -> Result<Job, BadLine> {
+        let fields = Value::Object(std::mem::take(&mut self.body));
+        let body: Body = match serde_json::from_value(fields) {
             Ok(b) => b,
             Err(e) => return Err(self.reject(format!("invalid request: {e}"))),
         };

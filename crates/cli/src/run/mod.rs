@@ -2,7 +2,7 @@
 //!
 //! Input lines stream through the continuous-batching engine with at most
 //! `--max-in-flight` requests inside it, so memory stays flat whatever the input size
-//! (apart from one 16-byte fingerprint per id, needed to catch duplicate ids). Results
+//! (apart from a fingerprint per id, needed to catch duplicate ids: see `job.rs`). Results
 //! are appended to the output as requests finish, one flushed line each, so the output
 //! is always a valid JSONL prefix; running the same command again resumes: finished ids
 //! are skipped, a torn last line is cut off, and error records are keyed by input line
@@ -34,15 +34,17 @@ const EXIT_INTERRUPTED: i32 = 130;
 Input: one JSON object per line: {\"id\": \"a1\", \"prompt\": \"...\"} or {\"id\": 7, \"messages\": \
 [{\"role\": \"user\", \"content\": \"...\"}]}, with optional max_tokens, temperature, top_p, \
 top_k, min_p, seed, stop (string or list), ignore_eos, logprobs (top-N per token). Ids must \
-be unique strings or numbers.
+be unique strings or numbers. A request without a seed gets --seed mixed with a hash of \
+its id, so sampled results do not depend on batching, resumes or shards.
 
 Output: one line per finished request: id, line, text, prompt_tokens, output_tokens, \
 finish_reason, timings {queue_s, ttft_s, e2e_s}, and logprobs when asked. If the output \
 file exists the job resumes: ids already in it are skipped. Bad lines go to the errors \
 file as {line, id, error}.
 
-Exit status: 0 every line succeeded; 2 some lines failed (see the errors file); \
-1 fatal error; 130 interrupted (run the same command again to resume).")]
+Exit status: 0 every line succeeded; 2 some lines failed (see the errors file; a \
+command-line usage error also exits 2, before anything runs); 1 fatal error; \
+130 interrupted (run the same command again to resume).")]
 pub struct RunArgs {
     #[command(flatten)]
     pub model: ModelArgs,

@@ -202,9 +202,14 @@ mod tests {
     fn a_damaged_middle_line_is_fatal() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out.jsonl");
-        std::fs::write(&path, "{\"id\":1}\ngarbage\n{\"id\":2}\n").unwrap();
+        let text = "{\"id\":1}\ngarbage\n{\"id\":2}\n";
+        std::fs::write(&path, text).unwrap();
         let err = ids(&path).unwrap_err().to_string();
         assert!(err.contains("line 2") && err.contains("damaged"), "{err}");
-        assert_eq!(std::fs::read(&path).unwrap().len(), 28, "left untouched");
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            text,
+            "left untouched"
+        );
     }
 }

@@ -12,8 +12,6 @@ use std::time::{Duration, Instant};
 /// What the job has done so far.
 #[derive(Debug, Default, Clone)]
 pub struct Counters {
-    /// Input lines seen (this run).
-    pub lines: u64,
     /// Results written this run.
     pub written: u64,
     /// Ids already in the output when this run started, met again in the input.

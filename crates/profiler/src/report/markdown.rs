@@ -47,8 +47,10 @@ pub fn render(r: &BenchResults, plots: &[&str]) -> String {
     if let Some(c) = &r.ceilings {
         let _ = writeln!(
             s,
-            "\n## Ceilings (measured on this machine)\n\ncopy bandwidth {} GB/s ({} MiB buffer), matmul {:.1} GFLOP/s ({n}x{n} {}), best of {} reps, measured {}.",
+            "\n## Ceilings (measured on this machine)\n\nmemory bandwidth {} GB/s (copy {} GB/s, GEMV read {} GB/s, {} MiB buffer), matmul {:.1} GFLOP/s ({n}x{n} {}), best of {} reps, measured {}.",
+            gib(c.mem_bandwidth_bytes_per_s()),
             gib(c.copy_bytes_per_s),
+            gib(c.gemv_read_bytes_per_s),
             c.copy_buffer_bytes >> 20,
             c.matmul_flops_per_s / 1e9,
             c.dtype,

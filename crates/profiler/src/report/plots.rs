@@ -27,19 +27,22 @@ fn groups(r: &BenchResults) -> Vec<String> {
     g
 }
 
-fn series_by_group(
-    r: &BenchResults,
-    f: &dyn Fn(&ConfigResult, &ConfigSummary) -> Option<(f64, f64)>,
-) -> Vec<Series> {
+/// Reads one point of a config for a chart.
+type PointOf = dyn Fn(&ConfigResult, &ConfigSummary) -> Option<(f64, f64)>;
+/// A named latency metric of a summary.
+type LatencyOf = (&'static str, fn(&ConfigSummary) -> &crate::metrics::Summary);
+
+fn series_by_group(r: &BenchResults, f: &PointOf) -> Vec<Series> {
     groups(r)
         .into_iter()
-        .map(|g| Series {
-            points: ok_configs(r)
-                .filter(|(c, _)| c.spec.group_key() == g)
-                .filter_map(|(c, s)| f(c, s))
-                .collect(),
-            name: g,
-            scatter: false,
+        .map(|g| {
+            Series::new(
+                g.clone(),
+                ok_configs(r)
+                    .filter(|(c, _)| c.spec.group_key() == g)
+                    .filter_map(|(c, s)| f(c, s))
+                    .collect(),
+            )
         })
         .collect()
 }
@@ -80,20 +83,21 @@ fn throughput_vs_load(r: &BenchResults) -> Chart {
 fn latency_vs_load(r: &BenchResults) -> Chart {
     let first = groups(r).into_iter().next().unwrap_or_default();
     let mut series = Vec::new();
-    let metrics: [(&str, fn(&ConfigSummary) -> &crate::metrics::Summary); 3] = [
+    let metrics: [LatencyOf; 3] = [
         ("TTFT", |s| &s.ttft_s),
         ("ITL", |s| &s.itl_s),
         ("E2E", |s| &s.e2e_s),
     ];
-    for (name, get) in metrics {
-        for p in [50, 90, 99] {
+    for (k, (name, get)) in metrics.into_iter().enumerate() {
+        for (p, dash) in [(50, None), (90, Some("6 3")), (99, Some("2 3"))] {
+            let points = ok_configs(r)
+                .filter(|(c, _)| c.spec.group_key() == first)
+                .filter_map(|(c, s)| Some((c.spec.load.value(), get(s).pct(p)? * 1e3)))
+                .collect();
             series.push(Series {
-                name: format!("{name} p{p}"),
-                points: ok_configs(r)
-                    .filter(|(c, _)| c.spec.group_key() == first)
-                    .filter_map(|(c, s)| Some((c.spec.load.value(), get(s).pct(p)? * 1e3)))
-                    .collect(),
-                scatter: false,
+                color: Some(k),
+                dash,
+                ..Series::new(format!("{name} p{p}"), points)
             });
         }
     }
@@ -157,11 +161,7 @@ fn latency_vs_output_len(r: &BenchResults) -> Chart {
                 .filter_map(|(c, s)| Some((c.spec.output_len as f64, s.e2e_s.p50?)))
                 .collect();
             points.sort_by(|a, b| a.0.total_cmp(&b.0));
-            Series {
-                name: k,
-                points,
-                scatter: false,
-            }
+            Series::new(k, points)
         })
         .collect();
     chart(
@@ -185,11 +185,7 @@ fn latency_cdf(r: &BenchResults) -> Chart {
                 .filter_map(|q| q.timeline.e2e_s())
                 .map(|v| v * 1e3)
                 .collect();
-            Series {
-                name: c.spec.load.label(),
-                points: ecdf(&e2e),
-                scatter: false,
-            }
+            Series::new(c.spec.load.label(), ecdf(&e2e))
         })
         .collect();
     chart(
@@ -220,16 +216,14 @@ fn queue_vs_compute(r: &BenchResults) -> Chart {
         y_log: false,
         kind: Kind::StackedBars,
         series: vec![
-            Series {
-                name: "queue (arrival -> first scheduled)".into(),
-                points: bar(|s| s.queue_s.mean),
-                scatter: false,
-            },
-            Series {
-                name: "compute (first scheduled -> last token)".into(),
-                points: bar(|s| s.compute_s.mean),
-                scatter: false,
-            },
+            Series::new(
+                "queue (arrival -> first scheduled)",
+                bar(|s| s.queue_s.mean),
+            ),
+            Series::new(
+                "compute (first scheduled -> last token)",
+                bar(|s| s.compute_s.mean),
+            ),
         ],
         markers: vec![],
         categories: cfgs.iter().map(|(c, _)| c.spec.load.label()).collect(),

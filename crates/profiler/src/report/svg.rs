@@ -11,6 +11,25 @@ pub struct Series {
     pub points: Vec<(f64, f64)>,
     /// Draw markers only (no connecting line).
     pub scatter: bool,
+    /// Colour index (default: the series' position) and SVG dash pattern.
+    pub color: Option<usize>,
+    pub dash: Option<&'static str>,
+}
+
+impl Series {
+    pub fn new(name: impl Into<String>, points: Vec<(f64, f64)>) -> Self {
+        Self {
+            name: name.into(),
+            points,
+            scatter: false,
+            color: None,
+            dash: None,
+        }
+    }
+
+    fn color(&self, i: usize) -> &'static str {
+        COLORS[self.color.unwrap_or(i) % COLORS.len()]
+    }
 }
 
 /// A labelled point drawn on top (e.g. the knee).
@@ -85,9 +104,10 @@ impl Axis {
                 lo = lo.min(0.0);
             }
             if hi <= lo {
-                hi = lo + 1.0;
+                hi = lo + lo.abs().max(1.0);
             }
-            hi += (hi - lo) * 0.05;
+            let step = nice_step((hi - lo) / 5.0);
+            (lo, hi) = ((lo / step).floor() * step, (hi / step).ceil() * step);
         }
         Self { lo, hi, log }
     }
@@ -108,18 +128,34 @@ impl Axis {
             );
             (a..=b).map(|e| 10f64.powi(e)).collect()
         } else {
-            (0..=5)
-                .map(|i| self.lo + (self.hi - self.lo) * i as f64 / 5.0)
-                .collect()
+            let step = nice_step((self.hi - self.lo) / 5.0);
+            let n = ((self.hi - self.lo) / step).round() as usize;
+            (0..=n).map(|i| self.lo + step * i as f64).collect()
         }
     }
+}
+
+/// The 1, 2 or 5 times a power of ten nearest above `raw`.
+fn nice_step(raw: f64) -> f64 {
+    let p = 10f64.powf(raw.max(1e-12).log10().floor());
+    let f = raw / p;
+    let m = if f <= 1.0 {
+        1.0
+    } else if f <= 2.0 {
+        2.0
+    } else if f <= 5.0 {
+        5.0
+    } else {
+        10.0
+    };
+    m * p
 }
 
 fn tick_text(v: f64) -> String {
     let a = v.abs();
     if a == 0.0 {
         "0".into()
-    } else if a >= 1e4 || a < 1e-2 {
+    } else if !(1e-3..1e6).contains(&a) {
         format!("{v:.0e}")
     } else if a >= 100.0 {
         format!("{v:.0}")
@@ -245,7 +281,10 @@ impl Chart {
 
     fn draw_lines(&self, s: &mut String, px: &dyn Fn(f64) -> f64, py: &dyn Fn(f64) -> f64) {
         for (i, ser) in self.series.iter().enumerate() {
-            let color = COLORS[i % COLORS.len()];
+            let color = ser.color(i);
+            let dash = ser
+                .dash
+                .map_or(String::new(), |d| format!(" stroke-dasharray=\"{d}\""));
             let pts: Vec<String> = ser
                 .points
                 .iter()
@@ -254,7 +293,7 @@ impl Chart {
             if !ser.scatter && pts.len() > 1 {
                 let _ = writeln!(
                     s,
-                    "<polyline points=\"{}\" fill=\"none\" stroke=\"{color}\" stroke-width=\"2\"/>",
+                    "<polyline points=\"{}\" fill=\"none\" stroke=\"{color}\" stroke-width=\"2\"{dash}/>",
                     pts.join(" ")
                 );
             }
@@ -285,9 +324,18 @@ impl Chart {
     }
 
     fn legend(&self, s: &mut String, x: f64, y: f64) {
-        for (i, ser) in self.series.iter().enumerate().take(8) {
+        let n = self.series.len().min(12);
+        if n == 0 {
+            return;
+        }
+        let w = 20.0 + 6.5 * self.series.iter().map(|s| s.name.len()).max().unwrap_or(0) as f64;
+        let _ = writeln!(s, "<rect x=\"{}\" y=\"{}\" width=\"{w:.0}\" height=\"{}\" fill=\"white\" fill-opacity=\"0.8\"/>", x - 3.0, y - 3.0, 15.0 * n as f64 + 4.0);
+        for (i, ser) in self.series.iter().enumerate().take(n) {
             let yy = y + 15.0 * i as f64;
-            let _ = writeln!(s, "<rect x=\"{x}\" y=\"{yy}\" width=\"10\" height=\"10\" fill=\"{}\"/><text x=\"{}\" y=\"{}\" font-size=\"11\">{}</text>", COLORS[i % COLORS.len()], x + 14.0, yy + 9.0, esc(&ser.name));
+            let dash = ser
+                .dash
+                .map_or(String::new(), |d| format!(" stroke-dasharray=\"{d}\""));
+            let _ = writeln!(s, "<line x1=\"{x}\" x2=\"{}\" y1=\"{}\" y2=\"{}\" stroke=\"{}\" stroke-width=\"3\"{dash}/><text x=\"{}\" y=\"{}\" font-size=\"11\">{}</text>", x + 12.0, yy + 5.0, yy + 5.0, ser.color(i), x + 16.0, yy + 9.0, esc(&ser.name));
         }
     }
 }
@@ -305,11 +353,7 @@ mod tests {
             x_log: true,
             y_log: true,
             kind: Kind::Lines,
-            series: vec![Series {
-                name: "p50".into(),
-                points: vec![(1.0, 5.0), (8.0, 50.0)],
-                scatter: false,
-            }],
+            series: vec![Series::new("p50", vec![(1.0, 5.0), (8.0, 50.0)])],
             markers: vec![Marker {
                 x: 8.0,
                 y: 50.0,
@@ -322,6 +366,14 @@ mod tests {
         assert!(svg.contains("batch size") && svg.contains("latency (ms)"));
         assert!(svg.contains("<polyline") && svg.contains("knee"));
         assert!(!svg.contains("NaN"));
+    }
+
+    #[test]
+    fn linear_ticks_are_nice() {
+        let a = Axis::new([0.0, 38.3].into_iter(), false, true);
+        assert_eq!(a.ticks(), vec![0.0, 10.0, 20.0, 30.0, 40.0]);
+        assert_eq!(nice_step(0.7), 1.0);
+        assert_eq!(nice_step(130.0), 200.0);
     }
 
     #[test]
