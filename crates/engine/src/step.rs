@@ -3,6 +3,7 @@
 use crate::engine::{Engine, FinalOutput, RequestOutput};
 use crate::error::Result;
 use crate::records::StepRecord;
+use crate::runner::StepLogits;
 use crate::sampler::sample;
 use engine_scheduler::{FinishReason, SchedulerOutput, SeqId};
 
@@ -23,7 +24,12 @@ impl Engine {
         }
         let inputs = self.runner.prepare_inputs(&out, &self.scheduler)?;
         let t_prep = self.now_s();
-        let logits = self.runner.execute(&inputs)?;
+        let all_greedy = out.scheduled.iter().filter(|s| s.samples).all(|s| {
+            self.scheduler
+                .seq(s.seq_id)
+                .is_some_and(|q| q.params.is_greedy() && q.params.logprobs.is_none())
+        });
+        let logits = self.runner.execute(&inputs, all_greedy)?;
         let t_fwd = self.now_s();
         let sampled = self.sample_all(&out, &logits);
         let token_time = self.now_s();
@@ -36,7 +42,14 @@ impl Engine {
     }
 
     /// One token per sampling sequence, each with its own RNG.
-    fn sample_all(&mut self, out: &SchedulerOutput, logits: &[Vec<f32>]) -> Vec<(SeqId, u32)> {
+    fn sample_all(&mut self, out: &SchedulerOutput, logits: &StepLogits) -> Vec<(SeqId, u32)> {
+        let logits = match logits {
+            StepLogits::Rows(rows) => rows,
+            StepLogits::Greedy(ids) => {
+                let sampling = out.scheduled.iter().filter(|s| s.samples);
+                return sampling.zip(ids).map(|(s, &t)| (s.seq_id, t)).collect();
+            }
+        };
         let mut rows = logits.iter();
         let mut sampled = Vec::new();
         for s in out.scheduled.iter().filter(|s| s.samples) {

@@ -1,13 +1,14 @@
 //! This machine's ceilings, measured with candle on the chosen device: memory bandwidth
-//! (a tensor copy, and a matrix-vector product that streams a weight-sized matrix, the
-//! access pattern of decode; the larger is the ceiling) and matmul throughput. They are
+//! (a copy — on CPU a parallel host memcpy, since candle's CPU copy is single-threaded —
+//! and a matrix-vector product that streams a transposed weight-sized matrix, the access
+//! pattern of decode; the larger is the ceiling) and matmul throughput. They are
 //! the denominators of the roofline floors.
 //!
 //! Each measurement runs one untimed warm-up, then `reps` timed repetitions, each
 //! bracketed by `Device::synchronize` so the clock is read only after the device
 //! finished; the best repetition is kept (the ceiling is what the hardware *can* do).
 //! Copy moves `2 * bytes` per repetition (read + write); the GEMV reads the `bytes` of
-//! its matrix (`[8, k] x [k, k]`, vectors negligible). Matmul does `2 n^3` FLOPs.
+//! its matrix (`[1, k] x [k, k]^T`, vectors negligible). Matmul does `2 n^3` FLOPs.
 //! Results are cached as JSON under `<cache dir>/device/`, keyed by device name and dtype.
 
 use crate::error::{ProfilerError, Result};
@@ -64,16 +65,22 @@ pub fn measure(device: &Device, label: &str, name: &str, dtype: DType) -> Result
     let (elems, n, reps) = if device.is_cuda() {
         (256 << 20, 4096, 10)
     } else {
-        (16 << 20, 1024, 5)
+        (64 << 20, 1024, 5)
     };
-    let src = Tensor::ones(elems, dtype, device)?;
-    let copy_s = best_of(device, reps, &|| Ok(src.copy()?))?;
     let bytes = (elems * dtype.size_in_bytes()) as u64;
-    drop(src);
+    let copy_s = if device.is_cuda() {
+        let src = Tensor::randn(0f32, 1.0, elems, device)?.to_dtype(dtype)?;
+        best_of(device, reps, &|| Ok(src.copy()?))?
+    } else {
+        // candle's CPU copy is single-threaded: measure the memory system with one
+        // memcpy stream per core instead.
+        host_copy_seconds(bytes as usize, reps)
+    };
     let k = (elems as f64).sqrt() as usize;
-    let w = Tensor::ones((k, k), dtype, device)?;
-    let x = Tensor::ones((8, k), dtype, device)?;
-    let gemv_s = best_of(device, reps, &|| Ok(x.matmul(&w)?))?;
+    // Decode's access pattern: one activation row against a [out, in] weight, transposed.
+    let w = Tensor::randn(0f32, 1.0, (k, k), device)?.to_dtype(dtype)?;
+    let x = Tensor::randn(0f32, 1.0, (1, k), device)?.to_dtype(dtype)?;
+    let gemv_s = best_of(device, reps, &|| Ok(x.matmul(&w.t()?)?))?;
     let gemv_bytes = (k * k * dtype.size_in_bytes()) as f64;
     drop(w);
     let a = Tensor::randn(0f32, 1.0, (n, n), device)?.to_dtype(dtype)?;
@@ -93,6 +100,28 @@ pub fn measure(device: &Device, label: &str, name: &str, dtype: DType) -> Result
     })
 }
 
+/// Best time of a parallel host memcpy of `bytes` (one chunk per core), after a warm-up.
+fn host_copy_seconds(bytes: usize, reps: usize) -> f64 {
+    let src: Vec<u8> = (0..bytes).map(|i| (i * 31 % 251) as u8).collect();
+    let mut dst = vec![0u8; bytes];
+    let threads = std::thread::available_parallelism().map_or(1, |p| p.get());
+    let chunk = bytes.div_ceil(threads);
+    let mut best = f64::INFINITY;
+    for rep in 0..=reps.max(1) {
+        let t0 = Instant::now();
+        std::thread::scope(|s| {
+            for (d, c) in dst.chunks_mut(chunk).zip(src.chunks(chunk)) {
+                s.spawn(move || d.copy_from_slice(c));
+            }
+        });
+        if rep > 0 {
+            best = best.min(t0.elapsed().as_secs_f64());
+        }
+    }
+    std::hint::black_box(&dst);
+    best
+}
+
 /// Where the ceilings of `name` (device name) and `dtype` are cached.
 pub fn cache_path(name: &str, dtype: DType) -> PathBuf {
     let key: String = name
@@ -107,7 +136,7 @@ pub fn cache_path(name: &str, dtype: DType) -> PathBuf {
         .collect();
     engine_model::paths::cache_dir()
         .join("device")
-        .join(format!("ceilings-v2-{key}-{dtype:?}.json").to_lowercase())
+        .join(format!("ceilings-v3-{key}-{dtype:?}.json").to_lowercase())
 }
 
 /// Read cached ceilings, if any (a malformed file counts as absent).
@@ -166,6 +195,6 @@ mod tests {
     fn cache_path_is_sanitized() {
         let p = cache_path("AMD EPYC 7B13 / 64-Core", DType::BF16);
         let name = p.file_name().unwrap().to_string_lossy().to_string();
-        assert_eq!(name, "ceilings-v2-amd-epyc-7b13---64-core-bf16.json");
+        assert_eq!(name, "ceilings-v3-amd-epyc-7b13---64-core-bf16.json");
     }
 }
