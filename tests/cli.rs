@@ -1,9 +1,11 @@
 //! End-to-end tests of the `engine` binary: the default model answers sensibly, and bad
 //! input gives one clear error line and a non-zero exit, never a panic.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
-use std::sync::Mutex;
+
+mod support;
+use support::default_model;
 
 fn engine(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_engine"))
@@ -11,15 +13,6 @@ fn engine(args: &[&str]) -> Output {
         .env_remove("RUST_BACKTRACE")
         .output()
         .expect("run engine")
-}
-
-/// The default model's GGUF, fetched once per test process.
-fn default_model() -> PathBuf {
-    static LOCK: Mutex<()> = Mutex::new(());
-    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    engine_model::fetch::SMOLLM2_135M
-        .ensure(&|m| eprintln!("{m}"))
-        .expect("fetch the default model")
 }
 
 /// Assert a failed run with exactly one `error:` line mentioning every needle.

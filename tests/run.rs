@@ -5,10 +5,12 @@
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+mod support;
+use support::default_model;
 
 fn engine() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_engine"));
@@ -27,15 +29,6 @@ fn spawn_engine(args: &[String]) -> Child {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn engine")
-}
-
-/// The default model's GGUF, fetched once per test process.
-fn default_model() -> PathBuf {
-    static LOCK: Mutex<()> = Mutex::new(());
-    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    engine_model::fetch::SMOLLM2_135M
-        .ensure(&|m| eprintln!("{m}"))
-        .expect("fetch the default model")
 }
 
 /// A tiny seeded llama with the byte-level tokenizer (prompts are bytes).

@@ -31,28 +31,53 @@ pub struct ModelArgs {
     pub block_size: usize,
 }
 
-/// Engine limits and KV-cache size (shared by generate, bench and run).
+/// Default `--max-num-seqs`.
+pub const DEFAULT_MAX_NUM_SEQS: usize = 256;
+
+/// Engine limits and KV-cache size (shared by every subcommand that runs the engine).
 #[derive(Debug, Clone, Args)]
 pub struct EngineArgs {
-    /// KV-cache blocks (overrides --kv-cache-memory).
+    /// KV-cache blocks (default: from --kv-cache-memory, or the engine's default sizing).
     #[arg(long)]
     pub num_blocks: Option<usize>,
-    /// Bytes for the KV cache, e.g. 1073741824 (default 1 GiB).
-    #[arg(long)]
+    /// KV-cache memory, e.g. 2GiB, 512MiB or a byte count.
+    #[arg(long, value_parser = parse_bytes)]
     pub kv_cache_memory: Option<u64>,
-    /// Most sequences in one batch.
-    #[arg(long, default_value_t = 256)]
-    pub max_num_seqs: usize,
-    /// Token budget of one step (prompts longer than this are prefilled in chunks).
+    /// Most sequences per step (default 256; `bench` raises it to its largest load).
+    #[arg(long)]
+    pub max_num_seqs: Option<usize>,
+    /// Most tokens per step (prefill is chunked to fit).
     #[arg(long, default_value_t = 2048)]
     pub max_num_batched_tokens: usize,
-    /// Turn off prefix caching.
+    /// Disable prefix caching.
     #[arg(long)]
     pub no_prefix_caching: bool,
-    /// On CUDA, the fraction of GPU memory to use; the KV cache gets what weights and
-    /// activations leave (unless --num-blocks or --kv-cache-memory is given).
+    /// On CUDA, the fraction of device memory the engine may use.
     #[arg(long, default_value_t = 0.9)]
     pub gpu_memory_utilization: f64,
+}
+
+/// Parse a size: `2GiB`, `512MiB`, `1.5GB` or a plain byte count.
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let units = [
+        ("GiB", 1u64 << 30),
+        ("MiB", 1 << 20),
+        ("KiB", 1 << 10),
+        ("GB", 1_000_000_000),
+        ("MB", 1_000_000),
+        ("B", 1),
+    ];
+    let (num, scale) = units
+        .iter()
+        .find_map(|(u, m)| t.strip_suffix(u).map(|n| (n, *m)))
+        .unwrap_or((t, 1));
+    num.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite() && *v > 0.0)
+        .map(|v| (v * scale as f64) as u64)
+        .ok_or_else(|| format!("`{s}`: expected a size like 2GiB, 512MiB or a byte count"))
 }
 
 impl EngineArgs {
@@ -61,7 +86,7 @@ impl EngineArgs {
             block_size,
             num_blocks: self.num_blocks,
             kv_cache_memory_bytes: self.kv_cache_memory,
-            max_num_seqs: self.max_num_seqs,
+            max_num_seqs: self.max_num_seqs.unwrap_or(DEFAULT_MAX_NUM_SEQS),
             max_num_batched_tokens: self.max_num_batched_tokens,
             enable_prefix_caching: !self.no_prefix_caching,
             gpu_memory_utilization: self.gpu_memory_utilization,

@@ -2,7 +2,7 @@
 //! closed-loop concurrencies or open-loop request rates, and report latency,
 //! throughput, telemetry and distance from the hardware floor (see docs/metrics.md).
 
-use crate::args::ModelArgs;
+use crate::args::{EngineArgs, ModelArgs, DEFAULT_MAX_NUM_SEQS};
 use anyhow::Context;
 use clap::{ArgGroup, Args};
 use engine_core::{Engine, EngineConfig};
@@ -17,50 +17,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// Engine limits and KV-cache size for the benchmark's engine.
-#[derive(Debug, Clone, Args)]
-pub struct EngineArgs {
-    /// KV-cache blocks (default: from --kv-cache-memory, or the engine's default sizing).
-    #[arg(long)]
-    pub num_blocks: Option<usize>,
-    /// KV-cache memory, e.g. 2GiB, 512MiB or a byte count.
-    #[arg(long, value_parser = parse_bytes)]
-    pub kv_cache_memory: Option<u64>,
-    /// Most sequences per step (default: the largest batch/concurrency, at least 256).
-    #[arg(long)]
-    pub max_num_seqs: Option<usize>,
-    /// Most tokens per step (prefill is chunked to fit).
-    #[arg(long, default_value_t = 2048)]
-    pub max_num_batched_tokens: usize,
-    /// Disable prefix caching.
-    #[arg(long)]
-    pub no_prefix_caching: bool,
-    /// On CUDA, the fraction of device memory the engine may use.
-    #[arg(long, default_value_t = 0.9)]
-    pub gpu_memory_utilization: f64,
-}
-
-fn parse_bytes(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let units = [
-        ("GiB", 1u64 << 30),
-        ("MiB", 1 << 20),
-        ("KiB", 1 << 10),
-        ("GB", 1_000_000_000),
-        ("MB", 1_000_000),
-        ("B", 1),
-    ];
-    let (num, scale) = units
-        .iter()
-        .find_map(|(u, m)| t.strip_suffix(u).map(|n| (n, *m)))
-        .unwrap_or((t, 1));
-    num.trim()
-        .parse::<f64>()
-        .ok()
-        .filter(|v| v.is_finite() && *v > 0.0)
-        .map(|v| (v * scale as f64) as u64)
-        .ok_or_else(|| format!("`{s}`: expected a size like 2GiB, 512MiB or a byte count"))
-}
-
 #[derive(Debug, Args)]
 #[command(group(ArgGroup::new("mode").required(true).args(["batch", "concurrency", "request_rate"])))]
 pub struct BenchArgs {
@@ -169,7 +125,10 @@ fn engine_config(a: &BenchArgs, loads: &[Load]) -> EngineConfig {
         block_size: a.model.block_size,
         num_blocks: a.engine.num_blocks,
         kv_cache_memory_bytes: a.engine.kv_cache_memory,
-        max_num_seqs: a.engine.max_num_seqs.unwrap_or(biggest.max(256)),
+        max_num_seqs: a
+            .engine
+            .max_num_seqs
+            .unwrap_or(biggest.max(DEFAULT_MAX_NUM_SEQS)),
         max_num_batched_tokens: a.engine.max_num_batched_tokens,
         enable_prefix_caching: !a.engine.no_prefix_caching,
         gpu_memory_utilization: a.engine.gpu_memory_utilization,
@@ -320,7 +279,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_bytes;
+    use crate::args::parse_bytes;
 
     #[test]
     fn sizes_parse() {

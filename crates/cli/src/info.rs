@@ -143,7 +143,7 @@ fn kv_cache_bytes(
                 cfg,
                 dtype.size_in_bytes() as u64,
                 e.max_num_batched_tokens,
-                e.max_num_seqs,
+                e.max_num_seqs.unwrap_or(crate::args::DEFAULT_MAX_NUM_SEQS),
             );
             let used = total - free + weight_bytes + reserve;
             ((total as f64 * e.gpu_memory_utilization) as u64).saturating_sub(used)

@@ -204,7 +204,12 @@ fn execute(a: RunArgs) -> anyhow::Result<i32> {
         defaults,
         seed: a.model.seed,
         shard: a.shard.unwrap_or(shard::Shard::ALL),
-        max_in_flight: a.max_in_flight.unwrap_or(2 * a.engine.max_num_seqs),
+        max_in_flight: a.max_in_flight.unwrap_or(
+            2 * a
+                .engine
+                .max_num_seqs
+                .unwrap_or(crate::args::DEFAULT_MAX_NUM_SEQS),
+        ),
     };
     let progress = progress::Progress::new(total_lines, !a.no_progress);
     let mut runner = job::Runner::new(engine, cfg, resume, progress);
