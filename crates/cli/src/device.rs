@@ -55,6 +55,15 @@ pub fn run(a: DeviceArgs) -> anyhow::Result<()> {
             Ok((gpu, driver)) => println!("NVML:        {gpu}, driver {driver}"),
             Err(e) => println!("NVML:        {e}"),
         }
+        if dev.is_cuda() {
+            match telemetry::nvml_capacity(gpu_index.unwrap_or(0)) {
+                Ok((total, (major, minor))) => println!(
+                    "GPU:         {:.1} GiB memory, compute capability {major}.{minor}",
+                    total as f64 / (1u64 << 30) as f64
+                ),
+                Err(e) => println!("GPU:         memory and compute capability {e}"),
+            }
+        }
     }
     crate::say(&format!("cached in {}", path.display()));
     Ok(())

@@ -86,6 +86,17 @@ pub fn nvml_info(gpu_index: u32) -> std::result::Result<(String, String), String
     Ok((name, driver))
 }
 
+/// Total memory (bytes) and CUDA compute capability (major, minor) of GPU `gpu_index`.
+pub fn nvml_capacity(gpu_index: u32) -> std::result::Result<(u64, (i32, i32)), String> {
+    let nvml = Nvml::init().map_err(|e| format!("unavailable: {e}"))?;
+    let dev = nvml
+        .device_by_index(gpu_index)
+        .map_err(|e| format!("unavailable: {e}"))?;
+    let total = dev.memory_info().map_err(|e| e.to_string())?.total;
+    let cc = dev.cuda_compute_capability().map_err(|e| e.to_string())?;
+    Ok((total, (cc.major, cc.minor)))
+}
+
 /// A background sampling thread.
 pub struct Sampler {
     stop: Arc<AtomicBool>,
