@@ -31,6 +31,22 @@ pub struct ModelArgs {
     pub block_size: usize,
 }
 
+impl ModelArgs {
+    /// How to load the model on `device` in `dtype`.
+    pub fn load_options(
+        &self,
+        device: candle_core::Device,
+        dtype: candle_core::DType,
+    ) -> engine_model::LoadOptions {
+        engine_model::LoadOptions {
+            dtype,
+            device,
+            seed: self.seed,
+            tokenizer: self.tokenizer.clone(),
+        }
+    }
+}
+
 /// Default `--max-num-seqs`.
 pub const DEFAULT_MAX_NUM_SEQS: usize = 256;
 

@@ -6,7 +6,7 @@ use crate::args::{EngineArgs, ModelArgs, DEFAULT_MAX_NUM_SEQS};
 use anyhow::Context;
 use clap::{ArgGroup, Args};
 use engine_core::{Engine, EngineConfig};
-use engine_model::{load_model, LoadOptions};
+use engine_model::load_model;
 use engine_profiler::analysis::{parse_duration, Slo};
 use engine_profiler::bench::{run_bench, BenchOptions};
 use engine_profiler::result::Environment;
@@ -189,12 +189,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         top_ps: a.top_p.clone(),
     };
     let cfg = engine_config(&a, &loads);
-    let opts = LoadOptions {
-        dtype,
-        device: device.clone(),
-        seed: a.model.seed,
-        tokenizer: a.model.tokenizer.clone(),
-    };
+    let opts = a.model.load_options(device.clone(), dtype);
     let model = load_model(&a.model.model, &opts, &crate::say)
         .with_context(|| format!("model {}", a.model.model))?;
     let (model_name, model_source) = (model.name.clone(), model.source.clone());

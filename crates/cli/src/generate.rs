@@ -5,7 +5,7 @@ use anyhow::Context;
 use clap::Args;
 use engine_core::{Engine, Prompt};
 use engine_model::chat::ChatMessage;
-use engine_model::{load_model, LoadOptions};
+use engine_model::load_model;
 use engine_scheduler::SamplingParams;
 use std::io::Write;
 
@@ -62,12 +62,7 @@ pub fn run(a: GenerateArgs) -> anyhow::Result<()> {
         ..SamplingParams::default()
     };
     params.validate().context("invalid sampling parameters")?;
-    let opts = LoadOptions {
-        dtype,
-        device,
-        seed: a.model.seed,
-        tokenizer: a.model.tokenizer.clone(),
-    };
+    let opts = a.model.load_options(device, dtype);
     let model = load_model(&a.model.model, &opts, &crate::say)
         .with_context(|| format!("model {}", a.model.model))?;
     let prompt = if a.chat {

@@ -9,7 +9,7 @@ use anyhow::Context;
 use candle_core::DType;
 use clap::Args;
 use engine_core::{Engine, Prompt};
-use engine_model::{source::manifest_config, weights::dummy_tensor, LoadOptions};
+use engine_model::{source::manifest_config, weights::dummy_tensor};
 use engine_scheduler::SamplingParams;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -163,12 +163,7 @@ fn random_prompt(seed: u64, len: usize, vocab: usize) -> Vec<u32> {
 pub fn logits(a: LogitsArgs) -> anyhow::Result<()> {
     let device = crate::parse_device(&a.model.device)?;
     let dtype = crate::parse_dtype(a.model.dtype.as_deref(), &device)?;
-    let opts = LoadOptions {
-        dtype,
-        device,
-        seed: a.model.seed,
-        tokenizer: a.model.tokenizer.clone(),
-    };
+    let opts = a.model.load_options(device, dtype);
     let load = || engine_model::load_model(&a.model.model, &opts, &crate::say);
     let model = load()?;
     let vocab = model.decoder.config().vocab_size;

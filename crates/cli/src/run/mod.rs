@@ -19,7 +19,7 @@ use crate::args::{EngineArgs, ModelArgs};
 use anyhow::{bail, Context};
 use clap::Args;
 use engine_core::Engine;
-use engine_model::{load_model, LoadOptions};
+use engine_model::load_model;
 use engine_scheduler::SamplingParams;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -220,12 +220,7 @@ fn execute(a: RunArgs) -> anyhow::Result<i32> {
 fn load_engine(a: &RunArgs) -> anyhow::Result<Engine> {
     let device = crate::parse_device(&a.model.device)?;
     let dtype = crate::parse_dtype(a.model.dtype.as_deref(), &device)?;
-    let opts = LoadOptions {
-        dtype,
-        device,
-        seed: a.model.seed,
-        tokenizer: a.model.tokenizer.clone(),
-    };
+    let opts = a.model.load_options(device, dtype);
     let model = load_model(&a.model.model, &opts, &crate::say)
         .with_context(|| format!("model {}", a.model.model))?;
     Ok(Engine::new(
