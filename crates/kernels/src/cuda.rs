@@ -1,0 +1,165 @@
+//! Device helpers: the PTX modules build.rs produced, raw device addresses of tensors,
+//! output allocation. Everything runs on candle's one stream per device, so kernels are
+//! ordered with candle's own work and need no extra synchronization.
+
+use candle_core::backend::BackendStorage;
+use candle_core::cuda::cudarc::driver::{
+    result, CudaFunction, CudaSlice, DevicePtr, DeviceRepr, LaunchArgs,
+};
+use candle_core::cuda::CudaStorageSlice;
+use candle_core::{CudaDevice, CudaStorage, DType, Layout, Storage, Tensor};
+use std::sync::Arc;
+
+mod ptx {
+    include!(concat!(env!("OUT_DIR"), "/ptx.rs"));
+}
+
+type R<T> = candle_core::Result<T>;
+
+fn err(msg: String) -> candle_core::Error {
+    candle_core::Error::Msg(msg)
+}
+
+/// Load `name` from the PTX of `kernels/{module}.cu` (the module is cached per device
+/// by candle). Launch it with [`Kernel::builder`].
+pub(crate) fn func(dev: &CudaDevice, module: &str, name: &str) -> R<Kernel> {
+    let ptx = ptx::ALL
+        .iter()
+        .find(|(m, _)| *m == module)
+        .map(|(_, p)| *p)
+        .ok_or_else(|| err(format!("no PTX module {module} (kernels/{module}.cu)")))?;
+    let f = dev.get_or_load_custom_func(name, module, ptx)?;
+    Ok(Kernel {
+        func: f.into_cuda_function(),
+        stream: dev.cuda_stream(),
+    })
+}
+
+/// A loaded kernel and the stream it runs on (candle's).
+pub(crate) struct Kernel {
+    func: CudaFunction,
+    stream: Arc<candle_core::cuda::cudarc::driver::CudaStream>,
+}
+
+impl Kernel {
+    /// Argument builder; push with `candle_core::builder_arg!`, then `launch(cfg)`.
+    pub(crate) fn builder(&self) -> LaunchArgs<'_> {
+        self.stream.launch_builder(&self.func)
+    }
+}
+
+/// Kernel name suffix of a float dtype: `f32`, `f16`, `bf16`.
+pub(crate) fn suffix(dtype: DType) -> R<&'static str> {
+    match dtype {
+        DType::F32 => Ok("f32"),
+        DType::F16 => Ok("f16"),
+        DType::BF16 => Ok("bf16"),
+        d => Err(err(format!(
+            "unsupported dtype {d:?}: the kernels take f32, f16 or bf16"
+        ))),
+    }
+}
+
+fn base<T>(s: &CudaSlice<T>, dev: &CudaDevice) -> u64 {
+    let stream = dev.cuda_stream();
+    // The guard records a read event when dropped; with one stream that is a no-op
+    // ordering-wise, and the tensor outlives the launch (the caller holds it).
+    let (p, _guard) = s.device_ptr(&stream);
+    p
+}
+
+/// Device address of the first element `l` addresses in `s`; `l` must be contiguous.
+pub(crate) fn ptr(s: &CudaStorage, l: &Layout) -> R<u64> {
+    let (start, _) = l
+        .contiguous_offsets()
+        .ok_or_else(|| err("kernel inputs must be contiguous".into()))?;
+    let dev = &s.device;
+    let (p, size) = match &s.slice {
+        CudaStorageSlice::U8(x) => (base(x, dev), 1),
+        CudaStorageSlice::U32(x) => (base(x, dev), 4),
+        CudaStorageSlice::I64(x) => (base(x, dev), 8),
+        CudaStorageSlice::BF16(x) => (base(x, dev), 2),
+        CudaStorageSlice::F16(x) => (base(x, dev), 2),
+        CudaStorageSlice::F32(x) => (base(x, dev), 4),
+        _ => return Err(err(format!("unsupported dtype {:?}", s.dtype()))),
+    };
+    Ok(p + (start * size) as u64)
+}
+
+/// Device address of a tensor an op holds besides candle's operands.
+pub(crate) fn tensor_ptr(t: &Tensor) -> R<u64> {
+    let (storage, layout) = t.storage_and_layout();
+    match &*storage {
+        Storage::Cuda(s) => ptr(s, layout),
+        _ => Err(err("kernel operand is not on the CUDA device".into())),
+    }
+}
+
+/// An uninitialized output of `n` elements; filled with 0xFF bytes (NaN for every float
+/// type) when poisoning is on (see [`crate::set_poison`]).
+pub(crate) fn alloc<T: DeviceRepr>(dev: &CudaDevice, n: usize) -> R<CudaSlice<T>> {
+    // SAFETY: the memory is uninitialized; every op writes each element it returns
+    // (the harness checks this by poisoning).
+    let slice = unsafe { dev.alloc::<T>(n.max(1))? };
+    if crate::poison_enabled() {
+        let stream = dev.cuda_stream();
+        let p = base(&slice, dev);
+        // SAFETY: `p` addresses `n.max(1) * size_of::<T>()` bytes just allocated.
+        unsafe {
+            result::memset_d8_async(
+                p,
+                0xFF,
+                n.max(1) * std::mem::size_of::<T>(),
+                stream.cu_stream(),
+            )
+        }
+        .map_err(|e| err(format!("poison memset: {e:?}")))?;
+    }
+    Ok(slice)
+}
+
+/// An uninitialized output of `n` elements of a float dtype, as candle storage.
+pub(crate) fn alloc_storage(dev: &CudaDevice, dtype: DType, n: usize) -> R<CudaStorage> {
+    let dev2 = dev.clone();
+    Ok(match dtype {
+        DType::F32 => CudaStorage::wrap_cuda_slice(alloc::<f32>(dev, n)?, dev2),
+        DType::F16 => CudaStorage::wrap_cuda_slice(alloc::<half::f16>(dev, n)?, dev2),
+        DType::BF16 => CudaStorage::wrap_cuda_slice(alloc::<half::bf16>(dev, n)?, dev2),
+        d => return Err(err(format!("unsupported output dtype {d:?}"))),
+    })
+}
+
+/// Blocks of `threads` covering `n` items.
+pub(crate) fn blocks_for(n: usize, threads: usize) -> u32 {
+    n.div_ceil(threads).max(1) as u32
+}
+
+/// The copy-ceiling benchmark: `copy_u4` over `bytes` (read) + `bytes` (written).
+pub(crate) fn copy_case(
+    dev: &CudaDevice,
+    bytes: usize,
+) -> crate::Result<crate::harness::BenchCase> {
+    use candle_core::cuda::cudarc::driver::{LaunchConfig, PushKernelArg};
+    let words = bytes / 16;
+    let src = alloc::<u8>(dev, words * 16)?;
+    let dst = alloc::<u8>(dev, words * 16)?;
+    let f = func(dev, "copy", "copy_u4")?;
+    let dev = dev.clone();
+    Ok(crate::harness::BenchCase {
+        run: Box::new(move || {
+            let (s, d) = (base(&src, &dev), base(&dst, &dev));
+            let cfg = LaunchConfig {
+                grid_dim: (blocks_for(words, 256).min(132 * 16), 1, 1),
+                block_dim: (256, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            let mut b = f.builder();
+            candle_core::builder_arg!(b, s, d, words as i64);
+            // SAFETY: src and dst hold `words` 16-byte words each (cudaMalloc alignment).
+            unsafe { b.launch(cfg) }.map_err(|e| err(format!("copy_u4: {e:?}")))?;
+            Ok(())
+        }),
+        bytes: 2 * (words * 16) as u64,
+        flops: 0,
+    })
+}

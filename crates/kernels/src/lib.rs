@@ -1,0 +1,123 @@
+//! Fused kernels for the decoder's hot path, as candle ops.
+//!
+//! Each kernel has three implementations that must agree:
+//! - the CUDA kernel in `kernels/NAME.cu` (compiled to PTX by build.rs under the `cuda`
+//!   feature), run by the op's `cuda_fwd`;
+//! - a CPU port of the same algorithm (same partitioning, same accumulation order where
+//!   it matters), run by the op's `cpu_fwd`, so the CPU build exercises the kernel's
+//!   indexing and the decoder's fused path without a GPU;
+//! - a reference written the obvious way (plain loops or candle ops, f32), which the
+//!   tests and `engine kernels test` compare both against.
+//!
+//! | kernel              | op                                                   |
+//! |---------------------|------------------------------------------------------|
+//! | `silu_mul`          | `out = silu(gate) * up`                              |
+//! | `add_rms_norm`      | `r = x + residual; out = rms_norm(r) * w` (both out) |
+//! | `rope`              | rotary embedding in place, half-split or interleaved |
+//! | `reshape_and_cache` | scatter new K or V rows into the paged cache by slot |
+//! | `paged_decode`      | one query per sequence over its paged context, split-K |
+//! | `paged_prefill`     | varlen causal attention over the paged cache (flash) |
+//!
+//! [`harness`] holds the registry that `engine kernels test|bench` and the criterion
+//! benches iterate: random inputs, poisoned outputs, error thresholds per dtype, timing
+//! and bandwidth against the device's copy ceiling. docs/kernels.md is the guide.
+
+pub mod add_rms_norm;
+mod cpu;
+#[cfg(feature = "cuda")]
+mod cuda;
+pub mod error;
+pub mod harness;
+pub mod paged_decode;
+pub mod paged_prefill;
+pub mod reshape_and_cache;
+pub mod rope;
+pub mod silu_mul;
+
+pub use error::{KernelError, Result};
+
+/// Which implementation of the hot-path ops the decoder uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KernelChoice {
+    /// Plain candle ops (the baseline).
+    Candle,
+    /// The fused ops of this crate (CUDA kernels on a GPU, their CPU ports on the host).
+    Fused,
+    /// Fused on CUDA, candle on the CPU.
+    #[default]
+    Auto,
+}
+
+impl KernelChoice {
+    /// Resolve `Auto` for a device.
+    pub fn resolve(self, device: &candle_core::Device) -> KernelChoice {
+        match (self, device.is_cuda()) {
+            (KernelChoice::Auto, true) => KernelChoice::Fused,
+            (KernelChoice::Auto, false) => KernelChoice::Candle,
+            (k, _) => k,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KernelChoice::Candle => "candle",
+            KernelChoice::Fused => "fused",
+            KernelChoice::Auto => "auto",
+        }
+    }
+}
+
+impl std::str::FromStr for KernelChoice {
+    type Err = KernelError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "candle" => Ok(KernelChoice::Candle),
+            "fused" => Ok(KernelChoice::Fused),
+            "auto" => Ok(KernelChoice::Auto),
+            other => Err(KernelError::Input(format!(
+                "unknown kernel set {other:?}: expected candle, fused or auto"
+            ))),
+        }
+    }
+}
+
+/// Poison the outputs the ops allocate (NaN bits, 0xFF bytes) before the kernel runs,
+/// so an element the kernel forgets to write shows up as NaN in a comparison. Off by
+/// default (it costs a memset); the harness turns it on.
+pub fn set_poison(on: bool) {
+    cpu::POISON.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+pub(crate) fn poison_enabled() -> bool {
+    cpu::POISON.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// A tensor whose contents the caller will overwrite completely (an attention output
+/// that the decode and prefill kernels fill between them): uninitialized device memory
+/// on CUDA (NaN when poisoning), zeros (NaN when poisoning) on the CPU.
+pub fn uninit(
+    shape: &[usize],
+    dtype: candle_core::DType,
+    device: &candle_core::Device,
+) -> Result<candle_core::Tensor> {
+    match device {
+        #[cfg(feature = "cuda")]
+        candle_core::Device::Cuda(dev) => {
+            let n = shape.iter().product();
+            let storage = cuda::alloc_storage(dev, dtype, n)?;
+            Ok(candle_core::Tensor::from_storage(
+                candle_core::Storage::Cuda(storage),
+                shape,
+                candle_core::op::BackpropOp::none(),
+                false,
+            ))
+        }
+        _ => {
+            let fill = match poison_enabled() {
+                true => f64::NAN,
+                false => 0.0,
+            };
+            Ok(candle_core::Tensor::full(fill, shape, device)?.to_dtype(dtype)?)
+        }
+    }
+}

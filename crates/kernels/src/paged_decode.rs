@@ -1,0 +1,491 @@
+//! Paged-attention decode with split-K over the context (kernels/paged_decode.cu).
+//!
+//! Each decoding sequence has one query row; its context lives in the paged KV cache
+//! (`slot = block_table[pos / block_size] * block_size + pos % block_size`, see
+//! crates/model/src/kv_cache.rs). The context is cut into partitions of
+//! `partition_size` absolute positions; each (sequence, kv head, partition) computes a
+//! partial softmax (max, sum of exp, normalized output) for all query heads of the kv
+//! head's GQA group, so each K/V row is read once, and a second pass merges a sequence's
+//! partitions (`w_i = sum_i * exp(max_i - max)`). A sequence that owns one partition is
+//! written directly. The CPU port (`paged_decode_cpu.rs`) follows the same partitioning
+//! and merge; the reference is plain loops.
+
+use crate::cpu::{self, with_float};
+use crate::error::{input_err, Result};
+use crate::harness::{self, BenchCase, Check, KernelSpec};
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, DType, Device, InplaceOp3, Layout, Tensor};
+
+#[path = "paged_decode_cpu.rs"]
+mod cpu_port;
+pub use cpu_port::{reference, Geometry};
+
+/// Tokens per split-K partition unless the caller sets [`DecodeMeta::partition_size`].
+pub const PARTITION_SIZE: usize = 512;
+/// Threads per block of the CUDA kernel (fixed: the smem layout depends on it).
+const THREADS: usize = 128;
+/// Query heads one block handles at most (a GQA group larger than this is tiled).
+const MAX_HEAD_TILE: usize = 8;
+/// Dynamic shared memory a block may use without opting in (48 KB).
+const MAX_SHARED_BYTES: usize = 48 * 1024;
+
+/// The decoding sequences of a batch: one query row each.
+#[derive(Debug, Clone)]
+pub struct DecodeMeta {
+    /// [B] u32: each sequence's query row in q / out.
+    pub rows: Tensor,
+    /// [B, max_blocks] u32 (entries past a sequence's blocks are padding, never read).
+    pub block_tables: Tensor,
+    /// [B] u32: tokens in the cache for this sequence, >= 1 (includes the current token,
+    /// already written to the cache).
+    pub context_lens: Tensor,
+    /// Host copy of max(context_lens): sizes the split.
+    pub max_context_len: usize,
+    pub block_size: usize,
+    /// Key j is visible from query position p = ctx - 1 iff p - j < W (Hugging Face).
+    pub sliding_window: Option<usize>,
+    /// Tokens per split-K partition (any >= 1; default [`PARTITION_SIZE`]).
+    pub partition_size: usize,
+}
+
+impl DecodeMeta {
+    /// Build the tensors from host data (tables padded with block 0, never read).
+    /// Checks: same lengths, distinct rows, every context in 1..=its table's capacity,
+    /// block_size >= 1, window >= 1.
+    pub fn new(
+        rows: &[u32],
+        context_lens: &[u32],
+        block_tables: &[Vec<u32>],
+        block_size: usize,
+        sliding_window: Option<usize>,
+        device: &Device,
+    ) -> Result<Self> {
+        let b = rows.len();
+        if context_lens.len() != b || block_tables.len() != b {
+            input_err!(
+                "paged_decode: {b} rows but {} context_lens and {} block_tables",
+                context_lens.len(),
+                block_tables.len()
+            );
+        }
+        if block_size == 0 {
+            input_err!("paged_decode: block_size must be >= 1");
+        }
+        if sliding_window == Some(0) {
+            input_err!("paged_decode: sliding_window must be >= 1 (None for no window)");
+        }
+        let mut sorted = rows.to_vec();
+        sorted.sort_unstable();
+        if let Some(w) = sorted.windows(2).find(|w| w[0] == w[1]) {
+            input_err!("paged_decode: row {} appears twice in rows", w[0]);
+        }
+        for (i, (&ctx, table)) in context_lens.iter().zip(block_tables).enumerate() {
+            let cap = table.len() * block_size;
+            if ctx == 0 || ctx as usize > cap {
+                input_err!(
+                    "paged_decode: context_lens[{i}] = {ctx}: must be in 1..={cap} (its block \
+                     table has {} blocks of {block_size})",
+                    table.len()
+                );
+            }
+        }
+        let max_blocks = block_tables.iter().map(Vec::len).max().unwrap_or(0).max(1);
+        let mut tables = vec![0u32; b * max_blocks];
+        for (dst, t) in tables.chunks_mut(max_blocks).zip(block_tables) {
+            dst[..t.len()].copy_from_slice(t);
+        }
+        Ok(Self {
+            rows: Tensor::from_slice(rows, b, device)?,
+            block_tables: Tensor::from_vec(tables, (b, max_blocks), device)?,
+            context_lens: Tensor::from_slice(context_lens, b, device)?,
+            max_context_len: context_lens.iter().copied().max().unwrap_or(0) as usize,
+            block_size,
+            sliding_window,
+            partition_size: PARTITION_SIZE,
+        })
+    }
+}
+
+/// Sizes of one call, shared by the CPU port and the launch.
+#[derive(Debug, Clone, Copy)]
+struct Params {
+    batch: usize,
+    num_tokens: usize,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    block_size: usize,
+    max_blocks: usize,
+    /// 0: no window.
+    window: usize,
+    partition_size: usize,
+    num_parts: usize,
+    /// Contexts are at most this: min(max_blocks * block_size, num_parts * partition_size).
+    ctx_cap: usize,
+    /// Query heads per block (a tile of the group), <= MAX_HEAD_TILE.
+    head_tile: usize,
+}
+
+impl Params {
+    fn group(&self) -> usize {
+        self.heads / self.kv_heads
+    }
+    fn ntiles(&self) -> usize {
+        self.group().div_ceil(self.head_tile)
+    }
+    /// Dynamic shared memory of the CUDA kernel (layout in kernels/paged_decode.cu).
+    fn shared_bytes(&self, dtype: DType) -> usize {
+        let nchunks = self.head_dim / (16 / dtype.size_in_bytes());
+        let tgroups = THREADS / nchunks;
+        let (ht, d, ps) = (self.head_tile, self.head_dim, self.partition_size);
+        4 * (ht * d + tgroups * d + ht * ps + 2 * ht + ps)
+    }
+}
+
+/// Write attention outputs of the decoding rows into `out`.
+///
+/// `q`: [T, heads, d]; `out`: [T, heads * d] or [T, heads, d], same dtype, contiguous,
+/// written only at `meta.rows`; `k_cache`, `v_cache`: [num_slots, kv_heads * d],
+/// contiguous. heads a multiple of kv_heads, d a multiple of 8 up to 256, f32/f16/bf16.
+pub fn paged_decode(
+    out: &Tensor,
+    q: &Tensor,
+    k_cache: &Tensor,
+    v_cache: &Tensor,
+    meta: &DecodeMeta,
+) -> Result<()> {
+    let dtype = q.dtype();
+    if !matches!(dtype, DType::F32 | DType::F16 | DType::BF16) {
+        input_err!("paged_decode: q is {dtype:?}; expected f32, f16 or bf16");
+    }
+    for (name, t) in [("out", out), ("k_cache", k_cache), ("v_cache", v_cache)] {
+        if t.dtype() != dtype {
+            input_err!("paged_decode: q is {dtype:?} but {name} is {:?}", t.dtype());
+        }
+    }
+    let (num_tokens, heads, d) = match q.dims() {
+        &[t, h, d] => (t, h, d),
+        s => input_err!("paged_decode: q has shape {s:?}; expected [tokens, heads, head_dim]"),
+    };
+    if d % 8 != 0 || d == 0 || d > 256 {
+        input_err!("paged_decode: head_dim {d} must be a multiple of 8 in 8..=256");
+    }
+    if !matches!(out.dims(), &[t, w] if t == num_tokens && w == heads * d) && out.dims() != q.dims()
+    {
+        input_err!(
+            "paged_decode: out has shape {:?}; expected [{num_tokens}, {}] or {:?} like q",
+            out.dims(),
+            heads * d,
+            q.dims()
+        );
+    }
+    let (num_slots, width) = match k_cache.dims() {
+        &[s, w] => (s, w),
+        s => input_err!(
+            "paged_decode: k_cache has shape {s:?}; expected [num_slots, kv_heads * head_dim]"
+        ),
+    };
+    if v_cache.dims() != k_cache.dims() {
+        input_err!(
+            "paged_decode: k_cache {:?} and v_cache {:?} differ",
+            k_cache.dims(),
+            v_cache.dims()
+        );
+    }
+    if width % d != 0 || width == 0 || heads % (width / d) != 0 {
+        input_err!(
+            "paged_decode: cache width {width} is not kv_heads * {d} with kv_heads dividing {heads} heads"
+        );
+    }
+    let kv_heads = width / d;
+    let (b, max_blocks) = match (
+        meta.rows.dims(),
+        meta.context_lens.dims(),
+        meta.block_tables.dims(),
+    ) {
+        (&[b], &[c], &[n, m]) if c == b && n == b => (b, m),
+        (r, c, t) => input_err!(
+            "paged_decode: rows {r:?}, context_lens {c:?}, block_tables {t:?}: expected [B], [B], \
+             [B, max_blocks]"
+        ),
+    };
+    let dev = q.device();
+    let named = [("out", out), ("k_cache", k_cache), ("v_cache", v_cache)];
+    let metas = [
+        ("rows", &meta.rows),
+        ("block_tables", &meta.block_tables),
+        ("context_lens", &meta.context_lens),
+    ];
+    for (name, t) in named.iter().chain(metas.iter()) {
+        if !t.device().same_device(dev) {
+            input_err!(
+                "paged_decode: {name} is on {:?}, q on {:?}",
+                t.device().location(),
+                dev.location()
+            );
+        }
+    }
+    for (name, t) in metas {
+        if t.dtype() != DType::U32 {
+            input_err!("paged_decode: {name} is {:?}; expected u32", t.dtype());
+        }
+    }
+    for (name, t) in named {
+        if !t.is_contiguous() {
+            input_err!("paged_decode: {name} must be contiguous");
+        }
+    }
+    if shares_storage(out, v_cache) {
+        input_err!("paged_decode: out shares storage with v_cache");
+    }
+    let (bs, ps) = (meta.block_size, meta.partition_size);
+    if bs == 0 || ps == 0 || meta.sliding_window == Some(0) {
+        input_err!("paged_decode: block_size, partition_size and sliding_window must be >= 1");
+    }
+    if b == 0 {
+        return Ok(());
+    }
+    if meta.max_context_len == 0 || meta.max_context_len > max_blocks * bs {
+        input_err!(
+            "paged_decode: max_context_len {} must be in 1..={} (block tables of {max_blocks} blocks of {bs})",
+            meta.max_context_len,
+            max_blocks * bs
+        );
+    }
+    let group = heads / kv_heads;
+    let num_parts = meta.max_context_len.div_ceil(ps);
+    let p = Params {
+        batch: b,
+        num_tokens,
+        heads,
+        kv_heads,
+        head_dim: d,
+        block_size: bs,
+        max_blocks,
+        window: meta.sliding_window.unwrap_or(0),
+        partition_size: ps,
+        num_parts,
+        ctx_cap: (max_blocks * bs).min(num_parts * ps),
+        head_tile: group.div_ceil(group.div_ceil(MAX_HEAD_TILE)),
+    };
+    let smem = p.shared_bytes(dtype);
+    if smem > MAX_SHARED_BYTES {
+        input_err!(
+            "paged_decode: partition_size {ps} needs {smem} bytes of shared memory with head_dim {d} \
+             and {} heads per block (at most {MAX_SHARED_BYTES}): use a smaller partition_size",
+            p.head_tile
+        );
+    }
+    let too_big = [
+        num_tokens * heads * d,
+        max_blocks * bs,
+        num_parts * ps,
+        b * max_blocks,
+    ];
+    if too_big.iter().any(|&x| x > i32::MAX as usize) || num_slots > u32::MAX as usize {
+        input_err!("paged_decode: sizes past the kernel's 32-bit indices");
+    }
+    let op = PagedDecode {
+        p,
+        v_cache: v_cache.clone(),
+        rows: meta.rows.contiguous()?,
+        tables: meta.block_tables.contiguous()?,
+        ctx_lens: meta.context_lens.contiguous()?,
+    };
+    Ok(out.inplace_op3(&q.contiguous()?, k_cache, &op)?)
+}
+
+/// Whether two tensors share one storage (a held operand locked while `out` is written
+/// would deadlock).
+fn shares_storage(a: &Tensor, b: &Tensor) -> bool {
+    let addr = |t: &Tensor| {
+        let (s, _) = t.storage_and_layout();
+        &*s as *const candle_core::Storage as usize
+    };
+    addr(a) == addr(b)
+}
+
+/// The op on `out` (dst) with operands (q, k_cache); V and the metadata are held.
+struct PagedDecode {
+    p: Params,
+    v_cache: Tensor,
+    rows: Tensor,
+    tables: Tensor,
+    ctx_lens: Tensor,
+}
+
+impl InplaceOp3 for PagedDecode {
+    fn name(&self) -> &'static str {
+        "paged_decode"
+    }
+
+    fn cpu_fwd(
+        &self,
+        so: &mut CpuStorage,
+        lo: &Layout,
+        sq: &CpuStorage,
+        lq: &Layout,
+        sk: &CpuStorage,
+        lk: &Layout,
+    ) -> candle_core::Result<()> {
+        with_float!(sq.dtype(), T => {
+            let out = cpu::slice_mut::<T>(so, lo)?;
+            let (q, k) = (cpu::slice::<T>(sq, lq)?, cpu::slice::<T>(sk, lk)?);
+            cpu::with_host::<T, _>(&self.v_cache, |v| {
+                cpu::with_host::<u32, _>(&self.rows, |rows| {
+                    cpu::with_host::<u32, _>(&self.tables, |tables| {
+                        cpu::with_host::<u32, _>(&self.ctx_lens, |ctx_lens| {
+                            let x = cpu_port::Inputs { q, k, v, rows, tables, ctx_lens };
+                            cpu_port::forward(out, &x, &self.p)
+                        })
+                    })
+                })
+            })
+        })
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        so: &mut candle_core::CudaStorage,
+        lo: &Layout,
+        sq: &candle_core::CudaStorage,
+        lq: &Layout,
+        sk: &candle_core::CudaStorage,
+        lk: &Layout,
+    ) -> candle_core::Result<()> {
+        use crate::cuda;
+        use candle_core::cuda::cudarc::driver::{LaunchConfig, PushKernelArg};
+        let p = &self.p;
+        let (dev, dtype) = (sq.device.clone(), sq.dtype());
+        let sfx = cuda::suffix(dtype)?;
+        let (o, q, k) = (cuda::ptr(so, lo)?, cuda::ptr(sq, lq)?, cuda::ptr(sk, lk)?);
+        let v = cuda::tensor_ptr(&self.v_cache)?;
+        let rows = cuda::tensor_ptr(&self.rows)?;
+        let tables = cuda::tensor_ptr(&self.tables)?;
+        let ctx = cuda::tensor_ptr(&self.ctx_lens)?;
+        let msg = candle_core::Error::Msg;
+        if (k | v) % 16 != 0 {
+            return Err(msg(
+                "paged_decode: k_cache and v_cache must be 16-byte aligned".into(),
+            ));
+        }
+        let z = p.kv_heads * p.ntiles();
+        if p.batch > 65535 || z > 65535 {
+            return Err(msg(format!(
+                "paged_decode: grid ({}, {}, {z}) too large",
+                p.num_parts, p.batch
+            )));
+        }
+        // Partials [B, heads, num_parts] max, sum, then [B, heads, num_parts, d] acc.
+        let np = p.batch * p.heads * p.num_parts;
+        let n = match p.num_parts > 1 {
+            true => np * (2 + p.head_dim),
+            false => 0,
+        };
+        let scratch = cuda::alloc_storage(&dev, DType::F32, n)?;
+        let pmax = cuda::ptr(&scratch, &Layout::contiguous(n.max(1)))?;
+        let (psum, pacc) = (pmax + 4 * np as u64, pmax + 8 * np as u64);
+        let h = [1, 2, 4, 8]
+            .into_iter()
+            .find(|&h| h >= p.head_tile)
+            .unwrap_or(MAX_HEAD_TILE);
+        let f = cuda::func(&dev, "paged_decode", &format!("paged_decode_h{h}_{sfx}"))?;
+        let cfg = LaunchConfig {
+            grid_dim: (p.num_parts as u32, p.batch as u32, z as u32),
+            block_dim: (THREADS as u32, 1, 1),
+            shared_mem_bytes: p.shared_bytes(dtype) as u32,
+        };
+        let scale = 1.0 / (p.head_dim as f32).sqrt();
+        #[rustfmt::skip]
+        let ints = [
+            p.num_tokens, p.heads, p.kv_heads, p.head_dim, p.max_blocks, p.block_size,
+            p.ctx_cap, p.window, p.partition_size, p.num_parts, p.head_tile,
+        ].map(|x| x as i32);
+        let mut b = f.builder();
+        let ptrs = [o, q, k, v, rows, tables, ctx, pmax, psum, pacc];
+        for a in ptrs.iter() {
+            b.arg(a);
+        }
+        for a in ints.iter() {
+            b.arg(a);
+        }
+        b.arg(&scale);
+        // SAFETY: pointers address the tensors the wrapper checked (contiguous, shapes,
+        // dtypes, u32 metadata, 16-byte aligned caches); the scratch holds `n` f32 and is
+        // only touched when num_parts > 1; the wrapper checked the shared memory size and
+        // the 32-bit index ranges; the argument list matches kernels/paged_decode.cu.
+        unsafe { b.launch(cfg) }.map_err(|e| msg(format!("paged_decode: {e:?}")))?;
+        if p.num_parts > 1 {
+            let f = cuda::func(&dev, "paged_decode", &format!("paged_decode_reduce_{sfx}"))?;
+            let cfg = LaunchConfig {
+                grid_dim: (p.heads as u32, p.batch as u32, 1),
+                block_dim: (THREADS as u32, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            #[rustfmt::skip]
+            let ints = [
+                p.num_tokens, p.heads, p.head_dim, p.ctx_cap, p.window, p.partition_size,
+                p.num_parts,
+            ].map(|x| x as i32);
+            let mut b = f.builder();
+            let ptrs = [o, rows, ctx, pmax, psum, pacc];
+            for a in ptrs.iter() {
+                b.arg(a);
+            }
+            for a in ints.iter() {
+                b.arg(a);
+            }
+            // SAFETY: as above; the partials were written by the first kernel on the same
+            // stream for every partition the reducer reads.
+            unsafe { b.launch(cfg) }.map_err(|e| msg(format!("paged_decode_reduce: {e:?}")))?;
+        }
+        drop(scratch); // stream-ordered free, after both kernels
+        Ok(())
+    }
+}
+
+/// `engine kernels test|bench paged_decode`.
+pub struct Spec;
+
+impl KernelSpec for Spec {
+    fn name(&self) -> &'static str {
+        "paged_decode"
+    }
+    fn about(&self) -> &'static str {
+        "one query per sequence over its paged KV cache, split-K partitions merged (GQA, window)"
+    }
+    fn shape_names(&self) -> &'static str {
+        "batch,context,heads,kv_heads,head_dim,block_size,partition,window"
+    }
+    fn test_shapes(&self) -> Vec<Vec<usize>> {
+        // Sequence i has context max(context - 37 i, 1); window 0 = none.
+        vec![
+            vec![1, 1, 4, 4, 64, 16, 16, 0],
+            vec![3, 300, 8, 2, 64, 16, 32, 0],
+            vec![5, 257, 7, 1, 128, 8, 16, 0],
+            vec![4, 100, 28, 4, 128, 16, 512, 0],
+            vec![6, 200, 16, 1, 64, 16, 32, 0],
+            vec![3, 150, 12, 1, 64, 16, 16, 75],
+            vec![2, 77, 12, 4, 8, 5, 13, 0],
+            vec![2, 64, 4, 2, 256, 32, 32, 0],
+            vec![4, 130, 4, 1, 72, 16, 32, 17],
+            vec![5, 200, 8, 2, 64, 16, 32, 89],
+            vec![2, 40, 4, 2, 16, 4, 1, 0],
+            vec![9, 300, 32, 8, 128, 16, 64, 0],
+        ]
+    }
+    fn bench_shapes(&self) -> Vec<Vec<usize>> {
+        [1, 8, 32, 128]
+            .iter()
+            .map(|&b| vec![b, 2048, 32, 8, 128, 16, PARTITION_SIZE, 0])
+            .collect()
+    }
+    fn check(&self, dev: &Device, dtype: DType, shape: &[usize], seed: u64) -> Result<Check> {
+        let dims = harness::dims::<8>(shape, self.shape_names())?;
+        cpu_port::check(dev, dtype, dims, seed)
+    }
+    fn bench(&self, dev: &Device, dtype: DType, shape: &[usize]) -> Result<BenchCase> {
+        cpu_port::bench(dev, dtype, harness::dims::<8>(shape, self.shape_names())?)
+    }
+}

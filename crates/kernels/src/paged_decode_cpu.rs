@@ -1,0 +1,468 @@
+//! paged_decode on the host: the CPU port (same partitions and merge as
+//! kernels/paged_decode.cu), the reference (plain loops) and the test batches.
+
+use super::{paged_decode, DecodeMeta, Params};
+use crate::cpu::Float;
+use crate::error::Result;
+use crate::harness::{self, BenchCase, Check};
+use candle_core::{DType, Device, Tensor};
+
+/// The operands of the CPU port (host slices of the op's tensors).
+pub(super) struct Inputs<'a, T> {
+    pub q: &'a [T],
+    pub k: &'a [T],
+    pub v: &'a [T],
+    pub rows: &'a [u32],
+    pub tables: &'a [u32],
+    pub ctx_lens: &'a [u32],
+}
+
+/// A sequence's visible positions and the partitions it owns (`seq_range` in the .cu).
+struct SeqRange {
+    ctx: usize,
+    start: usize,
+    first_part: usize,
+    end_part: usize,
+}
+
+fn seq_range(ctx: usize, p: &Params) -> SeqRange {
+    let start = match p.window > 0 && ctx > p.window {
+        true => ctx - p.window,
+        false => 0,
+    };
+    SeqRange {
+        ctx,
+        start,
+        first_part: start / p.partition_size,
+        end_part: ctx.div_ceil(p.partition_size),
+    }
+}
+
+fn err(msg: String) -> candle_core::Error {
+    candle_core::Error::Msg(msg)
+}
+
+/// The CPU port. Per (sequence, kv head, partition, head tile, head): logits of the
+/// partition's visible keys, their max and exp-sum, the normalized partial output; a
+/// sequence with one partition writes `out` directly, else its partitions are merged
+/// with `w_i = sum_i * exp(max_i - max)` like `paged_decode_reduce`. Unlike the kernel
+/// (which clamps or skips), it fails on a row past `q`, a context of 0 or past the cap,
+/// and a block past the cache.
+pub(super) fn forward<T: Float>(
+    out: &mut [T],
+    x: &Inputs<'_, T>,
+    p: &Params,
+) -> candle_core::Result<()> {
+    let (h, d, group, np, ps) = (
+        p.heads,
+        p.head_dim,
+        p.group(),
+        p.num_parts,
+        p.partition_size,
+    );
+    let kvw = p.kv_heads * d;
+    let num_slots = x.k.len() / kvw;
+    let scale = 1.0 / (d as f32).sqrt();
+    let mut part_max = vec![f32::NEG_INFINITY; p.batch * h * np];
+    let mut part_sum = vec![0f32; p.batch * h * np];
+    let mut part_acc = vec![0f32; p.batch * h * np * d];
+    let (mut logits, mut acc) = (Vec::with_capacity(ps), vec![0f32; d]);
+    for b in 0..p.batch {
+        let row = x.rows[b] as usize;
+        if row >= p.num_tokens {
+            return Err(err(format!(
+                "paged_decode: rows[{b}] = {row} is past q's {} rows",
+                p.num_tokens
+            )));
+        }
+        let ctx = x.ctx_lens[b] as usize;
+        if ctx == 0 || ctx > p.ctx_cap {
+            return Err(err(format!(
+                "paged_decode: context_lens[{b}] = {ctx}: must be in 1..={} (max_context_len, block table)",
+                p.ctx_cap
+            )));
+        }
+        let r = seq_range(ctx, p);
+        let direct = r.end_part - r.first_part == 1;
+        let table = &x.tables[b * p.max_blocks..][..p.max_blocks];
+        for part in r.first_part..r.end_part {
+            let p0 = (part * ps).max(r.start);
+            let p1 = ((part + 1) * ps).min(r.ctx);
+            let mut slots = Vec::with_capacity(p1 - p0);
+            for pos in p0..p1 {
+                let slot = table[pos / p.block_size] as usize * p.block_size + pos % p.block_size;
+                if slot >= num_slots {
+                    return Err(err(format!(
+                        "paged_decode: block_tables[{b}][{}] = {} is past the cache's {num_slots} slots",
+                        pos / p.block_size,
+                        table[pos / p.block_size]
+                    )));
+                }
+                slots.push(slot);
+            }
+            for kvh in 0..p.kv_heads {
+                for tile in 0..p.ntiles() {
+                    let g0 = tile * p.head_tile;
+                    for hh in kvh * group + g0..kvh * group + group.min(g0 + p.head_tile) {
+                        let qh: Vec<f32> = x.q[(row * h + hh) * d..][..d]
+                            .iter()
+                            .map(|e| e.f() * scale)
+                            .collect();
+                        logits.clear();
+                        for &s in &slots {
+                            let kr = &x.k[s * kvw + kvh * d..][..d];
+                            logits.push(qh.iter().zip(kr).map(|(a, b)| a * b.f()).sum::<f32>());
+                        }
+                        let m = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                        let mut sum = 0f32;
+                        for l in logits.iter_mut() {
+                            *l = (*l - m).exp();
+                            sum += *l;
+                        }
+                        acc.fill(0.0);
+                        for (&s, &pr) in slots.iter().zip(&logits) {
+                            let vr = &x.v[s * kvw + kvh * d..][..d];
+                            for (a, e) in acc.iter_mut().zip(vr) {
+                                *a += pr * e.f();
+                            }
+                        }
+                        if direct {
+                            for (o, a) in out[(row * h + hh) * d..][..d].iter_mut().zip(&acc) {
+                                *o = T::from_f(a / sum);
+                            }
+                        } else {
+                            let pi = (b * h + hh) * np + part;
+                            part_max[pi] = m;
+                            part_sum[pi] = sum;
+                            for (o, a) in part_acc[pi * d..][..d].iter_mut().zip(&acc) {
+                                *o = a / sum;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if direct {
+            continue;
+        }
+        for hh in 0..h {
+            let base = (b * h + hh) * np;
+            let own = r.first_part..r.end_part;
+            let m = own
+                .clone()
+                .map(|i| part_max[base + i])
+                .fold(f32::NEG_INFINITY, f32::max);
+            for t in 0..d {
+                let (mut s, mut a) = (0f32, 0f32);
+                for i in own.clone() {
+                    let w = part_sum[base + i] * (part_max[base + i] - m).exp();
+                    s += w;
+                    a += w * part_acc[(base + i) * d + t];
+                }
+                out[(row * h + hh) * d + t] = T::from_f(a / s);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Sizes the reference needs besides the data.
+#[derive(Debug, Clone, Copy)]
+pub struct Geometry {
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub block_size: usize,
+    pub sliding_window: Option<usize>,
+}
+
+/// The reference, written the obvious way in f32: for decoding sequence i, gather its
+/// visible keys `max(0, ctx - W)..ctx` through its block table and compute
+/// `softmax(q k^T / sqrt(d)) v` per head (head h reads kv head h / group).
+/// `q`: [T, heads, d], `k`, `v`: [num_slots, kv_heads * d]. Returns [B, heads * d], the
+/// rows in batch order.
+pub fn reference(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    geo: &Geometry,
+    rows: &[u32],
+    context_lens: &[u32],
+    block_tables: &[Vec<u32>],
+) -> Vec<f32> {
+    let (h, d, bs) = (geo.heads, geo.head_dim, geo.block_size);
+    let group = h / geo.kv_heads;
+    let kvw = geo.kv_heads * d;
+    let scale = 1.0 / (d as f32).sqrt();
+    let mut out = Vec::with_capacity(rows.len() * h * d);
+    for ((&row, &ctx), table) in rows.iter().zip(context_lens).zip(block_tables) {
+        let ctx = ctx as usize;
+        let first = geo.sliding_window.map_or(0, |w| ctx.saturating_sub(w));
+        let slots: Vec<usize> = (first..ctx)
+            .map(|j| table[j / bs] as usize * bs + j % bs)
+            .collect();
+        for head in 0..h {
+            let qh = &q[(row as usize * h + head) * d..][..d];
+            let off = (head / group) * d;
+            let scores: Vec<f32> = slots
+                .iter()
+                .map(|&s| (0..d).map(|i| qh[i] * k[s * kvw + off + i]).sum::<f32>() * scale)
+                .collect();
+            let m = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let e: Vec<f32> = scores.iter().map(|s| (s - m).exp()).collect();
+            let total: f32 = e.iter().sum();
+            for i in 0..d {
+                let o: f32 = slots
+                    .iter()
+                    .zip(&e)
+                    .map(|(&s, w)| w * v[s * kvw + off + i])
+                    .sum();
+                out.push(o / total);
+            }
+        }
+    }
+    out
+}
+
+/// A test batch: mixed context lengths, shuffled distinct blocks, decoding rows spread
+/// among other rows.
+pub(super) struct TestCase {
+    pub num_tokens: usize,
+    pub num_slots: usize,
+    pub rows: Vec<u32>,
+    pub ctx: Vec<u32>,
+    pub tables: Vec<Vec<u32>>,
+}
+
+impl TestCase {
+    /// Sequence i: context max(context - 37 i, 1); rows 2B, 2B - 2, ..., 2 of 2B + 1
+    /// (rows 0 and odd rows belong to nobody); blocks a seeded permutation of the cache
+    /// (3 spare blocks).
+    pub fn new(batch: usize, context: usize, block_size: usize, seed: u64) -> Self {
+        let ctx: Vec<u32> = (0..batch)
+            .map(|i| context.saturating_sub(37 * i).max(1) as u32)
+            .collect();
+        let rows = (0..batch).map(|i| (2 * (batch - i)) as u32).collect();
+        Self::build(2 * batch + 1, rows, ctx, block_size, 3, seed)
+    }
+
+    /// Benchmark batch: every sequence at `context`, rows 0..B.
+    pub fn uniform(batch: usize, context: usize, block_size: usize, seed: u64) -> Self {
+        let rows = (0..batch as u32).collect();
+        Self::build(
+            batch,
+            rows,
+            vec![context as u32; batch],
+            block_size,
+            0,
+            seed,
+        )
+    }
+
+    fn build(
+        num_tokens: usize,
+        rows: Vec<u32>,
+        ctx: Vec<u32>,
+        bs: usize,
+        spare: usize,
+        seed: u64,
+    ) -> Self {
+        let need: Vec<usize> = ctx.iter().map(|&c| (c as usize).div_ceil(bs)).collect();
+        let num_blocks = need.iter().sum::<usize>() + spare;
+        let keys = crate::harness::random(num_blocks, 1.0, seed ^ 0x5eed);
+        let mut perm: Vec<u32> = (0..num_blocks as u32).collect();
+        perm.sort_by(|&a, &b| keys[a as usize].total_cmp(&keys[b as usize]));
+        let mut next = perm.into_iter();
+        let tables = need
+            .iter()
+            .map(|&n| next.by_ref().take(n).collect())
+            .collect();
+        Self {
+            num_tokens,
+            num_slots: num_blocks * bs,
+            rows,
+            ctx,
+            tables,
+        }
+    }
+}
+
+/// `Spec::check`: a [`TestCase`] batch, poisoned `out`, the decoding rows against the
+/// reference and every other row still NaN (violations counted as `nan`).
+pub(super) fn check(dev: &Device, dtype: DType, dims: [usize; 8], seed: u64) -> Result<Check> {
+    let [b, ctx, heads, kvh, d, bs, ps, win] = dims;
+    let case = TestCase::new(b, ctx, bs, seed);
+    let t = case.num_tokens;
+    let (q, qh) = harness::random_input(&[t, heads, d], 2.0, seed, dtype, dev)?;
+    let (k, kh) = harness::random_input(&[case.num_slots, kvh * d], 1.0, seed + 1, dtype, dev)?;
+    let (v, vh) = harness::random_input(&[case.num_slots, kvh * d], 1.0, seed + 2, dtype, dev)?;
+    let window = (win > 0).then_some(win);
+    let mut meta = DecodeMeta::new(&case.rows, &case.ctx, &case.tables, bs, window, dev)?;
+    meta.partition_size = ps;
+    let out = Tensor::full(f32::NAN, (t, heads * d), &Device::Cpu)?
+        .to_dtype(dtype)?
+        .to_device(dev)?;
+    paged_decode(&out, &q, &k, &v, &meta)?;
+    let got = harness::host_f32(&out)?;
+    let geo = Geometry {
+        heads,
+        kv_heads: kvh,
+        head_dim: d,
+        block_size: bs,
+        sliding_window: window,
+    };
+    let want = reference(&qh, &kh, &vh, &geo, &case.rows, &case.ctx, &case.tables);
+    let w = heads * d;
+    let got_rows: Vec<f32> = case
+        .rows
+        .iter()
+        .flat_map(|&r| got[r as usize * w..][..w].to_vec())
+        .collect();
+    let mut c = harness::compare(&got_rows, &want, harness::tolerance(dtype));
+    // Rows that do not decode must still hold the NaN poison.
+    let touched = (0..t as u32)
+        .filter(|r| !case.rows.contains(r))
+        .flat_map(|r| got[r as usize * w..][..w].iter())
+        .filter(|x| !x.is_nan())
+        .count();
+    c.nan += touched;
+    c.elems = got.len();
+    Ok(c)
+}
+
+/// `Spec::bench`: B sequences at the same context; bytes = K and V of every visible
+/// token once + q + out.
+pub(super) fn bench(dev: &Device, dtype: DType, dims: [usize; 8]) -> Result<BenchCase> {
+    let [b, ctx, heads, kvh, d, bs, ps, win] = dims;
+    let case = TestCase::uniform(b, ctx, bs, 7);
+    let (q, _) = harness::random_input(&[b, heads, d], 2.0, 1, dtype, dev)?;
+    // Zeros: the kernel's traffic and work do not depend on the values.
+    let k = Tensor::zeros((case.num_slots, kvh * d), dtype, dev)?;
+    let v = Tensor::zeros((case.num_slots, kvh * d), dtype, dev)?;
+    let out = Tensor::zeros((b, heads * d), dtype, dev)?;
+    let window = (win > 0).then_some(win);
+    let mut meta = DecodeMeta::new(&case.rows, &case.ctx, &case.tables, bs, window, dev)?;
+    meta.partition_size = ps;
+    let seen = window.map_or(ctx, |w| w.min(ctx));
+    let size = dtype.size_in_bytes();
+    Ok(BenchCase {
+        run: Box::new(move || paged_decode(&out, &q, &k, &v, &meta)),
+        bytes: ((2 * b * seen * kvh * d + 2 * b * heads * d) * size) as u64,
+        flops: (4 * b * heads * seen * d) as u64,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::*;
+
+    #[test]
+    fn cpu_port_matches_reference_in_every_dtype() -> anyhow::Result<()> {
+        Ok(harness::check_all_shapes(&Spec, &Device::Cpu)?)
+    }
+
+    /// f32 inputs: T = 3 rows, `heads` heads over `kv` kv heads of `d`, 4 blocks of 16
+    /// slots, sequence 0 at row 1 with 40 tokens in blocks [2, 0, 3].
+    fn small(
+        heads: usize,
+        kv: usize,
+        d: usize,
+    ) -> anyhow::Result<(Tensor, Tensor, Tensor, Tensor, DecodeMeta)> {
+        let dev = Device::Cpu;
+        let q = Tensor::randn(0f32, 1.0, (3, heads, d), &dev)?;
+        let k = Tensor::randn(0f32, 1.0, (64, kv * d), &dev)?;
+        let v = Tensor::randn(0f32, 1.0, (64, kv * d), &dev)?;
+        let out = Tensor::zeros((3, heads * d), DType::F32, &dev)?;
+        let meta = DecodeMeta::new(&[1], &[40], &[vec![2, 0, 3]], 16, None, &dev)?;
+        Ok((out, q, k, v, meta))
+    }
+
+    #[test]
+    fn partition_size_does_not_change_the_result() -> anyhow::Result<()> {
+        let (out, q, k, v, mut meta) = small(8, 2, 32)?;
+        let mut results = Vec::new();
+        for ps in [1, 3, 16, 40, 512] {
+            meta.partition_size = ps;
+            paged_decode(&out, &q, &k, &v, &meta)?;
+            results.push(harness::host_f32(&out)?);
+        }
+        for r in &results[1..] {
+            let c = harness::compare(r, &results[0], 1e-5);
+            assert!(c.pass(), "{c:?}");
+        }
+        Ok(())
+    }
+
+    fn err_of(r: Result<()>) -> String {
+        match r {
+            Ok(()) => panic!("expected an error"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn rejects_bad_inputs() -> anyhow::Result<()> {
+        let (out, q, k, v, meta) = small(4, 2, 16)?;
+        let kb = k.to_dtype(DType::BF16)?;
+        assert!(err_of(paged_decode(&out, &q, &kb, &v, &meta)).contains("k_cache is BF16"));
+        let q3 = Tensor::zeros((3, 3, 16), DType::F32, &Device::Cpu)?;
+        let o3 = Tensor::zeros((3, 48), DType::F32, &Device::Cpu)?;
+        assert!(err_of(paged_decode(&o3, &q3, &k, &v, &meta)).contains("kv_heads dividing"));
+        for d in [12, 264] {
+            let (out, q, k, v, meta) = small(2, 2, d)?;
+            assert!(err_of(paged_decode(&out, &q, &k, &v, &meta)).contains("multiple of 8"));
+        }
+        let e = DecodeMeta::new(&[1], &[49], &[vec![2, 0, 3]], 16, None, &Device::Cpu).unwrap_err();
+        assert!(e.to_string().contains("context_lens[0] = 49"), "{e}");
+        let mut long = meta.clone();
+        long.max_context_len = 49;
+        assert!(err_of(paged_decode(&out, &q, &k, &v, &long)).contains("max_context_len 49"));
+        let mut short = meta.clone();
+        short.max_context_len = 20; // context_lens[0] = 40 > 32 partitions: the CPU port fails
+        short.partition_size = 16;
+        assert!(err_of(paged_decode(&out, &q, &k, &v, &short)).contains("context_lens[0] = 40"));
+        let mut huge = meta.clone();
+        huge.partition_size = 100_000;
+        assert!(err_of(paged_decode(&out, &q, &k, &v, &huge)).contains("shared memory"));
+        let e = DecodeMeta::new(
+            &[1, 1],
+            &[4, 4],
+            &[vec![0], vec![1]],
+            16,
+            None,
+            &Device::Cpu,
+        );
+        assert!(e.unwrap_err().to_string().contains("appears twice"));
+        let past = DecodeMeta::new(&[3], &[40], &[vec![2, 0, 3]], 16, None, &Device::Cpu)?;
+        assert!(err_of(paged_decode(&out, &q, &k, &v, &past)).contains("past q"));
+        let far = DecodeMeta::new(&[0], &[40], &[vec![2, 9, 3]], 16, None, &Device::Cpu)?;
+        assert!(err_of(paged_decode(&out, &q, &k, &v, &far)).contains("past the cache"));
+        let out_t = Tensor::zeros((64, 3), DType::F32, &Device::Cpu)?.t()?;
+        assert!(err_of(paged_decode(&out_t, &q, &k, &v, &meta)).contains("out must be contiguous"));
+        // out aliasing v_cache (an error, not a deadlock on the storage lock).
+        let (_, q, k, v, meta) = small(2, 2, 16)?;
+        let alias = v.narrow(0, 0, 3)?;
+        assert!(err_of(paged_decode(&alias, &q, &k, &v, &meta)).contains("shares storage"));
+        Ok(())
+    }
+
+    #[test]
+    fn empty_batch_and_bench_case_run() -> anyhow::Result<()> {
+        let (out, q, k, v, _) = small(4, 2, 16)?;
+        let empty = DecodeMeta::new(&[], &[], &[], 16, None, &Device::Cpu)?;
+        paged_decode(&out, &q, &k, &v, &empty)?;
+        let mut case = Spec.bench(&Device::Cpu, DType::BF16, &[3, 100, 8, 2, 64, 16, 32, 0])?;
+        (case.run)()?;
+        assert_eq!(
+            case.bytes,
+            ((2 * 3 * 100 * 2 * 64 + 2 * 3 * 8 * 64) * 2) as u64
+        );
+        Ok(())
+    }
+
+    #[test]
+    #[ignore = "requires a CUDA device"]
+    fn cuda_matches_reference_in_every_dtype() -> anyhow::Result<()> {
+        Ok(harness::check_all_shapes(&Spec, &Device::new_cuda(0)?)?)
+    }
+}

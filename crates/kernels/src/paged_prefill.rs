@@ -1,0 +1,460 @@
+//! Varlen causal prefill attention over the paged KV cache, flash-attention style
+//! (kernels/paged_prefill.cu): tiles of 16 query rows loop over tiles of 32 keys with an
+//! online softmax, so the `[query_len, context_len]` score matrix never exists and a chunk
+//! after a cached prefix (chunked prefill) is the same computation.
+//!
+//! The CPU port (`paged_prefill_cpu.rs`) runs the same tiling, key-tile ranges, masking
+//! and online softmax in f32; the reference is a full softmax per query row.
+//! Tolerance: f32 2e-5 of the output's scale (the summation order differs from the
+//! reference's, the scores are exp2 of log2(e)-prescaled values), f16/bf16
+//! [`harness::tolerance`] (the kernel rounds once, on store).
+
+use crate::cpu::{self, with_float};
+use crate::error::{input_err, Result};
+use crate::harness::{self, BenchCase, Check, KernelSpec};
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, DType, Device, InplaceOp3, Layout, Tensor};
+
+#[path = "paged_prefill_cpu.rs"]
+mod cpu_port;
+pub use cpu_port::{reference, HostBatch};
+
+/// Query rows per tile (CUDA: one block; 4 warps of 4 rows).
+const BM: usize = 16;
+/// Keys per tile (CUDA: one per lane).
+const BN: usize = 32;
+const MAX_HEAD_DIM: usize = 256;
+
+/// The prefilling sequences of a batch (one or more new tokens each, their K/V already
+/// written to the cache).
+#[derive(Debug, Clone)]
+pub struct PrefillMeta {
+    /// [S] u32: first row of each sequence's new tokens in q / out.
+    pub query_start: Tensor,
+    /// [S] u32: new tokens this step (>= 1).
+    pub query_len: Tensor,
+    /// [S] u32: tokens in the cache after this step (cached + new); new token i of a
+    /// sequence sits at position context_len - query_len + i.
+    pub context_len: Tensor,
+    /// [S, max_blocks] u32 (padding entries never read).
+    pub block_tables: Tensor,
+    /// Host copy: sizes the grid.
+    pub max_query_len: usize,
+    pub block_size: usize,
+    /// Key j visible from query position p iff j <= p and p - j < W (Hugging Face).
+    pub sliding_window: Option<usize>,
+    /// Host summaries [`paged_prefill`] checks against q / the cache: one past the last
+    /// row of any sequence, one past the largest block id any sequence reads. (Build with
+    /// [`PrefillMeta::new`]; changing the public fields afterwards voids these.)
+    rows_end: usize,
+    blocks_end: usize,
+}
+
+impl PrefillMeta {
+    /// Build from host data (one entry per sequence), with the tensors on `device`.
+    pub fn new(
+        query_start: &[u32],
+        query_len: &[u32],
+        context_len: &[u32],
+        block_tables: &[Vec<u32>],
+        block_size: usize,
+        sliding_window: Option<usize>,
+        device: &Device,
+    ) -> Result<Self> {
+        let s = query_start.len();
+        if query_len.len() != s || context_len.len() != s || block_tables.len() != s {
+            input_err!(
+                "paged_prefill: {s} query_start, {} query_len, {} context_len, {} block_tables: \
+                 expected one of each per sequence",
+                query_len.len(),
+                context_len.len(),
+                block_tables.len()
+            );
+        }
+        if s > 65535 {
+            input_err!("paged_prefill: {s} sequences, at most 65535 (grid y)");
+        }
+        if block_size == 0 || block_size > i32::MAX as usize {
+            input_err!("paged_prefill: block_size {block_size} must be in 1..=i32::MAX");
+        }
+        if sliding_window == Some(0) {
+            input_err!("paged_prefill: sliding_window must be > 0 (None for no window)");
+        }
+        let (mut rows_end, mut blocks_end, mut max_blocks) = (0usize, 0usize, 1usize);
+        let mut spans = Vec::with_capacity(s);
+        for i in 0..s {
+            let (start, n, ctx) = (
+                query_start[i] as usize,
+                query_len[i] as usize,
+                context_len[i] as usize,
+            );
+            let table = &block_tables[i];
+            if n == 0 {
+                input_err!("paged_prefill: sequence {i} has query_len 0 (expected >= 1 new token)");
+            }
+            if n > ctx {
+                input_err!("paged_prefill: sequence {i} has query_len {n} > context_len {ctx}");
+            }
+            if ctx > i32::MAX as usize || start + n > i32::MAX as usize {
+                input_err!(
+                    "paged_prefill: sequence {i}: context_len {ctx} / rows {start}+{n} exceed i32"
+                );
+            }
+            let needed = ctx.div_ceil(block_size);
+            if table.len() < needed {
+                input_err!(
+                    "paged_prefill: sequence {i}: context_len {ctx} needs {needed} blocks of \
+                     {block_size}, its block table has {}",
+                    table.len()
+                );
+            }
+            if let Some(&b) = table[..needed].iter().max() {
+                blocks_end = blocks_end.max(b as usize + 1);
+            }
+            rows_end = rows_end.max(start + n);
+            max_blocks = max_blocks.max(table.len());
+            spans.push((start, start + n, i));
+        }
+        spans.sort_unstable();
+        for w in spans.windows(2) {
+            if w[1].0 < w[0].1 {
+                input_err!(
+                    "paged_prefill: the rows of sequences {} and {} overlap",
+                    w[0].2,
+                    w[1].2
+                );
+            }
+        }
+        let mut tables = vec![0u32; s * max_blocks];
+        for (i, t) in block_tables.iter().enumerate() {
+            tables[i * max_blocks..i * max_blocks + t.len()].copy_from_slice(t);
+        }
+        Ok(Self {
+            query_start: Tensor::from_slice(query_start, s, device)?,
+            query_len: Tensor::from_slice(query_len, s, device)?,
+            context_len: Tensor::from_slice(context_len, s, device)?,
+            block_tables: Tensor::from_vec(tables, (s, max_blocks), device)?,
+            max_query_len: query_len.iter().map(|&n| n as usize).max().unwrap_or(0),
+            block_size,
+            sliding_window,
+            rows_end,
+            blocks_end,
+        })
+    }
+
+    /// Number of sequences.
+    pub fn num_seqs(&self) -> usize {
+        self.query_start.elem_count()
+    }
+}
+
+/// Address of a tensor's storage (to refuse operands the op would lock twice).
+fn storage_addr(t: &Tensor) -> usize {
+    let (s, _) = t.storage_and_layout();
+    std::ptr::from_ref(&*s).addr()
+}
+
+/// Write attention outputs of the prefilling rows into `out`.
+/// `q`: [T, heads, d]; `out`: [T, heads * d] or [T, heads, d], contiguous, same dtype,
+/// modified only at the sequences' rows; `k_cache`, `v_cache`: [num_slots, kv_heads * d]
+/// (or [num_slots, kv_heads, d]), contiguous. d a multiple of 8, at most 256.
+pub fn paged_prefill(
+    out: &Tensor,
+    q: &Tensor,
+    k_cache: &Tensor,
+    v_cache: &Tensor,
+    meta: &PrefillMeta,
+) -> Result<()> {
+    let dtype = q.dtype();
+    if !matches!(dtype, DType::F32 | DType::F16 | DType::BF16) {
+        input_err!("paged_prefill: q is {dtype:?}, expected f32, f16 or bf16");
+    }
+    for (name, t) in [("out", out), ("k_cache", k_cache), ("v_cache", v_cache)] {
+        if t.dtype() != dtype {
+            input_err!(
+                "paged_prefill: q is {dtype:?} but {name} is {:?}",
+                t.dtype()
+            );
+        }
+        if !t.device().same_device(q.device()) {
+            input_err!(
+                "paged_prefill: {name} is on {:?}, q on {:?}",
+                t.device(),
+                q.device()
+            );
+        }
+        if !t.is_contiguous() {
+            input_err!("paged_prefill: {name} must be contiguous");
+        }
+    }
+    let (t, heads, d) = match q.dims() {
+        &[t, h, d] => (t, h, d),
+        dims => input_err!("paged_prefill: q is {dims:?}, expected [tokens, heads, head_dim]"),
+    };
+    if d == 0 || !d.is_multiple_of(8) || d > MAX_HEAD_DIM {
+        input_err!(
+            "paged_prefill: head_dim {d} unsupported (a multiple of 8, at most {MAX_HEAD_DIM})"
+        );
+    }
+    if heads == 0 || heads > 65535 {
+        input_err!("paged_prefill: {heads} heads, expected 1..=65535");
+    }
+    if out.dims().first() != Some(&t) || out.elem_count() != t * heads * d {
+        input_err!(
+            "paged_prefill: out is {:?}, expected [{t}, {}] like q {:?}",
+            out.dims(),
+            heads * d,
+            q.dims()
+        );
+    }
+    let num_slots = k_cache.dims().first().copied().unwrap_or(0);
+    if !matches!(k_cache.rank(), 2 | 3) || num_slots == 0 {
+        input_err!(
+            "paged_prefill: k_cache is {:?}, expected [num_slots, kv_heads * head_dim]",
+            k_cache.dims()
+        );
+    }
+    if v_cache.dims() != k_cache.dims() {
+        input_err!(
+            "paged_prefill: v_cache {:?} and k_cache {:?} differ",
+            v_cache.dims(),
+            k_cache.dims()
+        );
+    }
+    let width = k_cache.elem_count() / num_slots;
+    if width == 0 || !width.is_multiple_of(d) {
+        input_err!("paged_prefill: cache rows of {width} are not kv_heads x head_dim {d}");
+    }
+    let kv_heads = width / d;
+    if !heads.is_multiple_of(kv_heads) {
+        input_err!("paged_prefill: {heads} query heads are not a multiple of {kv_heads} kv heads");
+    }
+    for (name, m) in [
+        ("query_start", &meta.query_start),
+        ("query_len", &meta.query_len),
+        ("context_len", &meta.context_len),
+        ("block_tables", &meta.block_tables),
+    ] {
+        if m.dtype() != DType::U32 || !m.is_contiguous() || !m.device().same_device(q.device()) {
+            input_err!("paged_prefill: meta.{name} must be contiguous u32 on q's device");
+        }
+    }
+    if meta.rows_end > t {
+        input_err!(
+            "paged_prefill: the sequences' rows reach {} but q has {t} rows",
+            meta.rows_end
+        );
+    }
+    if meta.blocks_end * meta.block_size > num_slots {
+        input_err!(
+            "paged_prefill: a block table names block {} but the cache holds {} blocks of {}",
+            meta.blocks_end - 1,
+            num_slots / meta.block_size,
+            meta.block_size
+        );
+    }
+    let held = [
+        v_cache,
+        &meta.query_start,
+        &meta.query_len,
+        &meta.context_len,
+        &meta.block_tables,
+    ];
+    let out_addr = storage_addr(out);
+    if held.iter().any(|h| storage_addr(h) == out_addr)
+        || [q, k_cache].iter().any(|x| storage_addr(x) == out_addr)
+    {
+        input_err!("paged_prefill: out shares storage with an input");
+    }
+    if meta.num_seqs() == 0 || meta.max_query_len == 0 {
+        return Ok(());
+    }
+    let op = PagedPrefill {
+        v_cache: v_cache.clone(),
+        meta: meta.clone(),
+        heads,
+        kv_heads,
+        head_dim: d,
+    };
+    let q = q.contiguous()?;
+    Ok(out.inplace_op3(&q, k_cache, &op)?)
+}
+
+/// The op on `out` with operands (q, k_cache); it holds v_cache and the meta tensors.
+struct PagedPrefill {
+    v_cache: Tensor,
+    meta: PrefillMeta,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+}
+
+impl InplaceOp3 for PagedPrefill {
+    fn name(&self) -> &'static str {
+        "paged_prefill"
+    }
+
+    fn cpu_fwd(
+        &self,
+        dst: &mut CpuStorage,
+        dst_l: &Layout,
+        qs: &CpuStorage,
+        ql: &Layout,
+        ks: &CpuStorage,
+        kl: &Layout,
+    ) -> candle_core::Result<()> {
+        let batch = cpu_port::host_batch(&self.meta, self.heads, self.kv_heads, self.head_dim)?;
+        with_float!(dst.dtype(), T => {
+            let (q, k) = (cpu::slice::<T>(qs, ql)?, cpu::slice::<T>(ks, kl)?);
+            let out = cpu::slice_mut::<T>(dst, dst_l)?;
+            cpu::with_host::<T, _>(&self.v_cache, |v| {
+                cpu_port::run(out, q, k, v, &batch);
+                Ok(())
+            })
+        })
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        dst: &mut candle_core::CudaStorage,
+        dst_l: &Layout,
+        qs: &candle_core::CudaStorage,
+        ql: &Layout,
+        ks: &candle_core::CudaStorage,
+        kl: &Layout,
+    ) -> candle_core::Result<()> {
+        use crate::cuda;
+        use candle_core::cuda::cudarc::driver::{LaunchConfig, PushKernelArg};
+        let m = &self.meta;
+        let dev = dst.device.clone();
+        let (o, q, k) = (
+            cuda::ptr(dst, dst_l)?,
+            cuda::ptr(qs, ql)?,
+            cuda::ptr(ks, kl)?,
+        );
+        let v = cuda::tensor_ptr(&self.v_cache)?;
+        let (starts, lens) = (
+            cuda::tensor_ptr(&m.query_start)?,
+            cuda::tensor_ptr(&m.query_len)?,
+        );
+        let (ctxs, tables) = (
+            cuda::tensor_ptr(&m.context_len)?,
+            cuda::tensor_ptr(&m.block_tables)?,
+        );
+        let f = cuda::func(
+            &dev,
+            "paged_prefill",
+            &format!("paged_prefill_{}", cuda::suffix(dst.dtype())?),
+        )?;
+        let d = self.head_dim;
+        let cfg = LaunchConfig {
+            grid_dim: (
+                m.max_query_len.div_ceil(BM) as u32,
+                m.num_seqs() as u32,
+                self.heads as u32,
+            ),
+            block_dim: (128, 1, 1),
+            shared_mem_bytes: ((BM + BN) * d * 4) as u32,
+        };
+        let max_blocks = m.block_tables.dims().get(1).copied().unwrap_or(1) as i32;
+        let window = m.sliding_window.map_or(0, |w| w.min(i32::MAX as usize)) as i32;
+        let scale_log2 = std::f32::consts::LOG2_E / (d as f32).sqrt();
+        let mut b = f.builder();
+        candle_core::builder_arg!(
+            b,
+            o,
+            q,
+            k,
+            v,
+            starts,
+            lens,
+            ctxs,
+            tables,
+            max_blocks,
+            self.heads as i32,
+            self.kv_heads as i32,
+            d as i32,
+            m.block_size as i32,
+            window,
+            scale_log2
+        );
+        // SAFETY: the wrapper checked shapes, dtypes and contiguity: q and out hold
+        // rows_end <= T rows of heads * d, the caches num_slots rows of kv_heads * d with
+        // every block id the tables use (first ceil(context_len / block_size) entries) in
+        // range, the meta tensors S (x max_blocks) u32; (BM + BN) * d * 4 <= 48 KiB of
+        // dynamic shared memory (d <= 256). The signature matches paged_prefill.cu.
+        unsafe { b.launch(cfg) }
+            .map_err(|e| candle_core::Error::Msg(format!("paged_prefill: {e:?}")))?;
+        Ok(())
+    }
+}
+
+/// `engine kernels test|bench paged_prefill`.
+pub struct Spec;
+
+impl KernelSpec for Spec {
+    fn name(&self) -> &'static str {
+        "paged_prefill"
+    }
+    fn about(&self) -> &'static str {
+        "varlen causal prefill attention over the paged KV cache (tiles + online softmax)"
+    }
+    fn shape_names(&self) -> &'static str {
+        // Sequence i: query_len - 5i (>= 1) new tokens, context_len - 5i (>= its query_len)
+        // in the cache; window 0 = none.
+        "seqs,query_len,context_len,heads,kv_heads,head_dim,block_size,window"
+    }
+    fn test_shapes(&self) -> Vec<Vec<usize>> {
+        vec![
+            vec![1, 37, 37, 4, 4, 64, 16, 0],    // full prefill, odd length
+            vec![1, 20, 75, 8, 2, 128, 16, 0],   // chunk after a cached prefix, GQA 4
+            vec![3, 23, 50, 7, 1, 80, 8, 0],     // several sequences, GQA 7, d 80
+            vec![4, 1, 9, 4, 1, 64, 4, 0],       // 1-token prefills
+            vec![5, 12, 12, 2, 1, 64, 16, 0],    // lengths 12, 7, 2, 1, 1
+            vec![2, 45, 70, 4, 2, 64, 16, 13],   // sliding window shorter than a key tile
+            vec![1, 70, 70, 2, 2, 32, 8, 40],    // window across tiles, full prefill
+            vec![2, 33, 40, 2, 1, 256, 32, 0],   // d 256 (48 KiB of shared memory)
+            vec![1, 5, 5, 1, 1, 8, 1, 0],        // d 8, block_size 1
+            vec![2, 100, 300, 4, 1, 128, 16, 0], // longer chunk, several key tiles
+            vec![3, 64, 200, 8, 8, 64, 32, 50],  // window, query tiles of exactly BM
+        ]
+    }
+    fn bench_shapes(&self) -> Vec<Vec<usize>> {
+        vec![
+            vec![1, 512, 512, 32, 8, 128, 16, 0],
+            vec![1, 2048, 2048, 32, 8, 128, 16, 0],
+            vec![4, 512, 2048, 32, 8, 128, 16, 0],
+        ]
+    }
+    fn check(&self, dev: &Device, dtype: DType, shape: &[usize], seed: u64) -> Result<Check> {
+        let c = cpu_port::Case::new(shape, self.shape_names(), seed)?;
+        let b = &c.batch;
+        let (q, qh) = harness::random_input(&[c.rows, b.heads, b.head_dim], 3.0, seed, dtype, dev)?;
+        let (k, kh) = c.cache(seed + 1, dtype, dev)?;
+        let (v, vh) = c.cache(seed + 2, dtype, dev)?;
+        let out = Tensor::full(f32::NAN, (c.rows, b.heads * b.head_dim), dev)?.to_dtype(dtype)?;
+        paged_prefill(&out, &q, &k, &v, &c.meta(dev)?)?;
+        let want = reference(&qh, &kh, &vh, b);
+        Ok(c.compare(&harness::host_f32(&out)?, &want, harness::tolerance(dtype)))
+    }
+    fn bench(&self, dev: &Device, dtype: DType, shape: &[usize]) -> Result<BenchCase> {
+        let c = cpu_port::Case::new(shape, self.shape_names(), 1)?;
+        let b = &c.batch;
+        let (q, _) = harness::random_input(&[c.rows, b.heads, b.head_dim], 3.0, 1, dtype, dev)?;
+        let (k, _) = c.cache(2, dtype, dev)?;
+        let (v, _) = c.cache(3, dtype, dev)?;
+        let out = Tensor::zeros((c.rows, b.heads * b.head_dim), dtype, dev)?;
+        let meta = c.meta(dev)?;
+        let size = dtype.size_in_bytes();
+        let tokens: usize = b.query_len.iter().map(|&n| n as usize).sum();
+        let ctx: usize = b.context_len.iter().map(|&n| n as usize).sum();
+        let bytes = (2 * tokens * b.heads + 2 * ctx * b.kv_heads) * b.head_dim * size;
+        let flops = 4 * b.head_dim * b.heads * c.visible_pairs();
+        Ok(BenchCase {
+            run: Box::new(move || paged_prefill(&out, &q, &k, &v, &meta)),
+            bytes: bytes as u64,
+            flops: flops as u64,
+        })
+    }
+}

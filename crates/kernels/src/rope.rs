@@ -1,0 +1,350 @@
+//! Rotary position embedding in place, half-split (NeoX / Hugging Face) or interleaved
+//! (GPT-J / original Meta) (kernels/rope.cu).
+//!
+//! One call rotates one tensor (the decoder calls it for q and for k) by the cos/sin
+//! rows of its tokens' positions, computed in f32 from the stored cos/sin and rounded
+//! once.
+
+use crate::cpu::{self, with_float, Float};
+use crate::error::{input_err, Result};
+use crate::harness::{self, BenchCase, Check, KernelSpec};
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, DType, Device, InplaceOp3, Layout, Tensor};
+
+/// The largest head_dim: the kernel holds a token's cos/sin row (head_dim f32) in shared
+/// memory.
+pub const MAX_HEAD_DIM: usize = 8192;
+
+/// Rotate `x` in place: pair `(x1, x2)` of each head becomes `(x1 cos - x2 sin, x2 cos +
+/// x1 sin)` at its token's position.
+///
+/// - `x`: `[T, heads, d]`, contiguous, f32/f16/bf16, `d` even, `d <= MAX_HEAD_DIM`;
+/// - `cos_sin`: `[max_pos, d]`, same dtype: `cos(p * inv_freq[i])` in column `i` and
+///   `sin(..)` in column `d/2 + i` of row `p`;
+/// - `positions`: `[T]` u32, each `< max_pos`. Checked on the host when `positions` is on
+///   the CPU (an error, `x` untouched); on CUDA it is not checked (that would need a
+///   device sync): the kernel skips a token whose position is out of range, leaving it as
+///   it is.
+/// - `neox`: pair `i` with `i + d/2` (true) or `2i` with `2i + 1` (false).
+pub fn rope_inplace(x: &Tensor, cos_sin: &Tensor, positions: &Tensor, neox: bool) -> Result<()> {
+    let (t, heads, d) = match x.dims() {
+        &[t, h, d] => (t, h, d),
+        _ => input_err!(
+            "rope: x must be [tokens, heads, head_dim], got {:?}",
+            x.shape()
+        ),
+    };
+    if d == 0 || !d.is_multiple_of(2) || d > MAX_HEAD_DIM {
+        input_err!("rope: head_dim {d} must be even and in 2..={MAX_HEAD_DIM}");
+    }
+    if heads * d / 2 > i32::MAX as usize {
+        input_err!("rope: heads * head_dim / 2 = {} exceeds i32", heads * d / 2);
+    }
+    if !matches!(x.dtype(), DType::F32 | DType::F16 | DType::BF16) {
+        input_err!("rope: x is {:?}; expected f32, f16 or bf16", x.dtype());
+    }
+    if !x.is_contiguous() {
+        input_err!(
+            "rope: x {:?} must be contiguous (it is rotated in place)",
+            x.shape()
+        );
+    }
+    let max_pos = match cos_sin.dims() {
+        &[m, w] if w == d => m,
+        _ => input_err!(
+            "rope: cos_sin {:?} must be [max_pos, {d}] (head_dim)",
+            cos_sin.shape()
+        ),
+    };
+    if cos_sin.dtype() != x.dtype() {
+        input_err!(
+            "rope: x is {:?}, cos_sin is {:?}",
+            x.dtype(),
+            cos_sin.dtype()
+        );
+    }
+    if positions.dims() != [t] || positions.dtype() != DType::U32 {
+        input_err!(
+            "rope: positions must be [{t}] (tokens) u32, got {:?} {:?}",
+            positions.shape(),
+            positions.dtype()
+        );
+    }
+    for (name, o) in [("cos_sin", cos_sin), ("positions", positions)] {
+        if !o.device().same_device(x.device()) {
+            input_err!("rope: x and {name} are on different devices");
+        }
+    }
+    if positions.device().is_cpu() {
+        let p = positions.to_vec1::<u32>()?;
+        if let Some((i, p)) = p.iter().enumerate().find(|(_, &p)| p as usize >= max_pos) {
+            input_err!("rope: positions[{i}] = {p} is out of range (cos_sin has {max_pos} rows)");
+        }
+    }
+    if t == 0 {
+        return Ok(());
+    }
+    let (cos_sin, positions) = (cos_sin.contiguous()?, positions.contiguous()?);
+    Ok(x.inplace_op3(&cos_sin, &positions, &Rope { neox })?)
+}
+
+/// The reference, with plain loops: `x` `[T, heads, d]`, `cos_sin` `[max_pos, d]`.
+pub fn reference(
+    x: &[f32],
+    cos_sin: &[f32],
+    positions: &[u32],
+    heads: usize,
+    d: usize,
+    neox: bool,
+) -> Vec<f32> {
+    let half = d / 2;
+    let mut out = x.to_vec();
+    for (t, &p) in positions.iter().enumerate() {
+        let row = &cos_sin[p as usize * d..(p as usize + 1) * d];
+        for h in 0..heads {
+            let base = (t * heads + h) * d;
+            for i in 0..half {
+                let (a, b) = match neox {
+                    true => (base + i, base + half + i),
+                    false => (base + 2 * i, base + 2 * i + 1),
+                };
+                let (x1, x2, c, s) = (x[a], x[b], row[i], row[half + i]);
+                out[a] = x1 * c - x2 * s;
+                out[b] = x2 * c + x1 * s;
+            }
+        }
+    }
+    out
+}
+
+/// Pairs per unit (one thread's work item), as the .cu header describes.
+fn pairs_per_unit(half: usize, neox: bool, vec: bool, elem_size: usize) -> usize {
+    let v = match neox {
+        true => 16 / elem_size,
+        false => 8 / elem_size,
+    };
+    match vec && half.is_multiple_of(v) {
+        true => v,
+        false => 1,
+    }
+}
+
+struct Rope {
+    neox: bool,
+}
+
+/// The CPU port: per token, its cos/sin row as f32, then the units of V pairs as the
+/// kernel's threads take them.
+fn cpu_rope<T: Float>(
+    x: &mut [T],
+    cs: &[T],
+    pos: &[u32],
+    heads: usize,
+    d: usize,
+    neox: bool,
+) -> candle_core::Result<()> {
+    let max_pos = cs.len() / d;
+    if let Some((i, p)) = pos.iter().enumerate().find(|(_, &p)| p as usize >= max_pos) {
+        candle_core::bail!(
+            "rope: positions[{i}] = {p} is out of range (cos_sin has {max_pos} rows)"
+        );
+    }
+    let half = d / 2;
+    let v = pairs_per_unit(half, neox, true, T::DTYPE.size_in_bytes());
+    let per_head = half / v;
+    let mut c = vec![0f32; d];
+    for (t, &p) in pos.iter().enumerate() {
+        for (c, &s) in c.iter_mut().zip(&cs[p as usize * d..(p as usize + 1) * d]) {
+            *c = s.f();
+        }
+        let xt = &mut x[t * heads * d..(t + 1) * heads * d];
+        for u in 0..heads * per_head {
+            let h = u / per_head;
+            let i0 = (u - h * per_head) * v;
+            let xh = &mut xt[h * d..(h + 1) * d];
+            for i in i0..i0 + v {
+                let (a, b) = match neox {
+                    true => (i, half + i),
+                    false => (2 * i, 2 * i + 1),
+                };
+                let (x1, x2, co, si) = (xh[a].f(), xh[b].f(), c[i], c[half + i]);
+                xh[a] = T::from_f(x1 * co - x2 * si);
+                xh[b] = T::from_f(x2 * co + x1 * si);
+            }
+        }
+    }
+    Ok(())
+}
+
+impl InplaceOp3 for Rope {
+    fn name(&self) -> &'static str {
+        "rope"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &mut CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<()> {
+        let (_, heads, d) = l1.shape().dims3()?;
+        with_float!(s1.dtype(), T => {
+            let (cs, pos) = (cpu::slice::<T>(s2, l2)?, cpu::slice::<u32>(s3, l3)?);
+            cpu_rope(cpu::slice_mut::<T>(s1, l1)?, cs, pos, heads, d, self.neox)
+        })
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &mut candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+        s3: &candle_core::CudaStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<()> {
+        use crate::cuda;
+        use candle_core::cuda::cudarc::driver::{LaunchConfig, PushKernelArg};
+        let (t, heads, d) = l1.shape().dims3()?;
+        let max_pos = l2.shape().dims2()?.0;
+        let dtype = s1.dtype();
+        let x = cuda::ptr(s1, l1)?;
+        let (cs, pos) = (cuda::ptr(s2, l2)?, cuda::ptr(s3, l3)?);
+        let vec = x % 16 == 0;
+        let units = heads * (d / 2 / pairs_per_unit(d / 2, self.neox, vec, dtype.size_in_bytes()));
+        let threads = (units.div_ceil(32) * 32).clamp(32, 512);
+        let f = cuda::func(
+            &s1.device,
+            "rope",
+            &format!("rope_{}", cuda::suffix(dtype)?),
+        )?;
+        let cfg = LaunchConfig {
+            grid_dim: (t as u32, 1, 1),
+            block_dim: (threads as u32, 1, 1),
+            shared_mem_bytes: (d * 4) as u32,
+        };
+        let (t, heads, d, max_pos) = (t as i64, heads as i32, d as i32, max_pos as i64);
+        let (neox, vec) = (self.neox as i32, vec as i32);
+        let mut b = f.builder();
+        candle_core::builder_arg!(b, x, cs, pos, t, heads, d, max_pos, neox, vec);
+        // SAFETY: x addresses t * heads * d elements of `dtype`, cos_sin max_pos * d,
+        // positions t u32 (contiguous, shapes checked by the wrapper; candle locks x
+        // mutably and rejects operands sharing its storage). Positions >= max_pos are
+        // skipped by the kernel. Shared memory: d f32 (d <= MAX_HEAD_DIM). Signature:
+        // (T*, const T*, const u32*, i64, i32, i32, i64, i32, i32).
+        unsafe { b.launch(cfg) }.map_err(|e| candle_core::Error::Msg(format!("rope: {e:?}")))?;
+        Ok(())
+    }
+}
+
+/// `cos_sin` `[max_pos, d]` for `theta = 10000` as f32 on the host (before rounding).
+pub fn cos_sin_table(max_pos: usize, d: usize) -> Vec<f32> {
+    let half = d / 2;
+    let mut out = vec![0f32; max_pos * d];
+    for p in 0..max_pos {
+        for i in 0..half {
+            let a = p as f64 * 10000f64.powf(-2.0 * i as f64 / d as f64);
+            out[p * d + i] = a.cos() as f32;
+            out[p * d + half + i] = a.sin() as f32;
+        }
+    }
+    out
+}
+
+/// `engine kernels test|bench rope`: shape `tokens,heads,head_dim,neox` (neox 1 =
+/// half-split, 0 = interleaved). Positions are random in `0..2 * tokens + 7`.
+pub struct Spec;
+
+impl Spec {
+    /// x, cos_sin, positions on `dev`, and their host f32 values (rounded to `dtype`).
+    #[allow(clippy::type_complexity)]
+    fn inputs(
+        &self,
+        dev: &Device,
+        dtype: DType,
+        shape: &[usize],
+        seed: u64,
+    ) -> Result<(
+        (Tensor, Tensor, Tensor),
+        (Vec<f32>, Vec<f32>, Vec<u32>),
+        bool,
+    )> {
+        let [t, heads, d, neox] = harness::dims::<4>(shape, self.shape_names())?;
+        let max_pos = 2 * t + 7;
+        let (x, xh) = harness::random_input(&[t, heads, d], 2.0, seed, dtype, dev)?;
+        let cs = Tensor::from_vec(cos_sin_table(max_pos, d), (max_pos, d), &Device::Cpu)?
+            .to_dtype(dtype)?;
+        let csh = harness::host_f32(&cs)?;
+        let pos: Vec<u32> = harness::random(t, 1.0, seed + 1)
+            .iter()
+            .map(|u| (((u + 1.0) / 2.0 * max_pos as f32) as u32).min(max_pos as u32 - 1))
+            .collect();
+        let p = Tensor::from_vec(pos.clone(), t, dev)?;
+        Ok(((x, cs.to_device(dev)?, p), (xh, csh, pos), neox != 0))
+    }
+}
+
+impl KernelSpec for Spec {
+    fn name(&self) -> &'static str {
+        "rope"
+    }
+    fn about(&self) -> &'static str {
+        "rotary embedding in place (neox half-split or interleaved), cos/sin by position"
+    }
+    fn shape_names(&self) -> &'static str {
+        "tokens,heads,head_dim,neox"
+    }
+    fn test_shapes(&self) -> Vec<Vec<usize>> {
+        let mut shapes = Vec::new();
+        for neox in [1, 0] {
+            for (t, h, d) in [
+                (1, 1, 2),
+                (3, 4, 128),
+                (5, 2, 80),
+                (7, 3, 64),
+                (4, 3, 36),
+                (33, 8, 128),
+                (65, 1, 6),
+            ] {
+                shapes.push(vec![t, h, d, neox]);
+            }
+        }
+        shapes
+    }
+    fn bench_shapes(&self) -> Vec<Vec<usize>> {
+        [1, 32, 256, 4096]
+            .iter()
+            .map(|&t| vec![t, 32, 128, 1])
+            .collect()
+    }
+    fn check(&self, dev: &Device, dtype: DType, shape: &[usize], seed: u64) -> Result<Check> {
+        let [_, heads, d, _] = harness::dims::<4>(shape, self.shape_names())?;
+        let ((x, cs, p), (xh, csh, pos), neox) = self.inputs(dev, dtype, shape, seed)?;
+        rope_inplace(&x, &cs, &p, neox)?;
+        let want = reference(&xh, &csh, &pos, heads, d, neox);
+        Ok(harness::compare(
+            &harness::host_f32(&x)?,
+            &want,
+            harness::tolerance(dtype),
+        ))
+    }
+    fn bench(&self, dev: &Device, dtype: DType, shape: &[usize]) -> Result<BenchCase> {
+        let [t, heads, d, _] = harness::dims::<4>(shape, self.shape_names())?;
+        let ((x, cs, p), _, neox) = self.inputs(dev, dtype, shape, 1)?;
+        // x read and written, one cos/sin row per token, the positions.
+        let bytes = (2 * t * heads * d + t * d) * dtype.size_in_bytes() + 4 * t;
+        Ok(BenchCase {
+            run: Box::new(move || rope_inplace(&x, &cs, &p, neox)),
+            bytes: bytes as u64,
+            flops: (3 * t * heads * d) as u64,
+        })
+    }
+}
+
+#[cfg(test)]
+#[path = "rope_tests.rs"]
+mod tests;
