@@ -280,3 +280,87 @@ fn dummy_model_with_byte_tokenizer_generates() {
     assert!(out.status.success(), "stderr: {stderr}");
     assert!(stderr.contains("output tokens: 8"), "{stderr}");
 }
+
+#[test]
+fn kernels_test_checks_every_kernel_on_the_cpu() {
+    let out = engine(&["kernels", "test", "--device", "cpu", "--dtype", "f32"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for k in [
+        "add_rms_norm",
+        "rope",
+        "silu_mul",
+        "reshape_and_cache",
+        "paged_decode",
+        "paged_prefill",
+    ] {
+        assert!(stdout.contains(k), "{k} missing: {stdout}");
+    }
+    assert!(!stdout.contains("FAIL"), "{stdout}");
+    assert!(stdout.contains("checks passed"), "{stdout}");
+}
+
+#[test]
+fn kernels_bad_names_and_shapes() {
+    assert_clean_error(
+        &engine(&["kernels", "test", "nope"]),
+        &["unknown kernel \"nope\"", "silu_mul"],
+    );
+    assert_clean_error(
+        &engine(&["kernels", "test", "silu_mul", "--shapes", "4"]),
+        &["shape [4]", "tokens,intermediate"],
+    );
+    assert_clean_error(
+        &engine(&["kernels", "test", "--shapes", "4,4"]),
+        &["--shapes needs a kernel name"],
+    );
+}
+
+#[test]
+fn fused_and_candle_kernels_generate_the_same_greedy_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_manifest(dir.path());
+    let run = |kernels: &str| {
+        let out = engine(&[
+            "generate",
+            "--model",
+            &model,
+            "--kernels",
+            kernels,
+            "--prompt",
+            "hello",
+            "--max-tokens",
+            "12",
+            "--temperature",
+            "0",
+            "--ignore-eos",
+        ]);
+        assert!(
+            out.status.success(),
+            "--kernels {kernels}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    assert_eq!(run("fused"), run("candle"));
+    // A usage error: clap's message and exit code 2.
+    let out = engine(&[
+        "generate",
+        "--model",
+        &model,
+        "--kernels",
+        "triton",
+        "--prompt",
+        "x",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("triton") && stderr.contains("candle, fused or auto"),
+        "{stderr}"
+    );
+}

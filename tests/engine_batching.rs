@@ -5,8 +5,10 @@
 //! - `batch_invariance_default_model`: 24 requests (1..600 prompt tokens of real text,
 //!   4..24 output tokens) on SmolLM2-135M, f32 CPU. Each is first run alone; then all
 //!   are run submitted together, at staggered steps under a small token budget (chunked
-//!   prefill next to decodes), with a KV cache small enough to preempt, and with prefix
-//!   caching over a shared 200-token prefix. Every variant must equal the alone runs.
+//!   prefill next to decodes), the same staggered run on the fused kernels (their CPU
+//!   ports: paged decode, varlen paged prefill, in-place rope and cache writes), with a
+//!   KV cache small enough to preempt, and with prefix caching over a shared 200-token
+//!   prefix. Every variant must equal the alone runs (candle ops).
 //! - `thousand_requests_with_a_tiny_cache`: 1,000 requests on a tiny dummy model against
 //!   a cache that holds about 50 of them all finish, with the outputs of an ample cache.
 //!
@@ -17,7 +19,7 @@
 use anyhow::{bail, ensure, Context, Result};
 use candle_core::{DType, Device};
 use engine_core::{Engine, EngineConfig, FinalOutput, Prompt, RequestId, StepRecord};
-use engine_model::{load_model, LoadOptions, LoadedModel};
+use engine_model::{load_model, KernelChoice, LoadOptions, LoadedModel};
 use engine_scheduler::{FinishReason, SamplingParams};
 use std::collections::HashMap;
 use std::time::Instant;
@@ -30,12 +32,13 @@ const LOGPROB_TOL: f32 = 1e-2;
 /// KV blocks of the preempting variants.
 const SMALL_BLOCKS: usize = 40;
 
-fn load(spec: &str) -> Result<LoadedModel> {
+fn load(spec: &str, kernels: KernelChoice) -> Result<LoadedModel> {
     let opts = LoadOptions {
         dtype: DType::F32,
         device: Device::Cpu,
         seed: 0,
         tokenizer: None,
+        kernels,
     };
     Ok(load_model(spec, &opts, &|m| eprintln!("{m}"))?)
 }
@@ -168,7 +171,7 @@ fn run_staggered(
 }
 
 fn engine_with(model: &str, cfg: EngineConfig) -> Result<Engine> {
-    Ok(Engine::new(load(model)?, cfg)?)
+    Ok(Engine::new(load(model, KernelChoice::Candle)?, cfg)?)
 }
 
 /// 24 prompts of real text, 1..600 tokens; those longer than 200 tokens start with the
@@ -300,6 +303,27 @@ fn batch_invariance_default_model() -> Result<()> {
     ties += compare_all("staggered", &alone, &staggered)?;
     eprintln!(
         "staggered: {} steps ({mixed} mixing prefill and decode) in {:.1}s",
+        recs.len(),
+        t.elapsed().as_secs_f64()
+    );
+    drop(engine);
+
+    // The same staggered run on the fused kernels (their CPU ports): paged decode and
+    // varlen paged prefill over chunked prompts, in-place rope and cache writes.
+    let t = Instant::now();
+    let model = load("smollm2-135m", KernelChoice::Fused)?;
+    let mut engine = Engine::new(
+        model,
+        EngineConfig {
+            max_num_batched_tokens: 256,
+            ..base.clone()
+        },
+    )?;
+    ensure!(engine.decoder().kernels() == KernelChoice::Fused);
+    let (fused, recs) = run_staggered(&mut engine, &reqs, &[(3, 2), (5, 4), (4, 3), (6, 5)])?;
+    ties += compare_all("staggered, fused kernels", &alone, &fused)?;
+    eprintln!(
+        "staggered, fused kernels: {} steps in {:.1}s",
         recs.len(),
         t.elapsed().as_secs_f64()
     );

@@ -29,6 +29,16 @@ pub struct ModelArgs {
     /// Tokens per KV-cache block.
     #[arg(long, default_value_t = 16)]
     pub block_size: usize,
+    /// Hot-path ops: `fused` (engine-kernels: fused norm, rope, cache writes, paged
+    /// attention), `candle` (plain candle ops, the baseline), or `auto`: fused on CUDA,
+    /// candle on the CPU (where the fused ops run their CPU ports).
+    #[arg(long, default_value = "auto", value_parser = parse_kernels)]
+    pub kernels: engine_model::KernelChoice,
+}
+
+fn parse_kernels(s: &str) -> Result<engine_model::KernelChoice, String> {
+    s.parse()
+        .map_err(|e: engine_kernels::KernelError| e.to_string())
 }
 
 impl ModelArgs {
@@ -43,6 +53,7 @@ impl ModelArgs {
             device,
             seed: self.seed,
             tokenizer: self.tokenizer.clone(),
+            kernels: self.kernels,
         }
     }
 }

@@ -228,6 +228,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         model_source,
         model_facts: engine_profiler::bench::model_facts(&engine),
         dtype: format!("{dtype:?}").to_lowercase(),
+        kernels: engine.decoder().kernels().as_str().to_string(),
         device: label,
         device_name,
         driver,

@@ -5,6 +5,7 @@ mod bench;
 mod device;
 mod generate;
 mod info;
+mod kernels;
 mod report;
 mod run;
 mod verify;
@@ -42,6 +43,8 @@ enum Command {
     Logits(verify::LogitsArgs),
     /// Batch job: JSONL prompts in, JSONL results out; resumable, sharded (exit 2: some lines failed).
     Run(run::RunArgs),
+    /// Fused kernels: list, test against references, benchmark against the copy ceiling.
+    Kernels(kernels::KernelsArgs),
 }
 
 fn main() {
@@ -55,6 +58,7 @@ fn main() {
         Command::ExportDummy(a) => verify::export(a),
         Command::Logits(a) => verify::logits(a),
         Command::Run(a) => run::run(a),
+        Command::Kernels(a) => kernels::run(a),
     };
     if let Err(e) = result {
         // One line, the whole cause chain, no backtrace.

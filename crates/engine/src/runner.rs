@@ -53,14 +53,7 @@ impl ModelRunner {
                 want_logits: s.samples,
             });
         }
-        let cfg = self.decoder.config();
-        let width = cfg.num_key_value_heads * cfg.head_dim;
-        Ok(ForwardInputs::build(
-            &seqs,
-            self.kv.block_size(),
-            width,
-            self.decoder.device(),
-        )?)
+        Ok(self.decoder.inputs(&seqs, self.kv.block_size())?)
     }
 
     /// Forward pass. With `all_greedy`, the argmax of each sampling row is taken on the
@@ -113,7 +106,6 @@ pub fn full_logits(
         decoder.device(),
     )?;
     let table: Vec<u32> = (0..num_blocks as u32).collect();
-    let width = cfg.num_key_value_heads * cfg.head_dim;
     let mut tokens = prompt.to_vec();
     let mut rows = Vec::with_capacity(generated.len());
     let mut computed = 0;
@@ -124,7 +116,7 @@ pub fn full_logits(
             block_table: &table,
             want_logits: true,
         };
-        let inputs = ForwardInputs::build(&[seq], block_size, width, decoder.device())?;
+        let inputs = decoder.inputs(&[seq], block_size)?;
         rows.push(
             decoder
                 .forward(&inputs, &mut kv)?

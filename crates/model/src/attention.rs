@@ -1,4 +1,5 @@
-//! Attention over the paged KV cache, one sequence at a time (CPU reference path).
+//! Attention over the paged KV cache with candle ops (the `--kernels candle` path; the
+//! fused path is engine-kernels' paged_decode / paged_prefill).
 //!
 //! The batch is flattened: every scheduled token of every sequence is one row. For each
 //! sequence the new tokens are the last `query_len` of its `context_len` positions; they
@@ -6,6 +7,7 @@
 //! block table, optionally restricted to a sliding window. Prefill, chunked prefill and
 //! decode are the same computation with different `query_len`.
 
+use crate::inputs::CandleAttn;
 use crate::kv_cache::KvCache;
 use crate::Result;
 use candle_core::{DType, Tensor};
@@ -144,36 +146,32 @@ pub fn sdpa(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&[f32]>) -> Result<
 }
 
 /// Attention for a whole flattened batch: store the new K/V, then attend. Decoding
-/// sequences (in `decode`) go together; the others (prefill chunks) one by one.
+/// sequences go together; the others (prefill chunks) one by one.
 /// `q`: [num_tokens, heads, d]; `k`, `v`: [num_tokens, kv_heads, d].
-#[allow(clippy::too_many_arguments)]
 pub fn paged_attention(
     layer: usize,
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
     kv: &KvCache,
-    slot_index: &Tensor,
-    seqs: &[SeqSlice],
-    decode: Option<&DecodeBatch>,
-    row_order: Option<&Tensor>,
+    attn: &CandleAttn,
     sliding_window: Option<usize>,
 ) -> Result<Tensor> {
-    kv.write(layer, k, v, slot_index)?;
-    let mut outs = Vec::with_capacity(seqs.len() + 1);
-    if let Some(db) = decode {
+    kv.write(layer, k, v, &attn.slot_index)?;
+    let mut outs = Vec::with_capacity(attn.seqs.len() + 1);
+    if let Some(db) = &attn.decode {
         let q_d = q.index_select(&db.rows, 0)?; // [B, heads, d]
         let (k_d, v_d) = kv.gather_batch(layer, &db.block_tables)?;
         outs.push(decode_sdpa(&q_d, &k_d, &v_d, &db.mask)?);
     }
-    for s in seqs {
+    for s in &attn.seqs {
         let q_s = q.narrow(0, s.query_start, s.query_len)?;
         let (k_s, v_s) = kv.gather(layer, &s.block_table, s.context_len)?;
         let mask = attention_mask(s.query_len, s.context_len, sliding_window);
         outs.push(sdpa(&q_s, &k_s, &v_s, mask.as_deref())?);
     }
     let out = Tensor::cat(&outs, 0)?; // decode rows first, then the others
-    Ok(match row_order {
+    Ok(match &attn.row_order {
         Some(order) => out.index_select(order, 0)?,
         None => out,
     })

@@ -38,6 +38,9 @@ pub enum ModelError {
     /// A forward-pass input that does not match the model or the cache.
     #[error("invalid input: {0}")]
     Input(String),
+    /// A fused kernel rejected its inputs or failed.
+    #[error("kernel: {0}")]
+    Kernel(#[from] engine_kernels::KernelError),
     /// An error from candle while computing.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),

@@ -97,6 +97,20 @@ impl KvCache {
         Ok(())
     }
 
+    /// Store new tokens' K and V of one layer at their slots with the fused
+    /// `reshape_and_cache` kernel. `k`, `v`: [num_tokens, num_kv_heads, head_dim];
+    /// `slots`: [num_tokens] u32.
+    pub fn write_slots(&self, layer: usize, k: &Tensor, v: &Tensor, slots: &Tensor) -> Result<()> {
+        engine_kernels::reshape_and_cache::reshape_and_cache(&self.k[layer], k, slots)?;
+        engine_kernels::reshape_and_cache::reshape_and_cache(&self.v[layer], v, slots)?;
+        Ok(())
+    }
+
+    /// One layer's K and V caches: [num_slots, num_kv_heads * head_dim] each.
+    pub fn layer(&self, layer: usize) -> (&Tensor, &Tensor) {
+        (&self.k[layer], &self.v[layer])
+    }
+
     /// Gather a padded batch of sequences' K and V of one layer.
     /// `block_tables`: [B, max_blocks] u32 (padding entries may name any block).
     /// Returns K and V as [B, max_blocks * block_size, num_kv_heads, head_dim].

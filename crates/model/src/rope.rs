@@ -44,6 +44,8 @@ fn llama3_scale(freq: f32, s: &Llama3RopeScaling) -> f32 {
 pub struct RopeTable {
     cos: Tensor, // [max_position_embeddings, head_dim / 2]
     sin: Tensor, // [max_position_embeddings, head_dim / 2]
+    /// `[cos | sin]`: [max_position_embeddings, head_dim], the fused kernel's table.
+    cos_sin: Tensor,
 }
 
 impl RopeTable {
@@ -56,10 +58,23 @@ impl RopeTable {
             .to_dtype(DType::F32)?
             .reshape((n, 1))?;
         let angles = pos.matmul(&inv)?; // [n, half]
-        Ok(Self {
-            cos: angles.cos()?.to_dtype(dtype)?,
-            sin: angles.sin()?.to_dtype(dtype)?,
-        })
+        let (cos, sin) = (
+            angles.cos()?.to_dtype(dtype)?,
+            angles.sin()?.to_dtype(dtype)?,
+        );
+        let cos_sin = Tensor::cat(&[&cos, &sin], 1)?;
+        Ok(Self { cos, sin, cos_sin })
+    }
+
+    /// Rotate `x` in place with the fused kernel (half-split convention).
+    /// `x`: [num_tokens, num_heads, head_dim], contiguous; `positions`: [num_tokens] u32.
+    pub fn apply_inplace(&self, x: &Tensor, positions: &Tensor) -> Result<()> {
+        Ok(engine_kernels::rope::rope_inplace(
+            x,
+            &self.cos_sin,
+            positions,
+            true,
+        )?)
     }
 
     /// Rotate `x` in place of each token's position.

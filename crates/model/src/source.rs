@@ -56,6 +56,8 @@ pub struct LoadOptions {
     pub seed: u64,
     /// A tokenizer to use instead of the model's own (`tokenizer.json` or a `.gguf`).
     pub tokenizer: Option<PathBuf>,
+    /// Plain candle ops or the fused kernels (see [`crate::KernelChoice`]).
+    pub kernels: crate::KernelChoice,
 }
 
 /// A model ready to run.
@@ -158,7 +160,8 @@ pub fn load_model(spec: &str, opts: &LoadOptions, say: &dyn Fn(&str)) -> Result<
         )));
     }
     say(&format!("loading {source}"));
-    let decoder = Decoder::load(&cfg, &mut weights, opts.dtype, &opts.device)?;
+    let mut decoder = Decoder::load(&cfg, &mut weights, opts.dtype, &opts.device)?;
+    decoder.set_kernels(opts.kernels);
     Ok(LoadedModel {
         name: spec.to_string(),
         source,

@@ -10,23 +10,27 @@
 //! - three sequences of different lengths sharing every forward pass (mixing prefill,
 //!   chunked prefill with a logits-less first chunk, and decode) vs each run alone.
 //!
-//! All on two tiny random models: llama (GQA 4/2) and mistral with a 5-token sliding
-//! window, so window masks meet block and chunk boundaries. Measured: at most 8.4e-7
-//! relative, i.e. float rounding (e.g. matmuls over a different number of rows); printed
-//! with `--nocapture`.
+//! All on three tiny random models: llama (GQA 4/2), mistral with a 5-token sliding
+//! window, so window masks meet block and chunk boundaries, and qwen2 (qkv bias). Each
+//! runs twice: with candle ops and with the fused kernels (`KernelChoice::Fused`: their
+//! CPU ports here), always against the candle contiguous baseline, so the second run
+//! checks the fused decoder path (rope and cache writes in place, paged decode with
+//! split-K, varlen paged prefill, fused add + norm) end to end. Measured (candle): at
+//! most 8.4e-7 relative, i.e. float rounding; printed with `--nocapture`.
 
 mod common;
 
 use anyhow::{ensure, Result};
 use common::{tiny_model_dir, ErrStats, Ours, Rng, TempDir};
-use engine_model::{Decoder, SeqInput};
+use engine_model::{Decoder, KernelChoice, SeqInput};
 use serde_json::json;
 use std::collections::BTreeMap;
 
 const TOL: f32 = 1e-5;
 const VOCAB: usize = 256;
 
-fn models() -> Result<Vec<(&'static str, TempDir, Decoder)>> {
+/// (name, model dir, candle decoder for baselines, decoder under test).
+fn models() -> Result<Vec<(String, TempDir, Decoder, Decoder)>> {
     let llama = json!({
         "model_type": "llama", "vocab_size": VOCAB, "hidden_size": 64,
         "intermediate_size": 96, "num_hidden_layers": 2, "num_attention_heads": 4,
@@ -39,11 +43,25 @@ fn models() -> Result<Vec<(&'static str, TempDir, Decoder)>> {
         "num_key_value_heads": 2, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
         "max_position_embeddings": 256, "sliding_window": 5
     });
+    let qwen2 = json!({
+        "model_type": "qwen2", "vocab_size": VOCAB, "hidden_size": 64,
+        "intermediate_size": 96, "num_hidden_layers": 2, "num_attention_heads": 4,
+        "num_key_value_heads": 1, "rms_norm_eps": 1e-6, "rope_theta": 1000000.0,
+        "max_position_embeddings": 256, "tie_word_embeddings": true
+    });
     let mut out = Vec::new();
-    for (name, cfg, seed) in [("llama", llama, 21), ("mistral-window5", mistral, 22)] {
-        let dir = tiny_model_dir(name, &cfg, seed)?;
-        let dec = common::load_ours(dir.path())?;
-        out.push((name, dir, dec));
+    for (name, cfg, seed) in [
+        ("llama", &llama, 21),
+        ("mistral-window5", &mistral, 22),
+        ("qwen2", &qwen2, 23),
+    ] {
+        for kernels in [KernelChoice::Candle, KernelChoice::Fused] {
+            let dir = tiny_model_dir(name, cfg, seed)?;
+            let base = common::load_ours(dir.path())?;
+            let mut dec = base.clone();
+            dec.set_kernels(kernels);
+            out.push((format!("{name} ({})", kernels.as_str()), dir, base, dec));
+        }
     }
     Ok(out)
 }
@@ -155,9 +173,9 @@ fn baseline(dec: &Decoder, tokens: &[u32], prompt_len: usize) -> Result<Logits> 
 
 #[test]
 fn block_size_and_scattered_blocks_do_not_change_logits() -> Result<()> {
-    for (name, _dir, dec) in models()? {
-        let tokens = sequence(&dec, 1, 12, 28)?;
-        let base = baseline(&dec, &tokens, 12)?;
+    for (name, _dir, base_dec, dec) in models()? {
+        let tokens = sequence(&base_dec, 1, 12, 28)?;
+        let base = baseline(&base_dec, &tokens, 12)?;
         let mut stats = ErrStats::default();
         for bs in [1usize, 16, 32] {
             let mut ours = Ours::new(dec.clone(), 64, bs)?;
@@ -188,9 +206,9 @@ fn block_size_and_scattered_blocks_do_not_change_logits() -> Result<()> {
 
 #[test]
 fn chunked_prefill_equals_one_shot() -> Result<()> {
-    for (name, _dir, dec) in models()? {
-        let tokens = sequence(&dec, 2, 12, 20)?;
-        let base = baseline(&dec, &tokens, 12)?;
+    for (name, _dir, base_dec, dec) in models()? {
+        let tokens = sequence(&base_dec, 2, 12, 20)?;
+        let base = baseline(&base_dec, &tokens, 12)?;
         let mut stats = ErrStats::default();
         for chunks in [&[7usize, 5][..], &[1, 6, 5], &[3, 3, 3, 3]] {
             let mut ours = Ours::new(dec.clone(), 64, 4)?;
@@ -204,15 +222,15 @@ fn chunked_prefill_equals_one_shot() -> Result<()> {
 
 #[test]
 fn batched_sequences_equal_each_alone() -> Result<()> {
-    for (name, _dir, dec) in models()? {
+    for (name, _dir, base_dec, dec) in models()? {
         // Prompts of 5, 12 and 9 tokens, each continued for 12 tokens.
         let seqs: Vec<(Vec<u32>, usize)> = [(5usize, 30u64), (12, 31), (9, 32)]
             .iter()
-            .map(|&(len, seed)| Ok((sequence(&dec, seed, len, 12)?, len)))
+            .map(|&(len, seed)| Ok((sequence(&base_dec, seed, len, 12)?, len)))
             .collect::<Result<_>>()?;
         let alone: Vec<Logits> = seqs
             .iter()
-            .map(|(t, len)| baseline(&dec, t, *len))
+            .map(|(t, len)| baseline(&base_dec, t, *len))
             .collect::<Result<_>>()?;
         // Step 0: A prefills 5, B prefills 7 (no logits). Step 1: A decodes, B prefills
         // its last 5, C prefills 9. Then all three decode together.

@@ -109,6 +109,10 @@ pub struct Environment {
     pub model_source: String,
     pub model_facts: ModelFacts,
     pub dtype: String,
+    /// Which implementation of the hot-path ops ran: `candle` or `fused` (empty in
+    /// results written before `--kernels` existed).
+    #[serde(default)]
+    pub kernels: String,
     pub device: String,
     pub device_name: String,
     pub driver: String,

@@ -6,7 +6,7 @@
 
 use anyhow::{ensure, Context, Result};
 use candle_core::{DType, Device, Tensor};
-use engine_model::{Decoder, DecoderConfig, ForwardInputs, KvCache, SeqInput};
+use engine_model::{Decoder, DecoderConfig, KvCache, SeqInput};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -203,9 +203,7 @@ impl Ours {
 
     /// One forward pass; the logits rows (one per sequence that wants them), in order.
     pub fn forward(&mut self, seqs: &[SeqInput]) -> Result<Vec<Vec<f32>>> {
-        let cfg = self.dec.config();
-        let width = cfg.num_key_value_heads * cfg.head_dim;
-        let inputs = ForwardInputs::build(seqs, self.block_size, width, &Device::Cpu)?;
+        let inputs = self.dec.inputs(seqs, self.block_size)?;
         let logits = self.dec.forward(&inputs, &mut self.kv)?;
         Ok(logits.to_vec2::<f32>()?)
     }

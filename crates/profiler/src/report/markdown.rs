@@ -23,6 +23,7 @@ pub fn render(r: &BenchResults, plots: &[&str]) -> String {
             ),
         ),
         ("dtype", e.dtype.clone()),
+        ("kernels", e.kernels.clone()),
         ("device", format!("{} ({})", e.device, e.device_name)),
         ("driver", e.driver.clone()),
         ("CPU", format!("{} ({} logical CPUs)", e.cpu, e.num_cpus)),
