@@ -5,7 +5,7 @@
 //! so the pair equals the decoder's candle path `x = o + residual; rms_norm(x)`.
 
 use crate::cpu::{self, with_float, Float};
-use crate::error::{input_err, Result};
+use crate::error::{input_err, same_device, Result};
 use crate::harness::{self, BenchCase, Check, KernelSpec};
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp3, DType, Device, Layout, Shape, Tensor, WithDType};
@@ -53,10 +53,12 @@ pub fn add_rms_norm(
                 t.dtype()
             );
         }
-        if !t.device().same_device(x.device()) {
-            input_err!("add_rms_norm: x and {name} are on different devices");
-        }
     }
+    same_device(
+        "add_rms_norm",
+        ("x", x),
+        &[("residual", residual), ("weight", weight)],
+    )?;
     if !matches!(x.dtype(), DType::F32 | DType::F16 | DType::BF16) {
         input_err!(
             "add_rms_norm: dtype {:?} unsupported (f32, f16, bf16)",

@@ -23,3 +23,33 @@ macro_rules! input_err {
     };
 }
 pub(crate) use input_err;
+
+/// Fail unless every named tensor is on the device of `anchor`.
+pub(crate) fn same_device(
+    op: &str,
+    anchor: (&str, &candle_core::Tensor),
+    others: &[(&str, &candle_core::Tensor)],
+) -> Result<()> {
+    let dev = anchor.1.device();
+    for (name, t) in others {
+        if !t.device().same_device(dev) {
+            input_err!(
+                "{op}: {name} is on {:?}, {} on {:?}",
+                t.device().location(),
+                anchor.0,
+                dev.location()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Whether two tensors share one storage. An in-place op's held operands must not alias
+/// its destination: candle holds the destination's write lock while the op runs.
+pub(crate) fn shares_storage(a: &candle_core::Tensor, b: &candle_core::Tensor) -> bool {
+    let addr = |t: &candle_core::Tensor| {
+        let (s, _) = t.storage_and_layout();
+        std::ptr::from_ref(&*s).addr()
+    };
+    addr(a) == addr(b)
+}

@@ -11,7 +11,7 @@
 //! and merge; the reference is plain loops.
 
 use crate::cpu::{self, with_float};
-use crate::error::{input_err, Result};
+use crate::error::{input_err, same_device, shares_storage, Result};
 use crate::harness::{self, BenchCase, Check, KernelSpec};
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, DType, Device, InplaceOp3, Layout, Tensor};
@@ -209,22 +209,18 @@ pub fn paged_decode(
              [B, max_blocks]"
         ),
     };
-    let dev = q.device();
     let named = [("out", out), ("k_cache", k_cache), ("v_cache", v_cache)];
     let metas = [
         ("rows", &meta.rows),
         ("block_tables", &meta.block_tables),
         ("context_lens", &meta.context_lens),
     ];
-    for (name, t) in named.iter().chain(metas.iter()) {
-        if !t.device().same_device(dev) {
-            input_err!(
-                "paged_decode: {name} is on {:?}, q on {:?}",
-                t.device().location(),
-                dev.location()
-            );
-        }
-    }
+    let all: Vec<(&str, &Tensor)> = named
+        .iter()
+        .chain(metas.iter())
+        .map(|(n, t)| (*n, *t))
+        .collect();
+    same_device("paged_decode", ("q", q), &all)?;
     for (name, t) in metas {
         if t.dtype() != DType::U32 {
             input_err!("paged_decode: {name} is {:?}; expected u32", t.dtype());
@@ -293,16 +289,6 @@ pub fn paged_decode(
         ctx_lens: meta.context_lens.contiguous()?,
     };
     Ok(out.inplace_op3(&q.contiguous()?, k_cache, &op)?)
-}
-
-/// Whether two tensors share one storage (a held operand locked while `out` is written
-/// would deadlock).
-fn shares_storage(a: &Tensor, b: &Tensor) -> bool {
-    let addr = |t: &Tensor| {
-        let (s, _) = t.storage_and_layout();
-        &*s as *const candle_core::Storage as usize
-    };
-    addr(a) == addr(b)
 }
 
 /// The op on `out` (dst) with operands (q, k_cache); V and the metadata are held.

@@ -10,7 +10,7 @@
 //! [`harness::tolerance`] (the kernel rounds once, on store).
 
 use crate::cpu::{self, with_float};
-use crate::error::{input_err, Result};
+use crate::error::{input_err, same_device, shares_storage, Result};
 use crate::harness::{self, BenchCase, Check, KernelSpec};
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, DType, Device, InplaceOp3, Layout, Tensor};
@@ -148,12 +148,6 @@ impl PrefillMeta {
     }
 }
 
-/// Address of a tensor's storage (to refuse operands the op would lock twice).
-fn storage_addr(t: &Tensor) -> usize {
-    let (s, _) = t.storage_and_layout();
-    std::ptr::from_ref(&*s).addr()
-}
-
 /// Write attention outputs of the prefilling rows into `out`.
 /// `q`: [T, heads, d]; `out`: [T, heads * d] or [T, heads, d], contiguous, same dtype,
 /// modified only at the sequences' rows; `k_cache`, `v_cache`: [num_slots, kv_heads * d]
@@ -176,13 +170,7 @@ pub fn paged_prefill(
                 t.dtype()
             );
         }
-        if !t.device().same_device(q.device()) {
-            input_err!(
-                "paged_prefill: {name} is on {:?}, q on {:?}",
-                t.device(),
-                q.device()
-            );
-        }
+        same_device("paged_prefill", ("q", q), &[(name, t)])?;
         if !t.is_contiguous() {
             input_err!("paged_prefill: {name} must be contiguous");
         }
@@ -260,9 +248,10 @@ pub fn paged_prefill(
         &meta.context_len,
         &meta.block_tables,
     ];
-    let out_addr = storage_addr(out);
-    if held.iter().any(|h| storage_addr(h) == out_addr)
-        || [q, k_cache].iter().any(|x| storage_addr(x) == out_addr)
+    if held
+        .iter()
+        .chain([q, k_cache].iter())
+        .any(|t| shares_storage(t, out))
     {
         input_err!("paged_prefill: out shares storage with an input");
     }

@@ -2,7 +2,7 @@
 //! (kernels/reshape_and_cache.cu). The decoder calls it twice per layer (K and V).
 
 use crate::cpu::{self, with_float, Float};
-use crate::error::{input_err, Result};
+use crate::error::{input_err, same_device, Result};
 use crate::harness::{self, BenchCase, Check, KernelSpec};
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, DType, Device, InplaceOp3, Layout, Tensor};
@@ -64,11 +64,11 @@ pub fn reshape_and_cache(cache: &Tensor, src: &Tensor, slots: &Tensor) -> Result
             slots.dtype()
         );
     }
-    for (name, o) in [("src", src), ("slots", slots)] {
-        if !o.device().same_device(cache.device()) {
-            input_err!("reshape_and_cache: cache and {name} are on different devices");
-        }
-    }
+    same_device(
+        "reshape_and_cache",
+        ("cache", cache),
+        &[("src", src), ("slots", slots)],
+    )?;
     if slots.device().is_cpu() {
         if let Some((i, s)) = bad_slot(&slots.to_vec1::<u32>()?, num_slots) {
             input_err!(

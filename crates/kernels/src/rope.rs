@@ -6,7 +6,7 @@
 //! once.
 
 use crate::cpu::{self, with_float, Float};
-use crate::error::{input_err, Result};
+use crate::error::{input_err, same_device, Result};
 use crate::harness::{self, BenchCase, Check, KernelSpec};
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, DType, Device, InplaceOp3, Layout, Tensor};
@@ -70,11 +70,11 @@ pub fn rope_inplace(x: &Tensor, cos_sin: &Tensor, positions: &Tensor, neox: bool
             positions.dtype()
         );
     }
-    for (name, o) in [("cos_sin", cos_sin), ("positions", positions)] {
-        if !o.device().same_device(x.device()) {
-            input_err!("rope: x and {name} are on different devices");
-        }
-    }
+    same_device(
+        "rope",
+        ("x", x),
+        &[("cos_sin", cos_sin), ("positions", positions)],
+    )?;
     if positions.device().is_cpu() {
         let p = positions.to_vec1::<u32>()?;
         if let Some((i, p)) = p.iter().enumerate().find(|(_, &p)| p as usize >= max_pos) {
