@@ -42,6 +42,9 @@ impl Linear {
     }
 }
 
+/// Attention geometry of a layer: (heads, kv_heads, head_dim).
+pub(crate) type Heads = (usize, usize, usize);
+
 #[derive(Debug, Clone)]
 pub(crate) struct Layer {
     pub(crate) input_layernorm: Tensor,
@@ -53,6 +56,18 @@ pub(crate) struct Layer {
     pub(crate) gate_proj: Linear,
     pub(crate) up_proj: Linear,
     pub(crate) down_proj: Linear,
+}
+
+impl Layer {
+    /// q [T, heads, d], k and v [T, kv_heads, d] of the normed hidden states `hs`.
+    pub(crate) fn qkv(&self, hs: &Tensor, (heads, kv_heads, d): Heads) -> Result<[Tensor; 3]> {
+        let t = hs.dim(0)?;
+        Ok([
+            self.q_proj.forward(hs)?.reshape((t, heads, d))?,
+            self.k_proj.forward(hs)?.reshape((t, kv_heads, d))?,
+            self.v_proj.forward(hs)?.reshape((t, kv_heads, d))?,
+        ])
+    }
 }
 
 /// The decoder's weights and precomputed rope table.
@@ -120,6 +135,12 @@ impl Decoder {
         self.kernels
     }
 
+    /// (heads, kv_heads, head_dim).
+    pub(crate) fn heads(&self) -> Heads {
+        let c = &self.cfg;
+        (c.num_attention_heads, c.num_key_value_heads, c.head_dim)
+    }
+
     /// Flatten sequences into this decoder's forward inputs for a cache of `block_size`.
     pub fn inputs(&self, seqs: &[SeqInput], block_size: usize) -> Result<ForwardInputs> {
         let layout = BatchLayout {
@@ -175,20 +196,12 @@ impl Decoder {
         kv: &mut KvCache,
     ) -> Result<Option<Tensor>> {
         let cfg = &self.cfg;
-        let t = inputs.num_tokens()?;
-        let (heads, kv_heads, d) = (
-            cfg.num_attention_heads,
-            cfg.num_key_value_heads,
-            cfg.head_dim,
-        );
         let eps = cfg.rms_norm_eps as f32;
         let mut x = self.embed_tokens.index_select(&inputs.input_ids, 0)?; // [T, hidden]
         for (l, layer) in self.layers.iter().enumerate() {
             let residual = &x;
             let hs = candle_nn::ops::rms_norm(&x, &layer.input_layernorm, eps)?;
-            let q = layer.q_proj.forward(&hs)?.reshape((t, heads, d))?;
-            let k = layer.k_proj.forward(&hs)?.reshape((t, kv_heads, d))?;
-            let v = layer.v_proj.forward(&hs)?.reshape((t, kv_heads, d))?;
+            let [q, k, v] = layer.qkv(&hs, self.heads())?;
             let q = self.rope.apply(&q, &inputs.positions)?;
             let k = self.rope.apply(&k, &inputs.positions)?;
             let out = paged_attention(l, &q, &k, &v, kv, attn, cfg.sliding_window)?;

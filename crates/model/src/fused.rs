@@ -29,14 +29,9 @@ impl Decoder {
         attn: &FusedAttn,
         kv: &mut KvCache,
     ) -> Result<Option<Tensor>> {
-        let cfg = &self.cfg;
         let t = inputs.num_tokens()?;
-        let (heads, kv_heads, d) = (
-            cfg.num_attention_heads,
-            cfg.num_key_value_heads,
-            cfg.head_dim,
-        );
-        let eps = cfg.rms_norm_eps as f32;
+        let (heads, _, d) = self.heads();
+        let eps = self.cfg.rms_norm_eps as f32;
         // The running residual stream, and the last MLP output not yet added to it.
         let mut residual = self.embed_tokens.index_select(&inputs.input_ids, 0)?; // [T, hidden]
         let mut pending: Option<Tensor> = None;
@@ -49,11 +44,9 @@ impl Decoder {
                     normed
                 }
             };
-            let q = layer.q_proj.forward(&hs)?.reshape((t, heads, d))?;
-            let k = layer.k_proj.forward(&hs)?.reshape((t, kv_heads, d))?;
-            let v = layer.v_proj.forward(&hs)?.reshape((t, kv_heads, d))?;
             // Fresh matmul outputs (contiguous() is then free): safe to rotate in place.
-            let (q, k, v) = (q.contiguous()?, k.contiguous()?, v.contiguous()?);
+            let [q, k, v] = layer.qkv(&hs, self.heads())?.map(|x| x.contiguous());
+            let (q, k, v) = (q?, k?, v?);
             self.rope.apply_inplace(&q, &inputs.positions)?;
             self.rope.apply_inplace(&k, &inputs.positions)?;
             kv.write_slots(l, &k, &v, &attn.slots)?;
