@@ -37,6 +37,21 @@ struct alignas(sizeof(T) * W) Pack {
     T v[W];
 };
 
+// x + residual rounded to T, element by element; adds the squares of the rounded values
+// to `ss`.
+template <typename T, int W>
+__device__ __forceinline__ Pack<T, W> add_rounded(const Pack<T, W>& a, const Pack<T, W>& b,
+                                                  float& ss) {
+    Pack<T, W> s;
+#pragma unroll
+    for (int k = 0; k < W; ++k) {
+        s.v[k] = from_f32<T>(to_f32(a.v[k]) + to_f32(b.v[k]));
+        const float f = to_f32(s.v[k]);
+        ss += f * f;
+    }
+    return s;
+}
+
 template <typename T, int W>
 __device__ __forceinline__ void row(const T* __restrict__ x, const T* __restrict__ res,
                                     const T* __restrict__ w, T* __restrict__ normed,
@@ -56,29 +71,13 @@ __device__ __forceinline__ void row(const T* __restrict__ x, const T* __restrict
     for (int c = 0; c < CACHE; ++c) {
         const int64_t u = threadIdx.x + c * step;
         if (u < units) {
-            const P a = xv[u], b = rv[u];
-            P s;
-#pragma unroll
-            for (int k = 0; k < W; ++k) {
-                s.v[k] = from_f32<T>(to_f32(a.v[k]) + to_f32(b.v[k]));
-                const float f = to_f32(s.v[k]);
-                ss += f * f;
-            }
+            const P s = add_rounded<T, W>(xv[u], rv[u], ss);
             sv[u] = s;
             cache[c] = s;
         }
     }
-    for (int64_t u = threadIdx.x + CACHE * step; u < units; u += step) {
-        const P a = xv[u], b = rv[u];
-        P s;
-#pragma unroll
-        for (int k = 0; k < W; ++k) {
-            s.v[k] = from_f32<T>(to_f32(a.v[k]) + to_f32(b.v[k]));
-            const float f = to_f32(s.v[k]);
-            ss += f * f;
-        }
-        sv[u] = s;
-    }
+    for (int64_t u = threadIdx.x + CACHE * step; u < units; u += step)
+        sv[u] = add_rounded<T, W>(xv[u], rv[u], ss);
     const float inv_rms = rsqrtf(block_sum(ss, scratch) * inv_hidden + eps);
     // Pass 2: normalize from the register cache, then from this thread's own stores.
 #pragma unroll

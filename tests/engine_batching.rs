@@ -285,49 +285,34 @@ fn batch_invariance_default_model() -> Result<()> {
     drop(engine);
 
     // Staggered, with a 256-token budget: prompts are chunked and share steps with decodes.
-    let t = Instant::now();
-    let mut engine = engine_with(
-        "smollm2-135m",
-        EngineConfig {
-            max_num_batched_tokens: 256,
-            ..base.clone()
-        },
-    )?;
-    let (staggered, recs) = run_staggered(&mut engine, &reqs, &[(3, 2), (5, 4), (4, 3), (6, 5)])?;
-    let mixed = recs
-        .iter()
-        .filter(|r| r.num_decode_seqs > 0 && r.num_prefill_tokens > 0)
-        .count();
-    ensure!(mixed > 0, "no step mixed prefill chunks with decodes");
-    ensure!(recs.iter().all(|r| r.num_batched_tokens <= 256));
-    ties += compare_all("staggered", &alone, &staggered)?;
-    eprintln!(
-        "staggered: {} steps ({mixed} mixing prefill and decode) in {:.1}s",
-        recs.len(),
-        t.elapsed().as_secs_f64()
-    );
-    drop(engine);
-
-    // The same staggered run on the fused kernels (their CPU ports): paged decode and
-    // varlen paged prefill over chunked prompts, in-place rope and cache writes.
-    let t = Instant::now();
-    let model = load("smollm2-135m", KernelChoice::Fused)?;
-    let mut engine = Engine::new(
-        model,
-        EngineConfig {
-            max_num_batched_tokens: 256,
-            ..base.clone()
-        },
-    )?;
-    ensure!(engine.decoder().kernels() == KernelChoice::Fused);
-    let (fused, recs) = run_staggered(&mut engine, &reqs, &[(3, 2), (5, 4), (4, 3), (6, 5)])?;
-    ties += compare_all("staggered, fused kernels", &alone, &fused)?;
-    eprintln!(
-        "staggered, fused kernels: {} steps in {:.1}s",
-        recs.len(),
-        t.elapsed().as_secs_f64()
-    );
-    drop(engine);
+    // On candle ops, then on the fused kernels (their CPU ports: paged decode and varlen
+    // paged prefill over chunked prompts, in-place rope and cache writes).
+    for kernels in [KernelChoice::Candle, KernelChoice::Fused] {
+        let t = Instant::now();
+        let mut engine = Engine::new(
+            load("smollm2-135m", kernels)?,
+            EngineConfig {
+                max_num_batched_tokens: 256,
+                ..base.clone()
+            },
+        )?;
+        ensure!(engine.decoder().kernels() == kernels);
+        let (staggered, recs) =
+            run_staggered(&mut engine, &reqs, &[(3, 2), (5, 4), (4, 3), (6, 5)])?;
+        let mixed = recs
+            .iter()
+            .filter(|r| r.num_decode_seqs > 0 && r.num_prefill_tokens > 0)
+            .count();
+        ensure!(mixed > 0, "no step mixed prefill chunks with decodes");
+        ensure!(recs.iter().all(|r| r.num_batched_tokens <= 256));
+        let label = format!("staggered, {} kernels", kernels.as_str());
+        ties += compare_all(&label, &alone, &staggered)?;
+        eprintln!(
+            "{label}: {} steps ({mixed} mixing prefill and decode) in {:.1}s",
+            recs.len(),
+            t.elapsed().as_secs_f64()
+        );
+    }
 
     // A small KV cache: 40 blocks (640 tokens) for ~2,700 tokens of requests; the longest
     // request alone needs 38. Submitted in reverse order: the short ones fill the pool

@@ -57,7 +57,8 @@ struct BenchArgs {
     /// Dtype (default: bf16 on CUDA, f32 on the CPU).
     #[arg(long)]
     dtype: Option<String>,
-    /// Time spent per shape, in milliseconds.
+    /// Time to spend per shape, in milliseconds (at least 14 calls: 3 warm-up, 1 to size
+    /// the batches, 10 timed).
     #[arg(long, default_value_t = 300)]
     time_ms: u64,
 }

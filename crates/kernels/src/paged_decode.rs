@@ -52,10 +52,10 @@ impl DecodeMeta {
     /// Build the tensors from host data (tables padded with block 0, never read).
     /// Checks: same lengths, distinct rows, every context in 1..=its table's capacity,
     /// block_size >= 1, window >= 1.
-    pub fn new(
+    pub fn new<B: AsRef<[u32]>>(
         rows: &[u32],
         context_lens: &[u32],
-        block_tables: &[Vec<u32>],
+        block_tables: &[B],
         block_size: usize,
         sliding_window: Option<usize>,
         device: &Device,
@@ -80,6 +80,7 @@ impl DecodeMeta {
             input_err!("paged_decode: row {} appears twice in rows", w[0]);
         }
         for (i, (&ctx, table)) in context_lens.iter().zip(block_tables).enumerate() {
+            let table = table.as_ref();
             let cap = table.len() * block_size;
             if ctx == 0 || ctx as usize > cap {
                 input_err!(
@@ -89,9 +90,15 @@ impl DecodeMeta {
                 );
             }
         }
-        let max_blocks = block_tables.iter().map(Vec::len).max().unwrap_or(0).max(1);
+        let max_blocks = block_tables
+            .iter()
+            .map(|t| t.as_ref().len())
+            .max()
+            .unwrap_or(0)
+            .max(1);
         let mut tables = vec![0u32; b * max_blocks];
         for (dst, t) in tables.chunks_mut(max_blocks).zip(block_tables) {
+            let t = t.as_ref();
             dst[..t.len()].copy_from_slice(t);
         }
         Ok(Self {

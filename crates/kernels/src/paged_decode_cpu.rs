@@ -449,7 +449,7 @@ mod tests {
     #[test]
     fn empty_batch_and_bench_case_run() -> anyhow::Result<()> {
         let (out, q, k, v, _) = small(4, 2, 16)?;
-        let empty = DecodeMeta::new(&[], &[], &[], 16, None, &Device::Cpu)?;
+        let empty = DecodeMeta::new::<&[u32]>(&[], &[], &[], 16, None, &Device::Cpu)?;
         paged_decode(&out, &q, &k, &v, &empty)?;
         let mut case = Spec.bench(&Device::Cpu, DType::BF16, &[3, 100, 8, 2, 64, 16, 32, 0])?;
         (case.run)()?;

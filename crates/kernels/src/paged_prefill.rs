@@ -52,11 +52,11 @@ pub struct PrefillMeta {
 
 impl PrefillMeta {
     /// Build from host data (one entry per sequence), with the tensors on `device`.
-    pub fn new(
+    pub fn new<B: AsRef<[u32]>>(
         query_start: &[u32],
         query_len: &[u32],
         context_len: &[u32],
-        block_tables: &[Vec<u32>],
+        block_tables: &[B],
         block_size: usize,
         sliding_window: Option<usize>,
         device: &Device,
@@ -88,7 +88,7 @@ impl PrefillMeta {
                 query_len[i] as usize,
                 context_len[i] as usize,
             );
-            let table = &block_tables[i];
+            let table = block_tables[i].as_ref();
             if n == 0 {
                 input_err!("paged_prefill: sequence {i} has query_len 0 (expected >= 1 new token)");
             }
@@ -127,6 +127,7 @@ impl PrefillMeta {
         }
         let mut tables = vec![0u32; s * max_blocks];
         for (i, t) in block_tables.iter().enumerate() {
+            let t = t.as_ref();
             tables[i * max_blocks..i * max_blocks + t.len()].copy_from_slice(t);
         }
         Ok(Self {

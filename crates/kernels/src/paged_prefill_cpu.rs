@@ -424,7 +424,7 @@ mod tests {
 
     #[test]
     fn empty_batch_leaves_out_untouched() -> anyhow::Result<()> {
-        let meta = PrefillMeta::new(&[], &[], &[], &[], 4, None, &Device::Cpu)?;
+        let meta = PrefillMeta::new::<&[u32]>(&[], &[], &[], &[], 4, None, &Device::Cpu)?;
         let [out, q, k, v] = inputs(DType::BF16, 4, 4, 2, 8)?;
         paged_prefill(&out, &q, &k, &v, &meta)?;
         assert!(harness::host_f32(&out)?.iter().all(|x| x.is_nan()));

@@ -41,7 +41,7 @@ pub struct DecodeBatch {
 impl DecodeBatch {
     /// Build from host data: each entry is (row, context_len, block_table).
     pub fn build(
-        entries: &[(u32, usize, Vec<u32>)],
+        entries: &[(u32, usize, &[u32])],
         block_size: usize,
         sliding_window: Option<usize>,
         device: &candle_core::Device,

@@ -67,27 +67,27 @@ pub struct ForwardInputs {
     pub attn: AttnInputs,
 }
 
-/// Host-side layout of a batch before upload.
-struct HostBatch {
+/// Host-side layout of a batch before upload (block tables borrowed from the inputs).
+struct HostBatch<'a> {
     ids: Vec<u32>,
     positions: Vec<u32>,
     slots: Vec<u32>,
     logits_rows: Vec<u32>,
     /// (row, context_len, block_table) of each decoding sequence.
-    decode: Vec<(u32, usize, Vec<u32>)>,
-    prefill: Vec<PrefillSeq>,
+    decode: Vec<(u32, usize, &'a [u32])>,
+    prefill: Vec<PrefillSeq<'a>>,
 }
 
 /// A sequence computing several tokens this step.
-struct PrefillSeq {
+struct PrefillSeq<'a> {
     query_start: usize,
     query_len: usize,
     context_len: usize,
-    table: Vec<u32>,
+    table: &'a [u32],
 }
 
-impl HostBatch {
-    fn new(seqs: &[SeqInput], block_size: usize) -> Result<Self> {
+impl<'a> HostBatch<'a> {
+    fn new(seqs: &[SeqInput<'a>], block_size: usize) -> Result<Self> {
         let total: usize = seqs.iter().map(|s| s.tokens.len()).sum();
         let mut b = HostBatch {
             ids: Vec::with_capacity(total),
@@ -122,7 +122,7 @@ impl HostBatch {
             if s.want_logits {
                 b.logits_rows.push((b.ids.len() - 1) as u32);
             }
-            let table = s.block_table.to_vec();
+            let table = s.block_table;
             match s.tokens.len() {
                 1 => b.decode.push((query_start as u32, context_len, table)),
                 n => b.prefill.push(PrefillSeq {
@@ -152,7 +152,7 @@ impl HostBatch {
                     query_start: p.query_start,
                     query_len: p.query_len,
                     context_len: p.context_len,
-                    block_table: Tensor::new(p.table.as_slice(), device)?,
+                    block_table: Tensor::new(p.table, device)?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -203,7 +203,7 @@ impl HostBatch {
             false => {
                 let rows: Vec<u32> = self.decode.iter().map(|d| d.0).collect();
                 let ctx: Vec<u32> = self.decode.iter().map(|d| d.1 as u32).collect();
-                let tables: Vec<Vec<u32>> = self.decode.iter().map(|d| d.2.clone()).collect();
+                let tables: Vec<&[u32]> = self.decode.iter().map(|d| d.2).collect();
                 Some(DecodeMeta::new(
                     &rows, &ctx, &tables, block_size, window, device,
                 )?)
@@ -212,10 +212,10 @@ impl HostBatch {
         let prefill = match self.prefill.is_empty() {
             true => None,
             false => {
-                let col = |f: fn(&PrefillSeq) -> usize| -> Vec<u32> {
+                let col = |f: fn(&PrefillSeq<'a>) -> usize| -> Vec<u32> {
                     self.prefill.iter().map(|p| f(p) as u32).collect()
                 };
-                let tables: Vec<Vec<u32>> = self.prefill.iter().map(|p| p.table.clone()).collect();
+                let tables: Vec<&[u32]> = self.prefill.iter().map(|p| p.table).collect();
                 Some(PrefillMeta::new(
                     &col(|p| p.query_start),
                     &col(|p| p.query_len),
