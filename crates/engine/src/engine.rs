@@ -1,16 +1,21 @@
 //! The Engine: requests in, streamed outputs and timing records out.
 //!
 //! ```text
-//!  Engine::step
+//!  Engine::step                      (step.rs)
 //!    Scheduler::schedule()          -> SchedulerOutput (who runs, how many tokens each)
-//!    ModelRunner::prepare_inputs()  -> input_ids, positions, slot_mapping, block tables
-//!    ModelRunner::execute()         -> logits of the sequences that sample
-//!    sampler::sample()              -> one token per sampling sequence
-//!    Scheduler::update_from_output()-> append tokens, stop checks, free blocks
-//!    detokenize, stop strings       -> Vec<RequestOutput>, one StepRecord
+//!    ModelRunner::prepare()         -> StepBatch: ids, positions, slot_mapping, attention
+//!                                      metadata, built and checked once (one hop)
+//!    ModelRunner::execute()         -> Decoder::forward (ONE layer loop), the greedy id of
+//!                                      every row on the device, host logits of the rows
+//!                                      that sample or want logprobs (those rows alone)
+//!    sampler::sample()              -> the host-sampled rows' tokens (+ logprobs)
+//!    detokenize, stop strings       -> text deltas, stop-string hits
+//!    Scheduler::update_from_output()-> append tokens; the ONE place a request finishes
+//!  -> Vec<RequestOutput>, one StepRecord
 //! ```
-//! One owner, `&mut self`, no locks. Each request keeps its own RNG, so preemption and
-//! batch composition do not change what it samples.
+//! One owner, `&mut self`, no locks. Each request keeps its own RNG, and each row's
+//! sampling decision is its own, so preemption and batch composition do not change what
+//! it generates.
 
 use crate::error::{EngineError, Result};
 use crate::records::{RequestTimeline, StepRecord};
