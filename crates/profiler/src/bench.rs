@@ -177,8 +177,10 @@ fn run_config(
     };
     let plans = plan_runs(engine, o, spec);
     let cap = capacity(engine);
-    for (r, plan) in plans.iter().enumerate() {
-        let at_once = r < o.warmup || matches!(spec.load, Load::Batch { .. });
+    // A static batch must hold its sequences at once; a serving config's requests
+    // (and its warm-up batches) must each fit alone: the scheduler queues the rest.
+    let at_once = matches!(spec.load, Load::Batch { .. });
+    for plan in &plans {
         if let Err(reason) = plan.fits(&cap, at_once) {
             progress.advance(expected_tokens(spec, o));
             result.status = Status::DoesNotFit { reason };
