@@ -11,6 +11,7 @@
 pub mod device;
 pub mod engine;
 pub mod error;
+pub mod kv_sizing;
 pub mod records;
 pub mod rng;
 pub mod runner;
