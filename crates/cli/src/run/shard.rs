@@ -163,8 +163,9 @@ fn slurm_array(
         "--shard auto: SLURM_ARRAY_TASK_ID is set but neither SLURM_ARRAY_TASK_COUNT \
          nor SLURM_ARRAY_TASK_MAX is",
     )?;
-    let not_a_range =
-        id < min || !(id - min).is_multiple_of(step) || matches!((range, told), (Some(r), Some(t)) if r != t);
+    let not_a_range = id < min
+        || !(id - min).is_multiple_of(step)
+        || matches!((range, told), (Some(r), Some(t)) if r != t);
     if not_a_range {
         bail!(
             "--shard auto: Slurm array task {id} is not one of a single range (min {min}, \
