@@ -19,7 +19,7 @@
 //! - foreign: a record whose line or id does not match the input (the output of another
 //!   input, or of an edited one).
 //!
-//! Memory: about 64 bytes per input line (an id fingerprint and where its record lies),
+//! Memory: about 72 bytes per input line (an id fingerprint and where its record lies),
 //! whatever the size of the records. Errors files are looked for under the default
 //! name only (`X.jsonl` -> `X.errors.jsonl`): a shard run with its own `--errors` path
 //! would show its failed lines as missing.
