@@ -58,10 +58,11 @@ _slurm_munge() {
 
 _slurm_conf() {
   local dir=$1 gpus=$2 host ports node
-  host=$(hostname)
   read -r -a ports <<<"$(_slurm_free_ports)"
-  # The node as slurmd sees it (CPUs, sockets, cores, memory).
-  node=$(slurmd -C | head -1 | sed "s/^NodeName=[^ ]*/NodeName=$host NodeAddr=127.0.0.1/")
+  # The node as slurmd sees it (its name, CPUs, sockets, cores, memory).
+  node=$(slurmd -C | head -1)
+  host=$(echo "$node" | sed -n 's/^NodeName=\([^ ]*\).*/\1/p')
+  node="$node NodeAddr=127.0.0.1"
   if [ "$gpus" -gt 0 ]; then
     node="$node Gres=gpu:$gpus"
     mkdir -p "$dir/dev"
