@@ -2,6 +2,7 @@
 
 mod args;
 mod bench;
+mod cuda_visible;
 mod device;
 mod generate;
 mod info;
@@ -91,6 +92,12 @@ pub fn parse_device(s: &str) -> anyhow::Result<candle_core::Device> {
                 anyhow::bail!(
                     "--device {s}: this build has no CUDA support (rebuild with --features cuda)"
                 );
+            }
+            let visible = std::env::var("CUDA_VISIBLE_DEVICES").ok();
+            if let Some(note) =
+                cuda_visible::check(ordinal, visible.as_deref()).map_err(anyhow::Error::msg)?
+            {
+                say(&note);
             }
             Ok(candle_core::Device::new_cuda(ordinal)?)
         }
