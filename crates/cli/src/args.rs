@@ -82,6 +82,10 @@ pub struct EngineArgs {
     /// On CUDA, the fraction of device memory the engine may use.
     #[arg(long, default_value_t = 0.9)]
     pub gpu_memory_utilization: f64,
+    /// Run every step eagerly: no CUDA graphs for decode steps (with --kernels fused on
+    /// CUDA, decode steps otherwise replay graphs captured at start-up).
+    #[arg(long)]
+    pub enforce_eager: bool,
 }
 
 /// Parse a size: `2GiB`, `512MiB`, `1.5GB` or a plain byte count.
@@ -118,6 +122,8 @@ impl EngineArgs {
             enable_prefix_caching: !self.no_prefix_caching,
             gpu_memory_utilization: self.gpu_memory_utilization,
             seed,
+            enforce_eager: self.enforce_eager,
+            ..Default::default()
         }
     }
 }

@@ -185,6 +185,8 @@ fn engine_config(a: &BenchArgs, loads: &[Load]) -> EngineConfig {
         enable_prefix_caching: !a.engine.no_prefix_caching,
         gpu_memory_utilization: a.engine.gpu_memory_utilization,
         seed: a.model.seed,
+        enforce_eager: a.engine.enforce_eager,
+        ..Default::default()
     }
 }
 
@@ -287,6 +289,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         model_facts: engine_profiler::bench::model_facts(&engine),
         dtype: format!("{dtype:?}").to_lowercase(),
         kernels: engine.decoder().kernels().as_str().to_string(),
+        graphs: engine.graph_report().cloned(),
         device: label,
         device_name,
         driver,

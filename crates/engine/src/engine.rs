@@ -18,6 +18,7 @@
 //! it generates.
 
 use crate::error::{EngineError, Result};
+use crate::graphs::GraphReport;
 use crate::kv_sizing::{kv_cache_size, DeviceMemory};
 use crate::records::{RequestTimeline, StepRecord};
 use crate::rng::SeqRng;
@@ -25,7 +26,7 @@ use crate::runner::ModelRunner;
 use crate::sampler::SampledToken;
 use crate::stop::StopText;
 use engine_model::chat::ChatMessage;
-use engine_model::{Decoder, LoadedModel, StreamDecoder, Tokenizer};
+use engine_model::{Decoder, KernelChoice, LoadedModel, StreamDecoder, Tokenizer};
 use engine_scheduler::{FinishReason, SamplingParams, Scheduler, SchedulerConfig, SeqId, Sequence};
 use std::collections::HashMap;
 use std::time::Instant;
@@ -48,6 +49,13 @@ pub struct EngineConfig {
     pub gpu_memory_utilization: f64,
     /// Seeds requests that do not bring their own.
     pub seed: u64,
+    /// Run every step eagerly: no decode graphs (vLLM's `--enforce-eager`).
+    pub enforce_eager: bool,
+    /// Longest context a decode-graph step takes; longer steps run eagerly.
+    pub graph_max_context: usize,
+    /// Run the decode-graph path on the CPU too (eagerly, nothing to capture): tests of
+    /// its bucketing, padding and refill without a GPU. Graphs are captured on CUDA.
+    pub graphs_on_cpu: bool,
 }
 
 impl Default for EngineConfig {
@@ -61,6 +69,9 @@ impl Default for EngineConfig {
             enable_prefix_caching: true,
             gpu_memory_utilization: 0.9,
             seed: 0,
+            enforce_eager: false,
+            graph_max_context: 8192,
+            graphs_on_cpu: false,
         }
     }
 }
@@ -146,8 +157,17 @@ impl Engine {
             num_blocks,
             enable_prefix_caching: cfg.enable_prefix_caching,
         };
+        let mut runner = ModelRunner::new(model.decoder, num_blocks, cfg.block_size)?;
+        let dec = runner.decoder();
+        let graphs = !cfg.enforce_eager
+            && dec.kernels() == KernelChoice::Fused
+            && (dec.device().is_cuda() || cfg.graphs_on_cpu);
+        if graphs {
+            let max_context = cfg.graph_max_context.min(sched_cfg.max_model_len);
+            runner.enable_graphs(cfg.max_num_seqs, max_context)?;
+        }
         Ok(Self {
-            runner: ModelRunner::new(model.decoder, num_blocks, cfg.block_size)?,
+            runner,
             tokenizer: model.tokenizer,
             scheduler: Scheduler::new(sched_cfg),
             cfg,
@@ -166,6 +186,12 @@ impl Engine {
 
     pub fn decoder(&self) -> &Decoder {
         self.runner.decoder()
+    }
+
+    /// The decode graphs' buckets, capture time and memory; `None` when every step runs
+    /// eagerly (`enforce_eager`, the candle op set, or the CPU).
+    pub fn graph_report(&self) -> Option<&GraphReport> {
+        self.runner.graphs().map(|g| g.report())
     }
 
     pub fn tokenizer(&self) -> &Tokenizer {

@@ -11,6 +11,7 @@
 pub mod device;
 pub mod engine;
 pub mod error;
+pub mod graphs;
 pub mod kv_sizing;
 pub mod records;
 pub mod rng;

@@ -7,14 +7,27 @@
 //! tables, so its cost grows with the batch, not with the cache.
 
 use crate::error::Result;
+use crate::graphs::DecodeGraphs;
 use candle_core::Tensor;
 use engine_model::{Decoder, KvCache, SeqInput, StepBatch};
 use engine_scheduler::{Scheduler, SchedulerOutput};
 
-/// The decoder and the KV cache tensors it reads and writes.
+/// The decoder, the KV cache tensors it reads and writes, and the decode graphs.
 pub struct ModelRunner {
     decoder: Decoder,
     kv: KvCache,
+    graphs: Option<DecodeGraphs>,
+}
+
+/// A step ready to run: an eager batch, or a decode graph bucket already filled.
+pub enum Prepared {
+    Eager(Box<StepBatch>),
+    Graph {
+        bucket: usize,
+        /// Real (unpadded) rows.
+        num_seqs: usize,
+        bucket_size: usize,
+    },
 }
 
 /// What a step's forward pass hands to sampling, for the sampling rows in batch order.
@@ -36,7 +49,25 @@ impl ModelRunner {
             decoder.dtype(),
             decoder.device(),
         )?;
-        Ok(Self { decoder, kv })
+        Ok(Self {
+            decoder,
+            kv,
+            graphs: None,
+        })
+    }
+
+    /// Set up decode graphs for up to `max_num_seqs` sequences and `max_context` tokens
+    /// (captured on CUDA, replayed eagerly on the CPU; see [`DecodeGraphs`]).
+    pub fn enable_graphs(&mut self, max_num_seqs: usize, max_context: usize) -> Result<()> {
+        let bs = self.kv.block_size();
+        let mut g = DecodeGraphs::new(&self.decoder, bs, max_num_seqs, max_context)?;
+        g.capture(&self.decoder, &mut self.kv)?;
+        self.graphs = Some(g);
+        Ok(())
+    }
+
+    pub fn graphs(&self) -> Option<&DecodeGraphs> {
+        self.graphs.as_ref()
     }
 
     pub fn decoder(&self) -> &Decoder {
@@ -47,32 +78,60 @@ impl ModelRunner {
         &self.kv
     }
 
-    /// Flatten the scheduled sequences into the step's batch (ids, positions, slots,
-    /// attention metadata), validated and uploaded once.
-    pub fn prepare(&self, out: &SchedulerOutput, sched: &Scheduler) -> Result<StepBatch> {
-        let mut batch = self
-            .decoder
-            .batch(self.kv.block_size(), out.num_batched_tokens);
+    /// Flatten the scheduled sequences into the step's inputs, checked once: a decode
+    /// graph's buffers (one copy) when the step qualifies, else an eager batch.
+    pub fn prepare(&mut self, out: &SchedulerOutput, sched: &Scheduler) -> Result<Prepared> {
+        let mut seqs = Vec::with_capacity(out.scheduled.len());
         for s in &out.scheduled {
             let Some(seq) = sched.seq(s.seq_id) else {
                 continue;
             };
             let start = s.num_computed_tokens;
-            batch.push(SeqInput {
+            seqs.push(SeqInput {
                 tokens: &seq.tokens[start..start + s.num_scheduled_tokens],
                 num_computed_tokens: start,
                 block_table: sched.block_table(s.seq_id),
                 want_logits: s.samples,
-            })?;
+            });
         }
-        Ok(batch.finish(self.decoder.device())?)
+        if let Some(g) = &mut self.graphs {
+            if let Some(bucket) = g.bucket_for(&seqs) {
+                g.fill(bucket, &seqs)?;
+                return Ok(Prepared::Graph {
+                    bucket,
+                    num_seqs: seqs.len(),
+                    bucket_size: g.bucket_size(bucket),
+                });
+            }
+        }
+        let mut batch = self
+            .decoder
+            .batch(self.kv.block_size(), out.num_batched_tokens);
+        for s in seqs {
+            batch.push(s)?;
+        }
+        Ok(Prepared::Eager(Box::new(
+            batch.finish(self.decoder.device())?,
+        )))
     }
 
     /// Forward pass, then the greedy token of every logits row on the device and the
     /// host logits of `host_rows` (indices into the logits rows) only: at batch 128 and
     /// a 128k vocabulary a greedy batch copies 512 bytes to the host, not 64 MB. The
     /// copies to the host synchronize the device, so step timings are complete.
-    pub fn execute(&mut self, batch: &StepBatch, host_rows: &[u32]) -> Result<StepLogits> {
+    pub fn execute(&mut self, step: &Prepared, host_rows: &[u32]) -> Result<StepLogits> {
+        let batch = match step {
+            Prepared::Eager(batch) => batch,
+            Prepared::Graph {
+                bucket, num_seqs, ..
+            } => {
+                let Some(g) = &mut self.graphs else {
+                    return Err(crate::EngineError::Internal("no decode graphs".into()));
+                };
+                g.run(*bucket, &self.decoder, &mut self.kv)?;
+                return g.outputs(*num_seqs, host_rows);
+            }
+        };
         let logits = self.decoder.forward(batch, &mut self.kv)?; // [S, vocab] f32
         if logits.dim(0)? == 0 {
             self.decoder.device().synchronize()?;

@@ -1,7 +1,8 @@
 //! `Engine::step`: one iteration of the hot path, and its `StepRecord`.
 //!
 //! ```text
-//!  schedule -> prepare (one hop to the batch) -> forward + argmax on the device
+//!  schedule -> prepare (one hop to the batch, or to a decode graph's buffers)
+//!    -> forward + argmax on the device (a graph launch for a decode-only step)
 //!    -> pick each row's token (greedy: the device's; sampled / logprobs: the host
 //!       sampler on that row's logits alone) -> detokenize, find stop strings
 //!    -> Scheduler::update_from_output (the one place a request finishes) -> outputs
@@ -10,7 +11,7 @@
 use crate::engine::{Engine, FinalOutput, RequestOutput};
 use crate::error::Result;
 use crate::records::StepRecord;
-use crate::runner::StepLogits;
+use crate::runner::{Prepared, StepLogits};
 use crate::sampler::sample;
 use engine_scheduler::{FinishReason, NewToken, SchedulerOutput, SeqId};
 
@@ -40,10 +41,10 @@ impl Engine {
                 st.timeline.first_scheduled_s.get_or_insert(start);
             }
         }
-        let batch = self.runner.prepare(&out, &self.scheduler)?;
+        let prepared = self.runner.prepare(&out, &self.scheduler)?;
         let picks = self.picks(&out);
         let t_prep = self.now_s();
-        let logits = self.runner.execute(&batch, &picks.host_rows)?;
+        let logits = self.runner.execute(&prepared, &picks.host_rows)?;
         let t_fwd = self.now_s();
         let tokens = self.pick_tokens(&picks, &logits);
         let token_time = self.now_s();
@@ -51,7 +52,11 @@ impl Engine {
         let finished = self.scheduler.update_from_output(&out, &news);
         let outputs = self.emit(&news, deltas, &finished, token_time);
         let t_end = self.now_s();
-        self.record(&out, start, [t_sched, t_prep, t_fwd, t_end]);
+        let graph_bucket = match prepared {
+            Prepared::Graph { bucket_size, .. } => bucket_size,
+            Prepared::Eager(_) => 0,
+        };
+        self.record(&out, start, [t_sched, t_prep, t_fwd, t_end], graph_bucket);
         self.collect_finished();
         Ok(outputs)
     }
@@ -184,7 +189,7 @@ impl Engine {
         }
     }
 
-    fn record(&mut self, out: &SchedulerOutput, start: f64, t: [f64; 4]) {
+    fn record(&mut self, out: &SchedulerOutput, start: f64, t: [f64; 4], graph_bucket: usize) {
         let mut rec = StepRecord {
             step: self.step_index,
             start_s: start,
@@ -200,6 +205,7 @@ impl Engine {
             cached_prefix_tokens: out.cached_prefix_tokens,
             num_preempted: out.preempted.len(),
             num_waiting: self.scheduler.num_waiting(),
+            graph_bucket,
             ..Default::default()
         };
         for s in &out.scheduled {

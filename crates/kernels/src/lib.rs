@@ -39,6 +39,7 @@ pub mod paged_prefill;
 pub mod reshape_and_cache;
 pub mod rope;
 pub mod silu_mul;
+pub mod upload;
 
 pub use error::{KernelError, Result};
 

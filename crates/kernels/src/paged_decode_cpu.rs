@@ -41,9 +41,9 @@ fn err(msg: String) -> candle_core::Error {
 /// The CPU port. Per (sequence, kv head, partition, head tile, head): logits of the
 /// partition's visible keys, their max and exp-sum, the normalized partial output; a
 /// sequence with one partition writes `out` directly, else its partitions are merged
-/// with `w_i = sum_i * exp(max_i - max)` like `paged_decode_reduce`. Unlike the kernel
-/// (which clamps or skips), it fails on a row past `q`, a context of 0 or past the cap,
-/// and a block past the cache.
+/// with `w_i = sum_i * exp(max_i - max)` like `paged_decode_reduce`. A context of 0 (a
+/// padding row) writes zeros, as the kernel does. Unlike the kernel (which clamps or
+/// skips), it fails on a row past `q`, a context past the cap and a block past the cache.
 pub(super) fn forward<T: Float>(
     out: &mut [T],
     x: &Inputs<'_, T>,
@@ -72,11 +72,16 @@ pub(super) fn forward<T: Float>(
             )));
         }
         let ctx = x.ctx_lens[b] as usize;
-        if ctx == 0 || ctx > p.ctx_cap {
+        if ctx > p.ctx_cap {
             return Err(err(format!(
-                "paged_decode: context_lens[{b}] = {ctx}: must be in 1..={} (max_context_len, block table)",
+                "paged_decode: context_lens[{b}] = {ctx}: must be at most {} (max_context_len, block table)",
                 p.ctx_cap
             )));
+        }
+        if ctx == 0 {
+            // A padding row (a decode graph's unused slot): zeros, as the kernel writes.
+            out[row * h * d..(row + 1) * h * d].fill(T::from_f(0.0));
+            continue;
         }
         let r = seq_range(ctx, p);
         let direct = r.end_part - r.first_part == 1;
@@ -349,7 +354,7 @@ mod tests {
         assert_eq!(auto(8, 256, 0), PARTITION_SIZE);
         for (b, ctx) in [(1, 1), (3, 300), (64, 100_000)] {
             let ps = auto(b * 8, ctx, 264);
-            assert!((MIN_PARTITION_SIZE..=PARTITION_SIZE).contains(&ps) && ps % 32 == 0);
+            assert!((MIN_PARTITION_SIZE..=PARTITION_SIZE).contains(&ps) && ps.is_multiple_of(32));
         }
     }
 }

@@ -213,7 +213,8 @@ impl InplaceOp3 for ReshapeAndCache {
         let cache = cuda::ptr(s1, l1)?;
         let src = cuda::ptr(s2, l2)? + (self.col * size) as u64;
         let slots = cuda::ptr(s3, l3)?;
-        let vec = cache % 16 == 0 && src % 16 == 0 && (src_width * size) % 16 == 0;
+        let vec =
+            cache % 16 == 0 && src.is_multiple_of(16) && (src_width * size).is_multiple_of(16);
         let (n, _) = units(width, vec, dtype.size_in_bytes());
         let threads = (n.div_ceil(32) * 32).clamp(32, 512);
         let f = cuda::func(

@@ -255,7 +255,7 @@ impl InplaceOp3 for Rope {
         let dtype = s1.dtype();
         let x = cuda::ptr(s1, l1)?;
         let (cs, pos) = (cuda::ptr(s2, l2)?, cuda::ptr(s3, l3)?);
-        let vec = x % 16 == 0 && (width * dtype.size_in_bytes()) % 16 == 0;
+        let vec = x % 16 == 0 && (width * dtype.size_in_bytes()).is_multiple_of(16);
         let units = heads * (d / 2 / pairs_per_unit(d / 2, self.neox, vec, dtype.size_in_bytes()));
         let threads = (units.div_ceil(32) * 32).clamp(32, 512);
         let f = cuda::func(

@@ -119,6 +119,9 @@ pub struct Environment {
     /// results written before `--kernels` existed).
     #[serde(default)]
     pub kernels: String,
+    /// Decode graphs: buckets, capture time and memory (`None`: every step ran eagerly).
+    #[serde(default)]
+    pub graphs: Option<engine_core::graphs::GraphReport>,
     pub device: String,
     pub device_name: String,
     pub driver: String,
