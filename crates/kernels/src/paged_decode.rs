@@ -429,14 +429,22 @@ impl InplaceOp3 for PagedDecode {
             )));
         }
         // Partials [B, heads, num_parts] max, sum, then [B, heads, num_parts, d] acc.
+        // No scratch when every sequence owns one partition (the kernel never touches it:
+        // null pointers).
         let np = p.batch * p.heads * p.num_parts;
-        let n = match p.num_parts > 1 {
-            true => np * (2 + p.head_dim),
-            false => 0,
+        let n = np * (2 + p.head_dim);
+        let scratch = match p.num_parts > 1 {
+            true => Some(cuda::alloc_storage(&dev, DType::F32, n, crate::Fill::Uninit)?),
+            false => None,
         };
-        let scratch = cuda::alloc_storage(&dev, DType::F32, n, crate::Fill::Uninit)?;
-        let pmax = cuda::ptr(&scratch, &Layout::contiguous(n.max(1)))?;
-        let (psum, pacc) = (pmax + 4 * np as u64, pmax + 8 * np as u64);
+        let pmax = match &scratch {
+            Some(s) => cuda::ptr(s, &Layout::contiguous(n))?,
+            None => 0,
+        };
+        let (psum, pacc) = match pmax {
+            0 => (0, 0),
+            base => (base + 4 * np as u64, base + 8 * np as u64),
+        };
         let h = [1, 2, 4, 8]
             .into_iter()
             .find(|&h| h >= p.head_tile)
@@ -465,9 +473,10 @@ impl InplaceOp3 for PagedDecode {
         b.arg(&q_stride);
         b.arg(&scale);
         // SAFETY: pointers address the tensors the wrapper checked (contiguous, shapes,
-        // dtypes, u32 metadata, 16-byte aligned caches); the scratch holds `n` f32 and is
-        // only touched when num_parts > 1; the wrapper checked the shared memory size and
-        // the 32-bit index ranges; the argument list matches kernels/paged_decode.cu.
+        // dtypes, u32 metadata, 16-byte aligned caches); the scratch holds `n` f32, exists
+        // only when num_parts > 1 and is only touched then (else the pointers are null);
+        // the wrapper checked the shared memory size and the 32-bit index ranges; the
+        // argument list matches kernels/paged_decode.cu.
         unsafe { b.launch(cfg) }.map_err(|e| msg(format!("paged_decode: {e:?}")))?;
         if p.num_parts > 1 {
             let f = cuda::func(&dev, "paged_decode", &format!("paged_decode_reduce_{sfx}"))?;
