@@ -37,6 +37,7 @@ pub fn registry() -> Vec<&'static dyn KernelSpec> {
         &crate::reshape_and_cache::Spec,
         &crate::paged_decode::Spec,
         &crate::paged_prefill::Spec,
+        &crate::sample::Spec,
     ]
 }
 

@@ -17,6 +17,7 @@
 //! | `reshape_and_cache` | scatter new K or V rows into the paged cache by slot |
 //! | `paged_decode`      | one query per sequence over its paged context, split-K |
 //! | `paged_prefill`     | varlen causal attention over the paged cache (flash) |
+//! | `sample`            | per row: temperature, top-k/p, min-p, draw, logprobs |
 //!
 //! [`harness`] holds the registry that `engine kernels test|bench` and the criterion
 //! benches iterate: random inputs, poisoned outputs, error thresholds per dtype, timing
@@ -30,8 +31,10 @@ pub mod error;
 pub mod harness;
 pub mod paged_decode;
 pub mod paged_prefill;
+pub mod philox;
 pub mod reshape_and_cache;
 pub mod rope;
+pub mod sample;
 pub mod silu_mul;
 
 pub use error::{KernelError, Result};
