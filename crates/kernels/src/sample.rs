@@ -317,6 +317,25 @@ struct SampleOp {
     fill: Fill,
 }
 
+/// `n` output words on the device, uninitialized or poisoned (u32::MAX).
+#[cfg(feature = "cuda")]
+fn alloc_words(
+    dev: &candle_core::CudaDevice,
+    n: usize,
+    fill: Fill,
+) -> candle_core::Result<candle_core::CudaStorage> {
+    let slice = match fill {
+        // SAFETY: the kernel writes all `2 + 2 n_top` words of every row (the harness checks
+        // this with the poisoned variant).
+        Fill::Uninit => unsafe { dev.alloc::<u32>(n.max(1))? },
+        Fill::Poison => dev.clone_htod(&vec![u32::MAX; n.max(1)])?,
+    };
+    Ok(candle_core::CudaStorage::wrap_cuda_slice(
+        slice,
+        dev.clone(),
+    ))
+}
+
 impl CustomOp2 for SampleOp {
     fn name(&self) -> &'static str {
         "sample"
@@ -356,13 +375,7 @@ impl CustomOp2 for SampleOp {
         let (rows, vocab) = l1.shape().dims2()?;
         let width = 2 + 2 * self.n_top;
         let n = rows * width;
-        let out = match self.fill {
-            // SAFETY: the kernel writes all `width` words of every row (the harness checks
-            // this with the poisoned variant).
-            Fill::Uninit => unsafe { dev.alloc::<u32>(n.max(1))? },
-            Fill::Poison => dev.clone_htod(&vec![u32::MAX; n.max(1)])?,
-        };
-        let out = candle_core::CudaStorage::wrap_cuda_slice(out, dev.clone());
+        let out = alloc_words(dev, n, self.fill)?;
         let shape = Shape::from((rows, width));
         if rows == 0 {
             return Ok((out, shape));

@@ -107,41 +107,31 @@ pub(crate) struct Case {
 }
 
 /// Each knob alone and combined, on logits uniform in [-4, 4) (the last on coarse ties,
-/// with small radix parameters so that the port's multi-level paths are drawn from).
+/// with small radix parameters so that the port's multi-level paths are drawn from). Each
+/// case draws with its own Philox seed, so the cases are independent tests.
 pub(crate) fn knob_cases(vocab: usize, seed: u64) -> Vec<Case> {
     let logits = harness::random(vocab, 4.0, seed);
     let ties: Vec<f32> = logits.iter().map(|&a| (a * 4.0).round() / 4.0).collect();
-    let d = RowParams {
-        seed: 5,
-        ..Default::default()
-    };
-    let case = |name, params, radix| Case {
-        name,
-        logits: logits.clone(),
-        params,
-        radix,
-    };
-    vec![
-        case(
+    let d = RowParams::default();
+    let knobs = [
+        (
             "temperature 0.7",
             RowParams {
                 temperature: 0.7,
                 ..d
             },
-            port::RADIX,
         ),
-        case(
+        (
             "temperature 1.6",
             RowParams {
                 temperature: 1.6,
                 ..d
             },
-            port::RADIX,
         ),
-        case("top-k 12", RowParams { top_k: 12, ..d }, port::RADIX),
-        case("top-p 0.8", RowParams { top_p: 0.8, ..d }, port::RADIX),
-        case("min-p 0.02", RowParams { min_p: 0.02, ..d }, port::RADIX),
-        case(
+        ("top-k 12", RowParams { top_k: 12, ..d }),
+        ("top-p 0.8", RowParams { top_p: 0.8, ..d }),
+        ("min-p 0.02", RowParams { min_p: 0.02, ..d }),
+        (
             "combined",
             RowParams {
                 temperature: 1.3,
@@ -150,24 +140,42 @@ pub(crate) fn knob_cases(vocab: usize, seed: u64) -> Vec<Case> {
                 min_p: 0.01,
                 ..d
             },
-            port::RADIX,
         ),
-        Case {
-            name: "combined, ties",
-            logits: ties,
-            params: RowParams {
+        (
+            "combined, ties",
+            RowParams {
                 temperature: 2.0,
                 top_k: 60,
                 top_p: 0.7,
                 min_p: 0.001,
                 ..d
             },
-            radix: Radix {
-                digit_bits: 3,
-                cap: 4,
+        ),
+    ];
+    let last = knobs.len() - 1;
+    knobs
+        .into_iter()
+        .enumerate()
+        .map(|(i, (name, p))| Case {
+            name,
+            logits: if i == last {
+                ties.clone()
+            } else {
+                logits.clone()
             },
-        },
-    ]
+            params: RowParams {
+                seed: seed.wrapping_mul(31).wrapping_add(i as u64 + 1),
+                ..p
+            },
+            radix: match i == last {
+                true => Radix {
+                    digit_bits: 3,
+                    cap: 4,
+                },
+                false => port::RADIX,
+            },
+        })
+        .collect()
 }
 
 /// Tokens drawn by the CPU port (with `radix`) at positions 0..n.
