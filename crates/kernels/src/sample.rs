@@ -23,6 +23,7 @@
 //! (one small download of `[S, 2 + 2 n_top]` words).
 
 use crate::error::{input_err, same_device, Result};
+use crate::Fill;
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, DType, Device, Layout, Shape, Tensor};
 
@@ -192,14 +193,6 @@ pub fn params_tensor(rows: &[RowParams], n_top: usize, dev: &Device) -> Result<T
     Ok(Tensor::from_vec(words, (rows.len(), PARAM_WORDS), dev)?)
 }
 
-/// How an op's output buffer starts: uninitialized, or poisoned (0xFF bytes: NaN as f32,
-/// u32::MAX as an id) so that an element the kernel forgets to write shows up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Fill {
-    Uninit,
-    Poison,
-}
-
 /// Sample every row of `logits` (`[S, V]`, f32/f16/bf16) with `params` (`[S, 8]` u32 from
 /// [`params_tensor`]). Returns `[S, 2 + 2 n_top]` u32 on the logits' device: per row the
 /// token, its logprob (f32 bits), `n_top` top ids, `n_top` top logprobs (f32 bits); entries
@@ -208,12 +201,8 @@ pub fn sample(logits: &Tensor, params: &Tensor, n_top: usize) -> Result<Tensor> 
     sample_with(logits, params, n_top, Fill::Uninit)
 }
 
-pub(crate) fn sample_with(
-    logits: &Tensor,
-    params: &Tensor,
-    n_top: usize,
-    fill: Fill,
-) -> Result<Tensor> {
+/// [`sample`] with the output's initial fill ([`Fill::Poison`] in the harness).
+pub fn sample_with(logits: &Tensor, params: &Tensor, n_top: usize, fill: Fill) -> Result<Tensor> {
     let (rows, vocab) = match logits.dims() {
         &[s, v] => (s, v),
         d => input_err!("sample: logits must be [rows, vocab], got {d:?}"),
@@ -317,25 +306,6 @@ struct SampleOp {
     fill: Fill,
 }
 
-/// `n` output words on the device, uninitialized or poisoned (u32::MAX).
-#[cfg(feature = "cuda")]
-fn alloc_words(
-    dev: &candle_core::CudaDevice,
-    n: usize,
-    fill: Fill,
-) -> candle_core::Result<candle_core::CudaStorage> {
-    let slice = match fill {
-        // SAFETY: the kernel writes all `2 + 2 n_top` words of every row (the harness checks
-        // this with the poisoned variant).
-        Fill::Uninit => unsafe { dev.alloc::<u32>(n.max(1))? },
-        Fill::Poison => dev.clone_htod(&vec![u32::MAX; n.max(1)])?,
-    };
-    Ok(candle_core::CudaStorage::wrap_cuda_slice(
-        slice,
-        dev.clone(),
-    ))
-}
-
 impl CustomOp2 for SampleOp {
     fn name(&self) -> &'static str {
         "sample"
@@ -375,7 +345,9 @@ impl CustomOp2 for SampleOp {
         let (rows, vocab) = l1.shape().dims2()?;
         let width = 2 + 2 * self.n_top;
         let n = rows * width;
-        let out = alloc_words(dev, n, self.fill)?;
+        // Poison: 0xFF bytes (u32::MAX ids, NaN logprobs) show any word left unwritten.
+        let out = cuda::alloc::<u32>(dev, n, self.fill)?;
+        let out = candle_core::CudaStorage::wrap_cuda_slice(out, dev.clone());
         let shape = Shape::from((rows, width));
         if rows == 0 {
             return Ok((out, shape));
