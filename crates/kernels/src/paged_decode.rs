@@ -368,7 +368,8 @@ impl InplaceOp3 for PagedDecode {
             true => np * (2 + p.head_dim),
             false => 0,
         };
-        let scratch = cuda::alloc_storage(&dev, DType::F32, n)?;
+        // Internal scratch: every partial is written before the merge reads it.
+        let scratch = cuda::alloc_storage(&dev, DType::F32, n, crate::Fill::Uninit)?;
         let pmax = cuda::ptr(&scratch, &Layout::contiguous(n.max(1)))?;
         let (psum, pacc) = (pmax + 4 * np as u64, pmax + 8 * np as u64);
         let h = [1, 2, 4, 8]

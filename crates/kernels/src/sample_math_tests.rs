@@ -3,7 +3,7 @@
 //! With plain IEEE operations standing in for the `__f*_rn` intrinsics and contraction off,
 //! this checks the transcription, the constants and the integer tricks without a GPU; on a
 //! GPU, the ignored device test compares whole tokens.
-use crate::sample::math;
+use crate::sample::{math, port};
 use crate::{harness, philox};
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -162,5 +162,30 @@ fn the_kernels_element_math_equals_the_port_bit_for_bit() -> anyhow::Result<()> 
         .map(|(r, c)| format!("{r:08x?}: cc {c} / port {}", port_line(*r)))
         .collect();
     assert!(bad.is_empty(), "differences:\n{}", bad.join("\n"));
+    Ok(())
+}
+
+/// The launch and radix constants the Rust side assumes are the kernel's.
+#[test]
+fn the_kernels_constants_match_the_port() -> anyhow::Result<()> {
+    let cu = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../kernels/sample.cu"
+    ))?;
+    let constant = |name: &str| -> Option<usize> {
+        let line = cu
+            .lines()
+            .find(|l| l.starts_with(&format!("constexpr int {name} = ")))?;
+        line.split('=')
+            .nth(1)?
+            .trim()
+            .trim_end_matches(';')
+            .parse()
+            .ok()
+    };
+    assert_eq!(constant("THREADS"), Some(port::THREADS));
+    assert_eq!(constant("DIGIT"), Some(port::RADIX.digit_bits as usize));
+    assert_eq!(constant("CAP"), Some(port::RADIX.cap));
+    assert_eq!(constant("MAX_TOP"), Some(crate::sample::MAX_TOP));
     Ok(())
 }
