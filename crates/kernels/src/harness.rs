@@ -41,6 +41,7 @@ pub fn registry() -> Vec<&'static dyn KernelSpec> {
         &crate::paged_decode::Spec,
         &crate::paged_prefill::Spec,
         &crate::argmax::Spec,
+        &crate::sample::Spec,
     ]
 }
 

@@ -18,6 +18,7 @@
 //! | `paged_decode`      | one query per sequence over its paged context, split-K |
 //! | `paged_prefill`     | varlen causal attention over the paged cache (flash) |
 //! | `argmax`            | greedy id per logits row (NaN never, lowest id on ties) |
+//! | `sample`            | per row: temperature, top-k/p, min-p, draw, logprobs |
 //!
 //! [`paged`] holds the paged cache's slot formula and visibility rule, the one copy the
 //! decoder's metadata, the candle attention path, the CPU ports and the references use.
@@ -36,8 +37,10 @@ pub mod harness;
 pub mod paged;
 pub mod paged_decode;
 pub mod paged_prefill;
+pub mod philox;
 pub mod reshape_and_cache;
 pub mod rope;
+pub mod sample;
 pub mod silu_mul;
 pub mod upload;
 
