@@ -8,6 +8,7 @@
 //!   the knee and the latency-budget choice (definitions in docs/metrics.md).
 //! - [`telemetry`] (NVML and RSS sampling), [`device`] (measured ceilings) and
 //!   [`roofline`] (floors and achieved fractions).
+//! - [`progress`] and [`eta`]: the progress bar and its load-aware time estimate.
 //! - [`report`]: results.json, summary.csv, report.md, SVG plots, the terminal table and
 //!   Chrome traces; [`compare`]: two saved runs side by side.
 
@@ -18,6 +19,7 @@ pub mod device;
 pub mod driver;
 pub mod environment;
 pub mod error;
+pub mod eta;
 pub mod metrics;
 pub mod progress;
 pub mod report;
