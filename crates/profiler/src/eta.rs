@@ -56,10 +56,6 @@ impl Estimator {
         }
     }
 
-    pub fn plan(&self) -> &[Planned] {
-        &self.plan
-    }
-
     /// A run of config `config` took `secs` for `tokens` output tokens.
     pub fn run_done(&mut self, config: usize, secs: f64, tokens: f64) {
         self.runs_seen += 1;
