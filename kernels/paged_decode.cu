@@ -81,7 +81,7 @@ __device__ __forceinline__ SeqRange seq_range(uint32_t ctx_raw, int ctx_cap, int
                                               int part_size) {
     SeqRange r;
     r.ctx = (int)min(ctx_raw, (uint32_t)ctx_cap);
-    r.start = (window > 0 && r.ctx > window) ? r.ctx - window : 0;
+    r.start = r.ctx > 0 ? first_visible(r.ctx - 1, window) : 0;
     r.first_part = r.start / part_size;
     r.end_part = (r.ctx + part_size - 1) / part_size;
     return r;
@@ -145,7 +145,7 @@ __device__ void paged_decode_part(T* __restrict__ out, const T* __restrict__ q,
     const uint32_t* table = tables + (int64_t)b * max_blocks;
     for (int i = tid; i < n; i += blockDim.x) {
         const int pos = p0 + i;
-        slots[i] = table[pos / block_size] * (uint32_t)block_size + (uint32_t)(pos % block_size);
+        slots[i] = (uint32_t)paged_slot(table, block_size, pos);
     }
     __syncthreads();
 

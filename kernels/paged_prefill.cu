@@ -83,7 +83,7 @@ __device__ void paged_prefill(T* __restrict__ out, const T* __restrict__ q,
     const int q1 = min(q0 + PP_BM, qlen);
     const int first_pos = ctx - qlen;  // position of new token 0
     const int p_lo = first_pos + q0, p_hi = first_pos + q1 - 1;
-    const int kv_begin = window > 0 ? max(0, p_lo - window + 1) : 0;
+    const int kv_begin = first_visible(p_lo, window);
     const int kv_end = p_hi + 1;  // exclusive
     const int kvh = h / (heads / kv_heads);
     const int64_t q_stride = (int64_t)heads * d;
@@ -126,9 +126,7 @@ __device__ void paged_prefill(T* __restrict__ out, const T* __restrict__ q,
     for (int kt = kv_begin; kt < kv_end; kt += PP_BN) {
         // Lane j owns key kt + j (PP_BN == 32): its slot, or -1 past the tile's last key.
         const int key = kt + lane;
-        const int64_t slot = key < kv_end ? (int64_t)table[key / block_size] * block_size +
-                                                key % block_size
-                                          : -1;
+        const int64_t slot = key < kv_end ? paged_slot(table, block_size, key) : -1;
         __syncthreads();  // the previous tile's V reads are done
         // K^T: thread (lane j, c8 = warp + 4 n) loads 8 elements of key j.
         for (int c8 = warp; c8 < d8; c8 += PP_THREADS / 32) {
@@ -157,8 +155,8 @@ __device__ void paged_prefill(T* __restrict__ out, const T* __restrict__ q,
         for (int i = 0; i < PP_ROWS; ++i) {
             const int qi = q0 + warp * PP_ROWS + i;
             const int pos = first_pos + qi;
-            const bool ok = qi < qlen && key < kv_end && key <= pos &&
-                            (window <= 0 || pos - key < window);
+            const bool ok =
+                qi < qlen && key < kv_end && key <= pos && key >= first_visible(pos, window);
             const float sv = ok ? sc[i] : -INFINITY;
             const float mn = fmaxf(m[i], warp_max(sv));
             const float mu = mn == -INFINITY ? 0.f : mn;

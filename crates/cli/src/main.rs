@@ -2,11 +2,13 @@
 
 mod args;
 mod bench;
+mod cuda_visible;
 mod device;
 mod generate;
 mod info;
 mod kernels;
 mod logging;
+mod plan;
 mod report;
 mod run;
 mod tokenize;
@@ -29,7 +31,7 @@ struct Cli {
 enum Command {
     /// Benchmark the engine in-process: static batches (--batch), closed-loop
     /// concurrency or open-loop request rates; tables, JSON, CSV, Markdown and plots.
-    Bench(bench::BenchArgs),
+    Bench(Box<bench::BenchArgs>),
     /// Re-render a saved benchmark (one DIR), or compare two (A B) config by config.
     Report(report::ReportArgs),
     /// Measure this machine's ceilings (copy GB/s, matmul FLOP/s) and cache them.
@@ -38,6 +40,9 @@ enum Command {
     Generate(generate::GenerateArgs),
     /// Print the resolved architecture, config, sizes and KV-cache cost per token.
     Info(info::InfoArgs),
+    /// Capacity planning: KV blocks the engine would allocate on a GPU's memory, the
+    /// concurrent users at 1k-128k context, and the concurrency cliff.
+    Plan(plan::PlanArgs),
     /// Write a dummy model (a manifest's shape, seeded weights) as a Hugging Face
     /// directory, so other frameworks can load the same weights.
     ExportDummy(verify::ExportArgs),
@@ -56,11 +61,12 @@ fn main() {
     let cli = Cli::parse();
     logging::init();
     let result = match cli.command {
-        Command::Bench(a) => bench::run(a),
+        Command::Bench(a) => bench::run(*a),
         Command::Report(a) => report::run(a),
         Command::Device(a) => device::run(a),
         Command::Generate(a) => generate::run(a),
         Command::Info(a) => info::run(a),
+        Command::Plan(a) => plan::run(a),
         Command::ExportDummy(a) => verify::export(a),
         Command::Logits(a) => verify::logits(a),
         Command::Run(a) => run::run(a),
@@ -93,6 +99,12 @@ pub fn parse_device(s: &str) -> anyhow::Result<candle_core::Device> {
                 anyhow::bail!(
                     "--device {s}: this build has no CUDA support (rebuild with --features cuda)"
                 );
+            }
+            let visible = std::env::var("CUDA_VISIBLE_DEVICES").ok();
+            if let Some(note) =
+                cuda_visible::check(ordinal, visible.as_deref()).map_err(anyhow::Error::msg)?
+            {
+                say(&note);
             }
             Ok(candle_core::Device::new_cuda(ordinal)?)
         }

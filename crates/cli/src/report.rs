@@ -6,7 +6,7 @@
 
 use anyhow::Context;
 use clap::Args;
-use engine_profiler::{compare, report};
+use engine_profiler::{compare, cost, report};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Args)]
@@ -40,6 +40,12 @@ pub fn run(a: ReportArgs) -> anyhow::Result<()> {
             let r = read(one)?;
             print!("{}", report::table::render_text(&r));
             for line in report::table::analysis_lines(&r) {
+                println!("{line}");
+            }
+            for line in cost::lines(&r)
+                .into_iter()
+                .chain(report::traffic::lines(&r))
+            {
                 println!("{line}");
             }
             let dir = match &a.out {

@@ -12,13 +12,15 @@
 
 use crate::cpu::{self, with_float};
 use crate::error::{input_err, same_device, shares_storage, Result};
-use crate::harness::{self, BenchCase, Check, KernelSpec};
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, DType, Device, InplaceOp3, Layout, Tensor};
 
 #[path = "paged_decode_cpu.rs"]
 mod cpu_port;
+#[path = "paged_decode_spec.rs"]
+mod spec;
 pub use cpu_port::{reference, Geometry};
+pub use spec::Spec;
 
 /// Tokens per split-K partition unless the caller sets [`DecodeMeta::partition_size`].
 pub const PARTITION_SIZE: usize = 512;
@@ -90,17 +92,7 @@ impl DecodeMeta {
                 );
             }
         }
-        let max_blocks = block_tables
-            .iter()
-            .map(|t| t.as_ref().len())
-            .max()
-            .unwrap_or(0)
-            .max(1);
-        let mut tables = vec![0u32; b * max_blocks];
-        for (dst, t) in tables.chunks_mut(max_blocks).zip(block_tables) {
-            let t = t.as_ref();
-            dst[..t.len()].copy_from_slice(t);
-        }
+        let (tables, max_blocks) = crate::paged::pad_tables(block_tables);
         Ok(Self {
             rows: Tensor::from_slice(rows, b, device)?,
             block_tables: Tensor::from_vec(tables, (b, max_blocks), device)?,
@@ -435,50 +427,5 @@ impl InplaceOp3 for PagedDecode {
         }
         drop(scratch); // stream-ordered free, after both kernels
         Ok(())
-    }
-}
-
-/// `engine kernels test|bench paged_decode`.
-pub struct Spec;
-
-impl KernelSpec for Spec {
-    fn name(&self) -> &'static str {
-        "paged_decode"
-    }
-    fn about(&self) -> &'static str {
-        "one query per sequence over its paged KV cache, split-K partitions merged (GQA, window)"
-    }
-    fn shape_names(&self) -> &'static str {
-        "batch,context,heads,kv_heads,head_dim,block_size,partition,window"
-    }
-    fn test_shapes(&self) -> Vec<Vec<usize>> {
-        // Sequence i has context max(context - 37 i, 1); window 0 = none.
-        vec![
-            vec![1, 1, 4, 4, 64, 16, 16, 0],
-            vec![3, 300, 8, 2, 64, 16, 32, 0],
-            vec![5, 257, 7, 1, 128, 8, 16, 0],
-            vec![4, 100, 28, 4, 128, 16, 512, 0],
-            vec![6, 200, 16, 1, 64, 16, 32, 0],
-            vec![3, 150, 12, 1, 64, 16, 16, 75],
-            vec![2, 77, 12, 4, 8, 5, 13, 0],
-            vec![2, 64, 4, 2, 256, 32, 32, 0],
-            vec![4, 130, 4, 1, 72, 16, 32, 17],
-            vec![5, 200, 8, 2, 64, 16, 32, 89],
-            vec![2, 40, 4, 2, 16, 4, 1, 0],
-            vec![9, 300, 32, 8, 128, 16, 64, 0],
-        ]
-    }
-    fn bench_shapes(&self) -> Vec<Vec<usize>> {
-        [1, 8, 32, 128]
-            .iter()
-            .map(|&b| vec![b, 2048, 32, 8, 128, 16, PARTITION_SIZE, 0])
-            .collect()
-    }
-    fn check(&self, dev: &Device, dtype: DType, shape: &[usize], seed: u64) -> Result<Check> {
-        let dims = harness::dims::<8>(shape, self.shape_names())?;
-        cpu_port::check(dev, dtype, dims, seed)
-    }
-    fn bench(&self, dev: &Device, dtype: DType, shape: &[usize]) -> Result<BenchCase> {
-        cpu_port::bench(dev, dtype, harness::dims::<8>(shape, self.shape_names())?)
     }
 }

@@ -80,7 +80,7 @@ impl PrefillMeta {
         if sliding_window == Some(0) {
             input_err!("paged_prefill: sliding_window must be > 0 (None for no window)");
         }
-        let (mut rows_end, mut blocks_end, mut max_blocks) = (0usize, 0usize, 1usize);
+        let (mut rows_end, mut blocks_end) = (0usize, 0usize);
         let mut spans = Vec::with_capacity(s);
         for i in 0..s {
             let (start, n, ctx) = (
@@ -112,7 +112,6 @@ impl PrefillMeta {
                 blocks_end = blocks_end.max(b as usize + 1);
             }
             rows_end = rows_end.max(start + n);
-            max_blocks = max_blocks.max(table.len());
             spans.push((start, start + n, i));
         }
         spans.sort_unstable();
@@ -125,11 +124,7 @@ impl PrefillMeta {
                 );
             }
         }
-        let mut tables = vec![0u32; s * max_blocks];
-        for (i, t) in block_tables.iter().enumerate() {
-            let t = t.as_ref();
-            tables[i * max_blocks..i * max_blocks + t.len()].copy_from_slice(t);
-        }
+        let (tables, max_blocks) = crate::paged::pad_tables(block_tables);
         Ok(Self {
             query_start: Tensor::from_slice(query_start, s, device)?,
             query_len: Tensor::from_slice(query_len, s, device)?,

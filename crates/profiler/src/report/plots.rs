@@ -233,7 +233,7 @@ fn queue_vs_compute(r: &BenchResults) -> Chart {
 
 /// Every plot that has something to show (see [`Chart::has_something_to_show`]: a
 /// single output length gives no latency-vs-length plot, a single load no per-load
-/// curves) with its file name, and a dashboard of them last.
+/// curves) with its file name, a dashboard of them, and with a price the cost chart.
 pub fn all(r: &BenchResults) -> Vec<(&'static str, String)> {
     let charts: Vec<(&'static str, Chart)> = [
         ("throughput_vs_batch.svg", throughput_vs_load(r)),
@@ -249,7 +249,9 @@ pub fn all(r: &BenchResults) -> Vec<(&'static str, String)> {
     let (w, h) = (640.0, 420.0);
     let mut out: Vec<(&'static str, String)> =
         charts.iter().map(|(n, c)| (*n, c.render(w, h))).collect();
+    let cost = crate::cost::chart(r).map(|c| ("cost_vs_latency.svg", c.render(w, h)));
     if charts.is_empty() {
+        out.extend(cost);
         return out;
     }
     let mut dash = String::new();
@@ -272,6 +274,7 @@ pub fn all(r: &BenchResults) -> Vec<(&'static str, String)> {
         t = super::svg::esc(&title)
     );
     out.push(("dashboard.svg", dashboard));
+    out.extend(cost);
     out
 }
 

@@ -84,11 +84,17 @@ pub fn compact_columns(r: &BenchResults) -> Vec<Compact> {
         Some(Load::Rate { .. }) => "rate\nreq/s",
         _ => "batch",
     };
-    let mut cols = vec![
-        Compact::new(load_header, 0, |c| Some(c.spec.load.value().to_string())),
-        Compact::new("in", 0, |c| Some(c.spec.input_len.to_string())),
-        Compact::new("out", 0, |c| Some(c.spec.output_len.to_string())),
-    ];
+    let mut cols = vec![Compact::new(load_header, 0, |c| {
+        Some(c.spec.load.value().to_string())
+    })];
+    if r.configs.iter().any(|c| c.spec.workload.is_some()) {
+        cols.push(Compact::new("workload", 0, |c| c.spec.workload.clone()));
+    }
+    if r.configs.iter().any(|c| c.spec.workload.is_none()) {
+        let fixed = |c: &ConfigResult, n: usize| c.spec.workload.is_none().then(|| n.to_string());
+        cols.push(Compact::new("in", 0, move |c| fixed(c, c.spec.input_len)));
+        cols.push(Compact::new("out", 0, move |c| fixed(c, c.spec.output_len)));
+    }
     if varies(r, |c| c.spec.temperature) {
         cols.push(Compact::new("T", 0, |c| {
             Some(c.spec.temperature.to_string())
@@ -138,6 +144,17 @@ pub fn compact_columns(r: &BenchResults) -> Vec<Compact> {
         cols.push(Compact::new("goodput\nreq/s", 2, |c| {
             let g = summary(c)?.goodput.as_ref()?;
             Some(format!("{:.2}", g.goodput_req_per_s))
+        }));
+    }
+    if r.configs.iter().any(|c| c.cost.is_some()) {
+        let usd = |c: &ConfigResult, f: fn(&crate::cost::ConfigCost) -> Option<f64>| {
+            c.cost.as_ref().and_then(f).map(crate::cost::usd)
+        };
+        cols.push(Compact::new("USD per 1M\noutput tok", 1, move |c| {
+            usd(c, |k| k.usd_per_1m_output_tokens)
+        }));
+        cols.push(Compact::new("USD per\nuser-hour", 3, move |c| {
+            usd(c, |k| k.usd_per_user_hour)
         }));
     }
     if r.configs.iter().any(|c| c.roofline.is_some()) {
@@ -223,11 +240,7 @@ pub fn render_text(r: &BenchResults) -> String {
 
 /// The full table in Markdown (report.md).
 pub fn render_markdown(r: &BenchResults) -> String {
-    let serving = r
-        .configs
-        .iter()
-        .any(|c| !matches!(c.spec.load, Load::Batch { .. }));
-    let cols = columns::table(serving);
+    let cols = columns::table_for(r);
     let mut out = format!(
         "| {} |\n",
         cols.iter().map(|c| c.name).collect::<Vec<_>>().join(" | ")
