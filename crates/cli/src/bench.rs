@@ -25,9 +25,10 @@ Examples:
   # Static batches of the default model (the README's first command):
   engine bench --batch 1,8,32 --input-len 64 --output-len 32 --runs 3 --out bench-out
 
-  # Serving: 64 requests per concurrency level, goodput against SLOs, a latency budget:
-  engine bench --concurrency 1,4,16 --num-requests 64 --input-len 128 --output-len 128 \\
-      --slo ttft=500ms,itl=50ms,e2e=5s --latency-budget 5s --out serve-out
+  # Serving a chat/code/RAG mix: 64 requests per concurrency level, goodput against
+  # SLOs, the load a latency budget allows and what a token costs at $3.50 per GPU-hour:
+  engine bench --concurrency 1,4,16 --num-requests 64 --workload mixed \\
+      --slo ttft=500ms,itl=50ms,e2e=5s --latency-budget 5s --gpu-cost-per-hour 3.5 --out serve-out
 
   # An 8B model's shapes with seeded dummy weights (nothing downloaded), on a GPU:
   engine bench --model dummy:llama-3.1-8b --device cuda --batch 1,8,32,128 --out llama8b
