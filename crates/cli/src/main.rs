@@ -85,7 +85,7 @@ pub fn parse_device(s: &str) -> anyhow::Result<candle_core::Device> {
     match s {
         "cpu" => Ok(candle_core::Device::Cpu),
         "auto" if candle_core::utils::cuda_is_available() => {
-            Ok(candle_core::Device::new_cuda(0).unwrap_or(candle_core::Device::Cpu))
+            Ok(engine_core::device::open_cuda(0).unwrap_or(candle_core::Device::Cpu))
         }
         "auto" => Ok(candle_core::Device::Cpu),
         s if s == "cuda" || s.starts_with("cuda:") => {
@@ -106,7 +106,7 @@ pub fn parse_device(s: &str) -> anyhow::Result<candle_core::Device> {
             {
                 say(&note);
             }
-            Ok(candle_core::Device::new_cuda(ordinal)?)
+            Ok(engine_core::device::open_cuda(ordinal)?)
         }
         other => anyhow::bail!("--device {other}: expected auto, cpu, cuda or cuda:N"),
     }

@@ -135,6 +135,17 @@ pub(crate) fn alloc_storage(
     })
 }
 
+/// The device's streaming multiprocessors.
+pub(crate) fn sm_count(dev: &CudaDevice) -> crate::Result<usize> {
+    use candle_core::cuda::cudarc::driver::sys::CUdevice_attribute;
+    let n = dev
+        .cuda_stream()
+        .context()
+        .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+        .map_err(|e| err(format!("multiprocessor count: {e:?}")))?;
+    Ok(n.max(1) as usize)
+}
+
 /// Blocks of `threads` covering `n` items.
 pub(crate) fn blocks_for(n: usize, threads: usize) -> u32 {
     n.div_ceil(threads).max(1) as u32

@@ -95,6 +95,16 @@ impl std::str::FromStr for KernelChoice {
     }
 }
 
+/// Streaming multiprocessors of a CUDA device (what sizes a grid that fills it); 0 on
+/// the CPU.
+pub fn device_sm_count(device: &candle_core::Device) -> Result<usize> {
+    match device {
+        #[cfg(feature = "cuda")]
+        candle_core::Device::Cuda(dev) => cuda::sm_count(dev),
+        _ => Ok(0),
+    }
+}
+
 /// How an op fills the outputs it allocates before its kernel runs. The decoder asks
 /// for [`Fill::Uninit`] (no memset); the test harness asks for [`Fill::Poison`] (NaN
 /// bits, 0xFF bytes), so an element the kernel forgets to write shows up as NaN in a

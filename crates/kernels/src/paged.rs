@@ -11,6 +11,16 @@
 //!                        (Hugging Face: p - j < W, the query's own position included)
 //! ```
 
+/// The queries the attention kernels read: `heads` heads of `head_dim` at the start of
+/// each row of `rows` (`[T, width]`, contiguous, `width >= heads * head_dim`), e.g. the
+/// q part of the fused qkv projection's output, read in place with a row stride.
+#[derive(Debug, Clone, Copy)]
+pub struct QueryRows<'a> {
+    pub rows: &'a candle_core::Tensor,
+    pub heads: usize,
+    pub head_dim: usize,
+}
+
 /// The cache slot of `pos` for a sequence with `block_table` (`pos / block_size` must be
 /// inside the table: callers check the table's capacity once, when the step's metadata
 /// is built).

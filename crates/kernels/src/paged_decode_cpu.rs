@@ -100,7 +100,7 @@ pub(super) fn forward<T: Float>(
                 for tile in 0..p.ntiles() {
                     let g0 = tile * p.head_tile;
                     for hh in kvh * group + g0..kvh * group + group.min(g0 + p.head_tile) {
-                        let qh: Vec<f32> = x.q[(row * h + hh) * d..][..d]
+                        let qh: Vec<f32> = x.q[row * p.q_stride + hh * d..][..d]
                             .iter()
                             .map(|e| e.f() * scale)
                             .collect();
@@ -250,7 +250,7 @@ mod tests {
         let (out, q, k, v, mut meta) = small(8, 2, 32)?;
         let mut results = Vec::new();
         for ps in [1, 3, 16, 40, 512] {
-            meta.partition_size = ps;
+            meta.partition_size = Some(ps);
             paged_decode(&out, &q, &k, &v, &meta)?;
             results.push(harness::host_f32(&out)?);
         }
@@ -287,10 +287,10 @@ mod tests {
         assert!(err_of(paged_decode(&out, &q, &k, &v, &long)).contains("max_context_len 49"));
         let mut short = meta.clone();
         short.max_context_len = 20; // context_lens[0] = 40 > 32 partitions: the CPU port fails
-        short.partition_size = 16;
+        short.partition_size = Some(16);
         assert!(err_of(paged_decode(&out, &q, &k, &v, &short)).contains("context_lens[0] = 40"));
         let mut huge = meta.clone();
-        huge.partition_size = 100_000;
+        huge.partition_size = Some(100_000);
         assert!(err_of(paged_decode(&out, &q, &k, &v, &huge)).contains("shared memory"));
         let e = DecodeMeta::new(
             &[1, 1],
@@ -332,5 +332,24 @@ mod tests {
     #[ignore = "requires a CUDA device"]
     fn cuda_matches_reference_in_every_dtype() -> anyhow::Result<()> {
         Ok(harness::check_all_shapes(&Spec, &Device::new_cuda(0)?)?)
+    }
+
+    #[test]
+    fn auto_partitions_fill_the_device_at_small_batches() {
+        use super::super::auto_partition_size as auto;
+        // H100/H200: 132 SMs -> 264 blocks. Batch 1, 8 kv heads: 8 blocks per partition
+        // -> 33 partitions; a 256-token context splits into 64-token partitions (the
+        // floor), a 32k one into 1024 -> capped at 512.
+        assert_eq!(auto(8, 256, 264), 64);
+        assert_eq!(auto(8, 4096, 264), 128);
+        assert_eq!(auto(8, 32768, 264), 512);
+        // Batch 128 fills the device with sequences: one partition per 512 tokens.
+        assert_eq!(auto(128 * 8, 2048, 264), 512);
+        // The CPU keeps the default.
+        assert_eq!(auto(8, 256, 0), PARTITION_SIZE);
+        for (b, ctx) in [(1, 1), (3, 300), (64, 100_000)] {
+            let ps = auto(b * 8, ctx, 264);
+            assert!((MIN_PARTITION_SIZE..=PARTITION_SIZE).contains(&ps) && ps % 32 == 0);
+        }
     }
 }

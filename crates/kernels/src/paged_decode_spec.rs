@@ -80,7 +80,7 @@ pub(super) fn check(dev: &Device, dtype: DType, dims: [usize; 8], seed: u64) -> 
     let (v, vh) = harness::random_input(&[case.num_slots, kvh * d], 1.0, seed + 2, dtype, dev)?;
     let window = (win > 0).then_some(win);
     let mut meta = DecodeMeta::new(&case.rows, &case.ctx, &case.tables, bs, window, dev)?;
-    meta.partition_size = ps;
+    meta.partition_size = Some(ps);
     let out = Tensor::full(f32::NAN, (t, heads * d), &Device::Cpu)?
         .to_dtype(dtype)?
         .to_device(dev)?;
@@ -124,7 +124,7 @@ pub(super) fn bench(dev: &Device, dtype: DType, dims: [usize; 8]) -> Result<Benc
     let out = Tensor::zeros((b, heads * d), dtype, dev)?;
     let window = (win > 0).then_some(win);
     let mut meta = DecodeMeta::new(&case.rows, &case.ctx, &case.tables, bs, window, dev)?;
-    meta.partition_size = ps;
+    meta.partition_size = Some(ps);
     let seen = window.map_or(ctx, |w| w.min(ctx));
     let size = dtype.size_in_bytes();
     Ok(BenchCase {

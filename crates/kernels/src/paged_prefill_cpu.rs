@@ -104,10 +104,16 @@ pub fn reference(q: &[f32], k_cache: &[f32], v_cache: &[f32], b: &HostBatch) -> 
 /// The CPU port: tiles of BM query rows per (sequence, head) loop over tiles of BN keys
 /// from the tile's first visible key (window) to its last row's position (causal), with
 /// the kernel's masking and online softmax (exp2 of log2(e)-prescaled scores). Writes
-/// only the sequences' rows of `out` ([T, heads * d]).
-pub(super) fn run<T: Float>(out: &mut [T], q: &[T], k: &[T], v: &[T], b: &HostBatch) {
+/// only the sequences' rows of `out` ([T, heads * d]); q rows are `q_stride` apart.
+pub(super) fn run<T: Float>(
+    out: &mut [T],
+    (q, q_stride): (&[T], usize),
+    k: &[T],
+    v: &[T],
+    b: &HostBatch,
+) {
     let (heads, d) = (b.heads, b.head_dim);
-    let (group, q_stride, kv_stride) = (heads / b.kv_heads, heads * d, b.kv_heads * d);
+    let (group, out_stride, kv_stride) = (heads / b.kv_heads, heads * d, b.kv_heads * d);
     let scale_log2 = std::f32::consts::LOG2_E / (d as f32).sqrt();
     let (mut qs, mut ks, mut vs) = (vec![0f32; BM * d], vec![0f32; BN * d], vec![0f32; BN * d]);
     let mut acc = vec![0f32; BM * d];
@@ -182,7 +188,7 @@ pub(super) fn run<T: Float>(out: &mut [T], q: &[T], k: &[T], v: &[T], b: &HostBa
                     }
                 }
                 for r in 0..q1 - q0 {
-                    let o = &mut out[(row0 + q0 + r) * q_stride + h * d..][..d];
+                    let o = &mut out[(row0 + q0 + r) * out_stride + h * d..][..d];
                     let inv = 1.0 / l[r];
                     o.iter_mut()
                         .zip(&acc[r * d..][..d])

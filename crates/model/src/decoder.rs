@@ -8,8 +8,8 @@
 //!  residual = embed(ids)                                     [T, hidden]
 //!  per layer:
 //!    hs, residual = add_rms_norm(pending, residual)          (layer 0: rms_norm)
-//!    q, k, v = split(hs @ W_qkv^T (+ b_qkv))                 one GEMM; [T, heads | kv | kv, d]
-//!    q = rope_and_cache(q, k, v)                             rope q, k; k, v -> cache slots
+//!    qkv = hs @ W_qkv^T (+ b_qkv)                            one GEMM; rows [q | k | v heads]
+//!    q = rope_and_cache(qkv)                                 rope q, k; k, v -> cache slots
 //!    attn = attention(q)                                     [T, heads * d]
 //!    hs, residual = add_rms_norm(attn @ W_o^T, residual)
 //!    pending = silu_mul(hs @ W_gate_up^T) @ W_down^T         one GEMM for gate and up
@@ -20,7 +20,7 @@
 use crate::batch::{BatchBuilder, SeqInput, StepBatch};
 use crate::config::DecoderConfig;
 use crate::kv_cache::KvCache;
-use crate::ops::{CandleOps, FusedOps, HotOps};
+use crate::ops::{CandleOps, FusedOps, Heads, HotOps};
 use crate::rope::RopeTable;
 use crate::weights::WeightSource;
 use crate::Result;
@@ -155,6 +155,15 @@ impl Decoder {
         &self.device
     }
 
+    fn heads(&self) -> Heads {
+        let c = &self.cfg;
+        Heads {
+            heads: c.num_attention_heads,
+            kv_heads: c.num_key_value_heads,
+            head_dim: c.head_dim,
+        }
+    }
+
     /// Bytes held by the weights (tied embeddings counted once).
     pub fn weight_bytes(&self) -> u64 {
         self.cfg.num_parameters() * self.dtype.size_in_bytes() as u64
@@ -178,10 +187,12 @@ impl Decoder {
     /// Run the batch; returns f32 logits [num_logits, vocab] on the device (an empty
     /// host tensor when no row wants logits: a prefill chunk only writes the cache).
     pub fn forward(&self, batch: &StepBatch, kv: &mut KvCache) -> Result<Tensor> {
-        let kv_width = self.cfg.num_key_value_heads * self.cfg.head_dim;
+        let geo = self.heads();
         let hidden = match self.kernels {
-            KernelChoice::Fused => self.layers(&FusedOps::prepare(batch, &self.rope), batch, kv)?,
-            _ => self.layers(&CandleOps::prepare(batch, &self.rope, kv_width)?, batch, kv)?,
+            KernelChoice::Fused => {
+                self.layers(&FusedOps::prepare(batch, &self.rope, geo), batch, kv)?
+            }
+            _ => self.layers(&CandleOps::prepare(batch, &self.rope, geo)?, batch, kv)?,
         };
         match hidden {
             Some(h) => Ok(h.matmul(&self.lm_head.t()?)?.to_dtype(DType::F32)?),
@@ -232,20 +243,10 @@ impl Decoder {
         kv: &mut KvCache,
     ) -> Result<()> {
         let layer = &self.layers[l];
-        let c = &self.cfg;
-        let (heads, kv_heads, d) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim);
-        let eps = c.rms_norm_eps as f32;
+        let eps = self.cfg.rms_norm_eps as f32;
         let hs = stream.norm(ops, &layer.input_layernorm, eps)?;
         let qkv = layer.qkv_proj.forward(&hs)?; // [T, (heads + 2 kv_heads) * d]
-        let t = qkv.dim(0)?;
-        let q = qkv.narrow(1, 0, heads * d)?.reshape((t, heads, d))?;
-        let k = qkv
-            .narrow(1, heads * d, kv_heads * d)?
-            .reshape((t, kv_heads, d))?;
-        let v = qkv
-            .narrow(1, (heads + kv_heads) * d, kv_heads * d)?
-            .reshape((t, kv_heads, d))?;
-        let q = ops.rope_and_cache(&q, &k, &v, kv, l)?;
+        let q = ops.rope_and_cache(&qkv, kv, l)?;
         let attn = ops.attention(&q, kv, l)?; // [T, heads * d]
         stream.pending = Some(layer.o_proj.forward(&attn)?);
         let hs = stream.norm(ops, &layer.post_attention_layernorm, eps)?;

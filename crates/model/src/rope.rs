@@ -71,13 +71,15 @@ impl RopeTable {
         ))
     }
 
-    /// Rotate `x` in place with the fused kernel (half-split convention).
-    /// `x`: [num_tokens, num_heads, head_dim], contiguous; `positions`: [num_tokens] u32.
-    pub fn rotate_inplace(&self, x: &Tensor, positions: &Tensor) -> Result<()> {
-        Ok(engine_kernels::rope::rope_inplace(
+    /// Rotate the first `heads` heads of each row of `x` [num_tokens, width] in place
+    /// with the fused kernel (half-split convention); `positions`: [num_tokens] u32.
+    pub fn rotate_rows_inplace(&self, x: &Tensor, positions: &Tensor, heads: usize) -> Result<()> {
+        Ok(engine_kernels::rope::rope_rows_inplace(
             x,
             &self.cos_sin,
             positions,
+            heads,
+            2 * self.half,
             true,
         )?)
     }

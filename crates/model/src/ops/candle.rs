@@ -7,7 +7,7 @@
 //! gathered contexts) and one per prefill chunk, and the row order that puts the
 //! attention outputs (decode rows first, then each chunk) back in batch order.
 
-use super::HotOps;
+use super::{Heads, HotOps};
 use crate::attention::{attention_mask, decode_mask, decode_sdpa, gather, sdpa};
 use crate::batch::StepBatch;
 use crate::kv_cache::KvCache;
@@ -26,6 +26,7 @@ struct Chunk {
 
 pub(crate) struct CandleOps<'a> {
     batch: &'a StepBatch,
+    geo: Heads,
     cos: Tensor,        // [T, d / 2]
     sin: Tensor,        // [T, d / 2]
     slot_index: Tensor, // [T, kv_heads * d] u32: each row's slot, repeated
@@ -35,8 +36,9 @@ pub(crate) struct CandleOps<'a> {
 }
 
 impl<'a> CandleOps<'a> {
-    pub(crate) fn prepare(batch: &'a StepBatch, rope: &RopeTable, kv_width: usize) -> Result<Self> {
+    pub(crate) fn prepare(batch: &'a StepBatch, rope: &RopeTable, geo: Heads) -> Result<Self> {
         let t = batch.num_tokens;
+        let kv_width = geo.kv_heads * geo.head_dim;
         let dev = batch.input_ids.device();
         let (cos, sin) = rope.rows(&batch.positions)?;
         let slot_index = batch
@@ -71,6 +73,7 @@ impl<'a> CandleOps<'a> {
         let row_order = row_order(batch, dev)?;
         Ok(Self {
             batch,
+            geo,
             cos,
             sin,
             slot_index,
@@ -118,21 +121,24 @@ impl HotOps for CandleOps<'_> {
         Ok((candle_nn::ops::rms_norm(&sum, w, eps)?, sum))
     }
 
-    fn rope_and_cache(
-        &self,
-        q: &Tensor,
-        k: &Tensor,
-        v: &Tensor,
-        kv: &mut KvCache,
-        layer: usize,
-    ) -> Result<Tensor> {
-        let (q, k) = (self.rope(q)?, self.rope(k)?);
-        let (t, kv_heads, d) = k.dims3()?;
-        let k = k.reshape((t, kv_heads * d))?.contiguous()?;
-        let v = v.reshape((t, kv_heads * d))?.contiguous()?;
+    fn rope_and_cache(&self, qkv: &Tensor, kv: &mut KvCache, layer: usize) -> Result<Tensor> {
+        let Heads {
+            heads,
+            kv_heads,
+            head_dim: d,
+        } = self.geo;
+        let t = qkv.dim(0)?;
+        let part = |from: usize, n: usize| -> Result<Tensor> {
+            Ok(qkv.narrow(1, from * d, n * d)?.reshape((t, n, d))?)
+        };
+        let q = self.rope(&part(0, heads)?)?; // [T, heads, d]
+        let k = self
+            .rope(&part(heads, kv_heads)?)?
+            .reshape((t, kv_heads * d))?;
+        let v = part(heads + kv_heads, kv_heads)?.reshape((t, kv_heads * d))?;
         let (k_cache, v_cache) = kv.layer_mut(layer);
-        k_cache.scatter_set(&self.slot_index, &k, 0)?;
-        v_cache.scatter_set(&self.slot_index, &v, 0)?;
+        k_cache.scatter_set(&self.slot_index, &k.contiguous()?, 0)?;
+        v_cache.scatter_set(&self.slot_index, &v.contiguous()?, 0)?;
         Ok(q)
     }
 
