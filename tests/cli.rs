@@ -114,6 +114,99 @@ fn info_reports_config_and_sizes_without_loading_weights() {
         "{stdout}"
     );
     assert!(stdout.contains("llama3 scaling"), "{stdout}");
+    assert!(stdout.contains("rms norm eps:        1e-5\n"), "{stdout}");
+}
+
+fn json_of(out: &Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON on stdout")
+}
+
+#[test]
+fn tokenize_round_trips_and_counts_what_generate_counts() {
+    let gguf = default_model();
+    let model = gguf.to_str().unwrap();
+    let text = "The capital of France is Paris.\n  Ünïcödé 2024 🦀 <b>";
+    let v = json_of(&engine(&["tokenize", "--model", model, "--json", text]));
+    let ids: Vec<String> = v["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i.to_string())
+        .collect();
+    assert_eq!(v["count"].as_u64(), Some(ids.len() as u64));
+    assert_eq!(v["pieces"].as_array().map(Vec::len), Some(ids.len()));
+    let back = json_of(&engine(&[
+        "tokenize",
+        "--model",
+        model,
+        "--json",
+        "--decode",
+        &ids.join(","),
+    ]));
+    assert_eq!(
+        back["text"].as_str(),
+        Some(text),
+        "decode(encode(text)) == text"
+    );
+
+    // The count is the engine's: generate reports the same prompt tokens, plain and chat.
+    for chat in [false, true] {
+        let prompt = "What is the capital of France?";
+        let mut args = vec!["tokenize", "--model", model, "--json", prompt];
+        let mut gen = vec![
+            "generate",
+            "--model",
+            model,
+            "--prompt",
+            prompt,
+            "--max-tokens",
+            "1",
+        ];
+        if chat {
+            args.push("--chat");
+            gen.push("--chat");
+        }
+        let v = json_of(&engine(&args));
+        if chat {
+            assert!(v["rendered"]
+                .as_str()
+                .is_some_and(|r| r.contains("<|im_start|>user")));
+        }
+        let out = engine(&gen);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let needle = format!("prompt tokens: {} |", v["count"]);
+        assert!(
+            stderr.contains(&needle),
+            "chat={chat}: {needle} not in {stderr}"
+        );
+    }
+}
+
+#[test]
+fn tokenize_prints_ids_pieces_and_count_and_rejects_bad_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_manifest(dir.path());
+    let out = engine(&["tokenize", "--model", &model, "Hi"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    // Byte-level fallback: BOS, then one token per byte.
+    for line in [
+        "256  \"\"",
+        "<bos>",
+        "72  \"H\"",
+        "<0x48>",
+        "105  \"i\"",
+        "3 tokens",
+    ] {
+        assert!(stdout.contains(line), "{line:?} missing:\n{stdout}");
+    }
+    let out = engine(&["tokenize", "--model", &model, "--decode", "72,9999"]);
+    assert_clean_error(&out, &["--decode", "9999", "outside the vocabulary"]);
 }
 
 #[test]

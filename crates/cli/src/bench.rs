@@ -19,38 +19,63 @@ use engine_profiler::{cost, device, environment, report, telemetry};
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// Complete examples for `engine bench --help`.
+const EXAMPLES: &str = "\
+Examples:
+  # Static batches of the default model (the README's first command):
+  engine bench --batch 1,8,32 --input-len 64 --output-len 32 --runs 3 --out bench-out
+
+  # Serving a chat/code/RAG mix: 64 requests per concurrency level, goodput against
+  # SLOs, the load a latency budget allows and what a token costs at $3.50 per GPU-hour:
+  engine bench --concurrency 1,4,16 --num-requests 64 --workload mixed \\
+      --slo ttft=500ms,itl=50ms,e2e=5s --latency-budget 5s --gpu-cost-per-hour 3.5 --out serve-out
+
+  # An 8B model's shapes with seeded dummy weights (nothing downloaded), on a GPU:
+  engine bench --model dummy:llama-3.1-8b --device cuda --batch 1,8,32,128 --out llama8b
+
+Results: a compact table on stdout; with --out, results.json (everything),
+summary.csv (every column), report.md and SVG plots. `engine report DIR` re-renders.";
+
 /// Engine limits and KV-cache size for the benchmark's engine.
 #[derive(Debug, Args)]
 #[command(group(ArgGroup::new("mode").required(true).args(["batch", "concurrency", "request_rate"])))]
+#[command(after_help = EXAMPLES)]
 pub struct BenchArgs {
-    #[command(flatten)]
-    pub model: ModelArgs,
-    #[command(flatten)]
-    pub engine: EngineArgs,
     /// Static batch sizes, e.g. 1,8,32,128.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', help_heading = "Load (pick one)")]
     pub batch: Vec<usize>,
     /// Closed loop: requests kept in flight, e.g. 1,4,16,64.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', help_heading = "Load (pick one)")]
     pub concurrency: Vec<usize>,
     /// Open loop: Poisson arrival rates in requests/s, e.g. 1,2.5.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', help_heading = "Load (pick one)")]
     pub request_rate: Vec<f64>,
     /// Requests per serving config (--concurrency / --request-rate).
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, help_heading = "Load (pick one)")]
     pub num_requests: usize,
     /// Prompt lengths in tokens (a list sweeps).
-    #[arg(long, value_delimiter = ',', default_value = "128")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "128",
+        help_heading = "Workload"
+    )]
     pub input_len: Vec<usize>,
     /// Output lengths in tokens (a list sweeps).
-    #[arg(long, value_delimiter = ',', default_value = "128")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "128",
+        help_heading = "Workload"
+    )]
     pub output_len: Vec<usize>,
     /// Sampling temperatures (a list sweeps); 0 is greedy.
     #[arg(
         long,
         value_delimiter = ',',
         default_value = "0",
-        allow_negative_numbers = true
+        allow_negative_numbers = true,
+        help_heading = "Sampling"
     )]
     pub temperature: Vec<f32>,
     /// Top-p values (a list sweeps).
@@ -58,65 +83,80 @@ pub struct BenchArgs {
         long,
         value_delimiter = ',',
         default_value = "1.0",
-        allow_negative_numbers = true
+        allow_negative_numbers = true,
+        help_heading = "Sampling"
     )]
     pub top_p: Vec<f32>,
     /// Measured runs per static-batch config.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, help_heading = "Runs")]
     pub runs: usize,
     /// Warm-up runs per config (excluded from the metrics, counted in the report).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, help_heading = "Runs")]
     pub warmup: usize,
     /// Prompts from this file (one per line) instead of random token ids.
-    #[arg(long)]
+    #[arg(long, help_heading = "Workload")]
     pub prompts: Option<PathBuf>,
     /// Stop at EOS (default: ignore it and generate exactly --output-len tokens).
-    #[arg(long)]
+    #[arg(long, help_heading = "Workload")]
     pub respect_eos: bool,
     /// SLOs for goodput, e.g. ttft=500ms,itl=50ms,e2e=5s (keys: ttft, itl, tpot, e2e).
-    #[arg(long)]
+    #[arg(long, help_heading = "SLOs and analysis")]
     pub slo: Option<String>,
     /// Latency budget for the batch-size choice, e.g. 2.5s.
-    #[arg(long)]
+    #[arg(long, help_heading = "SLOs and analysis")]
     pub latency_budget: Option<String>,
     /// Write results.json, summary.csv, report.md and SVG plots here.
-    #[arg(long)]
+    #[arg(long, help_heading = "Output")]
     pub out: Option<PathBuf>,
     /// Write the steps as a Chrome/Perfetto trace (JSON) to this file.
-    #[arg(long)]
+    #[arg(long, help_heading = "Output")]
     pub trace: Option<PathBuf>,
     /// Telemetry sampling period in milliseconds.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, help_heading = "Output")]
     pub telemetry_interval_ms: u64,
     /// Skip the roofline (no ceilings measured or read).
-    #[arg(long)]
+    #[arg(long, help_heading = "SLOs and analysis")]
     pub no_roofline: bool,
     /// No progress bar.
-    #[arg(long)]
+    #[arg(long, help_heading = "Output")]
     pub quiet: bool,
     /// Realistic traffic: chat, code, long-form, rag, or mixed (0.5 chat, 0.2 code, 0.2
     /// rag, 0.1 long-form); each request draws its use case and lengths (docs/metrics.md).
-    #[arg(long, conflicts_with_all = ["input_len", "output_len", "input_len_dist", "output_len_dist"])]
+    #[arg(
+        long,
+        conflicts_with_all = ["input_len", "output_len", "input_len_dist", "output_len_dist"],
+        help_heading = "Workload"
+    )]
     pub workload: Option<String>,
     /// Prompt lengths drawn per request: fixed:N, uniform:min=A,max=B,
     /// normal:mean=M,std=S[,min=A,max=B], lognormal:median=M,sigma=S[,min=A,max=B] or
     /// file:PATH (one length per line); seeded by --seed.
-    #[arg(long)]
+    #[arg(long, help_heading = "Workload")]
     pub input_len_dist: Option<String>,
     /// Output lengths drawn per request (same forms as --input-len-dist).
-    #[arg(long)]
+    #[arg(long, help_heading = "Workload")]
     pub output_len_dist: Option<String>,
     /// Multiply every drawn length (--workload, --*-len-dist) by this factor, keeping
     /// the shapes (e.g. 0.05 for a quick run).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, help_heading = "Workload")]
     pub length_scale: f64,
     /// GPU price in USD per hour: adds cost per 1M output and total tokens and per
     /// concurrent user held at --latency-budget / --slo. Nothing about money without it.
-    #[arg(long)]
+    #[arg(long, help_heading = "Cost")]
     pub gpu_cost_per_hour: Option<f64>,
     /// GPUs the price is paid for (the price is per GPU).
-    #[arg(long, default_value_t = 1, requires = "gpu_cost_per_hour")]
+    #[arg(
+        long,
+        default_value_t = 1,
+        requires = "gpu_cost_per_hour",
+        help_heading = "Cost"
+    )]
     pub num_gpus: usize,
+    // Last, so that `--help` lists the load and workload first.
+    #[command(flatten, next_help_heading = "Model")]
+    pub model: ModelArgs,
+    #[command(flatten, next_help_heading = "Engine")]
+    pub engine: EngineArgs,
 }
 
 /// The traffic of `--workload` or `--input-len-dist` / `--output-len-dist` (a side
@@ -199,14 +239,13 @@ pub fn device_label(device: &candle_core::Device) -> String {
     }
 }
 
-/// `(device name, driver, NVML index)` for the environment and telemetry.
+/// `(device name, driver, NVML index)` for the environment and telemetry; the driver of
+/// a CPU run is [`environment::NO_GPU`].
 pub fn device_identity(device: &candle_core::Device) -> (String, String, Option<u32>) {
     let ordinal = match device.location() {
         candle_core::DeviceLocation::Cuda { gpu_id } => gpu_id as u32,
-        _ => {
-            let driver = telemetry::nvml_info(0).map_or_else(|e| format!("NVML {e}"), |(_, d)| d);
-            return (environment::cpu_name(), driver, None);
-        }
+        // NVML's state says nothing about a CPU run; its errors belong to GPU runs.
+        _ => return (environment::cpu_name(), environment::NO_GPU.into(), None),
     };
     match telemetry::nvml_info(ordinal) {
         Ok((name, driver)) => (name, driver, Some(ordinal)),

@@ -19,6 +19,21 @@ pub struct InfoArgs {
     pub json: bool,
 }
 
+/// A float at its meaningful precision: configs store f32 values (rms eps 1e-5) that
+/// reach us widened to f64 (9.999999747378752e-6); print the shortest decimal that
+/// reads back as the same f32 when the value is one.
+fn float(v: f64) -> String {
+    let narrow = v as f32;
+    let exact_f32 = f64::from(narrow) == v;
+    let a = v.abs();
+    match (exact_f32, a != 0.0 && !(1e-3..1e7).contains(&a)) {
+        (true, true) => format!("{narrow:e}"),
+        (true, false) => format!("{narrow}"),
+        (false, true) => format!("{v:e}"),
+        (false, false) => format!("{v}"),
+    }
+}
+
 fn gib(bytes: u64) -> String {
     format!("{:.2} GiB", bytes as f64 / (1u64 << 30) as f64)
 }
@@ -75,7 +90,7 @@ pub fn run(a: InfoArgs) -> anyhow::Result<()> {
     println!("context:             {}", cfg.max_position_embeddings);
     println!(
         "rope theta:          {}{}",
-        cfg.rope_theta,
+        float(cfg.rope_theta),
         if cfg.rope_scaling.is_some() {
             " (llama3 scaling)"
         } else {
@@ -91,7 +106,7 @@ pub fn run(a: InfoArgs) -> anyhow::Result<()> {
         "qkv bias / tied emb: {} / {}",
         cfg.qkv_bias, cfg.tie_word_embeddings
     );
-    println!("rms norm eps:        {:e}", cfg.rms_norm_eps);
+    println!("rms norm eps:        {}", float(cfg.rms_norm_eps));
     println!(
         "parameters:          {params} ({:.3} B)",
         params as f64 / 1e9
@@ -133,4 +148,20 @@ fn kv_cache_blocks(
     let memory = engine_profiler::plan::device_figure(device, weight_bytes);
     let engine = a.engine.engine_config(a.model.block_size, a.model.seed);
     engine_core::kv_sizing::kv_cache_size(&engine, cfg, dtype, dtype, memory).num_blocks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::float;
+
+    #[test]
+    fn floats_print_at_their_precision() {
+        assert_eq!(float(f64::from(1e-5f32)), "1e-5");
+        assert_eq!(float(1e-6), "1e-6");
+        assert_eq!(float(f64::from(100_000f32)), "100000");
+        assert_eq!(float(500_000.0), "500000");
+        assert_eq!(float(0.1), "0.1");
+        assert_eq!(float(f64::from(0.1f32)), "0.1");
+        assert_eq!(float(1e-5 + 1e-12), "1.0000001e-5");
+    }
 }

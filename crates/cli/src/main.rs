@@ -7,9 +7,11 @@ mod device;
 mod generate;
 mod info;
 mod kernels;
+mod logging;
 mod plan;
 mod report;
 mod run;
+mod tokenize;
 mod verify;
 
 use clap::{Parser, Subcommand};
@@ -50,10 +52,14 @@ enum Command {
     Run(run::RunArgs),
     /// Fused kernels: list, test against references, benchmark against the copy ceiling.
     Kernels(kernels::KernelsArgs),
+    /// Token ids, pieces and count of a text as the engine encodes it (--chat: through the
+    /// chat template); --decode turns ids back into text.
+    Tokenize(tokenize::TokenizeArgs),
 }
 
 fn main() {
     let cli = Cli::parse();
+    logging::init();
     let result = match cli.command {
         Command::Bench(a) => bench::run(*a),
         Command::Report(a) => report::run(a),
@@ -65,6 +71,7 @@ fn main() {
         Command::Logits(a) => verify::logits(a),
         Command::Run(a) => run::run(a),
         Command::Kernels(a) => kernels::run(a),
+        Command::Tokenize(a) => tokenize::run(a),
     };
     if let Err(e) = result {
         // One line, the whole cause chain, no backtrace.
@@ -121,7 +128,7 @@ pub fn parse_dtype(
     }
 }
 
-/// Progress lines go to stderr.
+/// Progress lines (`loading ...`): info events, on stderr (see [`logging`]).
 pub fn say(msg: &str) {
-    eprintln!("{msg}");
+    tracing::info!("{msg}");
 }

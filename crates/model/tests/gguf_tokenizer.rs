@@ -54,7 +54,7 @@ fn fetch_into(tmp: &Path, dir: &Path) -> Result<()> {
     // Only llama-cpp-python itself must be a source distribution; `:all:` would also build
     // its build backend's cmake from source just to read the package metadata.
     eprintln!(
-        "fixtures: pip download --no-deps --no-binary llama-cpp-python {SDIST} -d {download:?}"
+        "fixtures: pip download --no-deps --no-binary llama-cpp-python {SDIST} -d {download:?} (about 77 MB, once)"
     );
     run(Command::new("python3")
         .args([
@@ -94,9 +94,16 @@ fn fetch_into(tmp: &Path, dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Run quietly: the tool's output (pip's progress bars) appears only if it fails.
 fn run(cmd: &mut Command) -> Result<()> {
-    let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
-    ensure!(status.success(), "{cmd:?} failed: {status}");
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    ensure!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     Ok(())
 }
 

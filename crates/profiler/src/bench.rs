@@ -8,6 +8,7 @@
 use crate::analysis::{analyse, Slo};
 use crate::device::Ceilings;
 use crate::error::Result;
+use crate::eta::Planned;
 use crate::progress::Progress;
 use crate::result::{
     BenchResults, ConfigResult, Environment, ModelFacts, RunRecord, Settings, Status,
@@ -76,6 +77,20 @@ fn expected_tokens(spec: &ConfigSpec, o: &BenchOptions) -> f64 {
     }
 }
 
+/// What the progress bar's ETA needs to know of a config.
+fn planned(spec: &ConfigSpec, o: &BenchOptions) -> Planned {
+    let (width, min_s) = match spec.load {
+        Load::Batch { size } => (size as f64, 0.0),
+        Load::Concurrency { n } => (n.min(o.num_requests) as f64, 0.0),
+        Load::Rate { requests_per_s } => (1.0, o.num_requests as f64 / requests_per_s),
+    };
+    Planned {
+        tokens: expected_tokens(spec, o),
+        width,
+        min_s,
+    }
+}
+
 /// Requests per warm-up run of a serving config: a static batch of its concurrency
 /// (at most `num_requests`), or one request for open loop.
 fn warm_batch(spec: &ConfigSpec, o: &BenchOptions) -> usize {
@@ -96,12 +111,13 @@ pub fn run_bench(
 ) -> BenchResults {
     let t0 = Instant::now();
     let specs = o.sweep.expand();
-    let total: f64 = specs.iter().map(|s| expected_tokens(s, o)).sum();
-    let mut progress = Progress::new(total, o.show_progress);
+    let plan = specs.iter().map(|s| planned(s, o)).collect();
+    let mut progress = Progress::new(plan, o.show_progress);
     let facts = model_facts(engine);
     let mut configs = Vec::new();
     for (i, spec) in specs.iter().enumerate() {
         let label = format!("config {}/{}: {}", i + 1, specs.len(), spec.label());
+        progress.start_config(i);
         let mut c = run_config(engine, workload, o, spec, &label, &mut progress);
         if let (Some(ceil), true) = (&ceilings, c.status.is_ok()) {
             c.roofline = Some(roofline(&c.runs, &facts, ceil));
@@ -239,7 +255,7 @@ fn measure(
         } else {
             format!("run {}/{}", r - o.warmup + 1, plans.len() - o.warmup)
         };
-        progress.set_label(format!("{label} {what}"));
+        progress.start_run(format!("{label} {what}"));
         let mut tick = |n: usize| progress.advance(n as f64);
         let rec = match (spec.load, warm) {
             (Load::Batch { .. }, _) | (_, true) => {

@@ -344,7 +344,8 @@ mod tests {
             lines.contains("$5.000/hour") && lines.contains("$0.1562"),
             "{lines}"
         );
-        assert!(table::render_text(&r).contains("usd_per_1m_output_tok"));
+        assert!(table::render_text_width(&r, 200).contains("USD per 1M"));
+        assert!(table::render_markdown(&r).contains("usd_per_1m_output_tok"));
         assert!(plots::all(&r)
             .iter()
             .any(|(n, _)| *n == "cost_vs_latency.svg"));

@@ -14,6 +14,7 @@
 //!   engine's own sizing function.
 //! - [`telemetry`] (NVML and RSS sampling), [`device`] (measured ceilings) and
 //!   [`roofline`] (floors and achieved fractions).
+//! - [`progress`] and [`eta`]: the progress bar and its load-aware time estimate.
 //! - [`report`]: results.json, summary.csv, report.md, SVG plots, the terminal table and
 //!   Chrome traces; [`compare`]: two saved runs side by side.
 
@@ -26,6 +27,7 @@ pub mod device;
 pub mod driver;
 pub mod environment;
 pub mod error;
+pub mod eta;
 pub mod lengths;
 pub mod metrics;
 pub mod plan;

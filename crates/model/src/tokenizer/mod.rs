@@ -154,6 +154,20 @@ impl Tokenizer {
         }
     }
 
+    /// The vocabulary entry of `id` as stored (`Ġthe`, `<|im_start|>`; byte tokens of
+    /// the fallback as `<0x41>`), or `None` outside the vocabulary.
+    pub fn token_piece(&self, id: u32) -> Option<String> {
+        match &self.kind {
+            Kind::Hf(t) => t.id_to_token(id),
+            Kind::Bytes => match id {
+                0..=255 => Some(format!("<0x{id:02X}>")),
+                BYTE_BOS => Some("<bos>".into()),
+                BYTE_EOS => Some("<eos>".into()),
+                _ => None,
+            },
+        }
+    }
+
     pub fn has_chat_template(&self) -> bool {
         self.chat_template.is_some()
     }

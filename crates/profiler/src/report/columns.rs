@@ -26,6 +26,18 @@ fn pct(v: Option<f64>) -> Option<String> {
     v.map(|v| format!("{:.1}", v * 100.0))
 }
 
+/// Prefill time per request: a run's prefill-step time over its requests. In static
+/// batches this is the batch's prefill split evenly; in serving modes, where each
+/// request is prefilled on its own (often in mixed steps), it is the figure to read
+/// beside TTFT, where the per-run total (`prefill_ms`) is not.
+pub fn prefill_per_request_s(s: &ConfigSummary) -> Option<f64> {
+    let per_run = s.num_requests as f64 / s.measured_runs.max(1) as f64;
+    s.prefill_s
+        .mean
+        .filter(|_| per_run > 0.0)
+        .map(|v| v / per_run)
+}
+
 macro_rules! col {
     ($name:expr, |$c:ident| $body:expr) => {
         Column {
@@ -69,6 +81,10 @@ pub fn all() -> Vec<Column> {
             s.output_tokens.to_string()
         ))),
         col!("prefill_ms", |c| ms(sum(c, |s| s.prefill_s.mean))),
+        col!("prefill_per_request_ms", |c| ms(sum(
+            c,
+            prefill_per_request_s
+        ))),
         col!("prefill_tok_per_s", |c| num(
             sum(c, |s| s.prefill_tok_per_s),
             1
@@ -225,12 +241,18 @@ pub fn present(r: &BenchResults) -> Vec<Column> {
     drop_empty(all(), r)
 }
 
-/// The table's columns for `r`: [`table`] less the empty optional ones.
+/// report.md's table columns for `r`: [`table`] (per-request prefill in serving
+/// modes) less the empty optional ones.
 pub fn table_for(r: &BenchResults) -> Vec<Column> {
-    drop_empty(table(), r)
+    let serving = r
+        .configs
+        .iter()
+        .any(|c| !matches!(c.spec.load, crate::spec::Load::Batch { .. }));
+    drop_empty(table(serving), r)
 }
 
-/// The columns of the terminal table and report.md, by name.
+/// The columns of report.md's table, by name; `prefill_ms` (per run) becomes
+/// `prefill_per_request_ms` in serving modes.
 pub const TABLE: &[&str] = &[
     "load",
     "workload",
@@ -257,13 +279,17 @@ pub const TABLE: &[&str] = &[
 ];
 
 /// The table's columns (those of [`TABLE`], in its order).
-pub fn table() -> Vec<Column> {
+pub fn table(serving: bool) -> Vec<Column> {
     let mut all = all();
     TABLE
         .iter()
+        .map(|&n| match n {
+            "prefill_ms" if serving => "prefill_per_request_ms",
+            n => n,
+        })
         .filter_map(|n| {
             all.iter()
-                .position(|c| c.name == *n)
+                .position(|c| c.name == n)
                 .map(|i| all.swap_remove(i))
         })
         .collect()

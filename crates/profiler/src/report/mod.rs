@@ -2,8 +2,10 @@
 //! row per config), report.md, the SVG plots, and the optional Chrome trace. `engine
 //! report DIR` re-renders all but results.json from results.json.
 
+pub mod axis;
 pub mod columns;
 pub mod csv;
+pub mod legend;
 pub mod markdown;
 pub mod plots;
 pub mod svg;
@@ -140,7 +142,12 @@ pub(crate) mod tests {
             std::env::temp_dir().join(format!("engine-profiler-report-{}", std::process::id()));
         let r = sample_results();
         let files = super::write_all(&r, &dir).unwrap();
-        assert_eq!(files.len(), 1 + 1 + 7 + 1);
+        // results.json, summary.csv, report.md and the plots with something to show:
+        // one output length gives no latency_vs_output_len.svg.
+        assert_eq!(files.len(), 3 + super::plots::all(&r).len());
+        assert!(!files
+            .iter()
+            .any(|f| f.ends_with("latency_vs_output_len.svg")));
         let back = super::read_results(&dir).unwrap();
         // Floats may differ in the last bit after a JSON round trip; the rendering must not.
         assert_eq!(super::csv::render(&back), super::csv::render(&r));
