@@ -145,9 +145,9 @@ const BAD_LINES: [(&str, &str); 20] = [
     (r#"{"id": "g-10", "prompt": "again"}"#, "duplicate id"),
     (r#"{"id": 11, "prompt": "again"}"#, "duplicate id"),
     (r#"{"id": "g-20", "prompt": "again"}"#, "duplicate id"),
-    ("LONG \"long-0\"", "exceeds the model's context"),
-    ("LONG \"long-1\"", "exceeds the model's context"),
-    ("LONG 99999", "exceeds the model's context"),
+    ("LONG \"long-0\"", "this model's context is"),
+    ("LONG \"long-1\"", "this model's context is"),
+    ("LONG 99999", "this model's context is"),
     (
         r#"{"id": "t", "prompt": "a", "temperature": -1}"#,
         "temperature must be >= 0",

@@ -25,29 +25,30 @@ pub struct BenchArgs {
     #[command(flatten)]
     pub engine: EngineArgs,
     /// Static batch sizes, e.g. 1,8,32,128.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', value_parser = crate::validate::batch_size)]
     pub batch: Vec<usize>,
     /// Closed loop: requests kept in flight, e.g. 1,4,16,64.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', value_parser = crate::validate::batch_size)]
     pub concurrency: Vec<usize>,
     /// Open loop: Poisson arrival rates in requests/s, e.g. 1,2.5.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', value_parser = crate::validate::request_rate)]
     pub request_rate: Vec<f64>,
     /// Requests per serving config (--concurrency / --request-rate).
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = crate::validate::request_count)]
     pub num_requests: usize,
     /// Prompt lengths in tokens (a list sweeps).
-    #[arg(long, value_delimiter = ',', default_value = "128")]
+    #[arg(long, value_delimiter = ',', default_value = "128", value_parser = crate::validate::token_count)]
     pub input_len: Vec<usize>,
     /// Output lengths in tokens (a list sweeps).
-    #[arg(long, value_delimiter = ',', default_value = "128")]
+    #[arg(long, value_delimiter = ',', default_value = "128", value_parser = crate::validate::token_count)]
     pub output_len: Vec<usize>,
     /// Sampling temperatures (a list sweeps); 0 is greedy.
     #[arg(
         long,
         value_delimiter = ',',
         default_value = "0",
-        allow_negative_numbers = true
+        allow_negative_numbers = true,
+        value_parser = crate::validate::temperature
     )]
     pub temperature: Vec<f32>,
     /// Top-p values (a list sweeps).
@@ -55,14 +56,15 @@ pub struct BenchArgs {
         long,
         value_delimiter = ',',
         default_value = "1.0",
-        allow_negative_numbers = true
+        allow_negative_numbers = true,
+        value_parser = crate::validate::top_p
     )]
     pub top_p: Vec<f32>,
     /// Measured runs per static-batch config.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = crate::validate::request_count)]
     pub runs: usize,
     /// Warm-up runs per config (excluded from the metrics, counted in the report).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = crate::validate::warmup_runs)]
     pub warmup: usize,
     /// Prompts from this file (one per line) instead of random token ids.
     #[arg(long)]
@@ -83,7 +85,7 @@ pub struct BenchArgs {
     #[arg(long)]
     pub trace: Option<PathBuf>,
     /// Telemetry sampling period in milliseconds.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, value_parser = crate::validate::interval_ms)]
     pub telemetry_interval_ms: u64,
     /// Skip the roofline (no ceilings measured or read).
     #[arg(long)]

@@ -8,6 +8,7 @@ mod info;
 mod kernels;
 mod report;
 mod run;
+mod validate;
 mod verify;
 
 use clap::{Parser, Subcommand};

@@ -6,6 +6,7 @@
 //! (`Decoder::forward`) -> [`sampler::sample`] -> `Scheduler::update_from_output` ->
 //! detokenize and stop strings -> `Vec<RequestOutput>` and one [`StepRecord`].
 
+pub mod admission;
 pub mod device;
 pub mod engine;
 pub mod error;
