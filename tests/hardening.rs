@@ -10,6 +10,9 @@
 mod files;
 #[path = "hardening/model.rs"]
 mod model;
+mod support;
+
+pub use support::assert_rejected;
 
 use serde_json::Value;
 use std::path::Path;
@@ -40,24 +43,6 @@ pub fn engine(args: &[&str]) -> Output {
     child.wait_with_output().expect("output")
 }
 
-/// A failed run: exit `code`, no panic, exactly one `error:` line containing every needle.
-pub fn assert_rejected(out: &Output, code: i32, needles: &[&str]) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(code), "stderr: {stderr}");
-    for bad in ["panicked", "backtrace", "RUST_BACKTRACE", "Aborted"] {
-        assert!(!stderr.contains(bad), "{bad}: {stderr}");
-    }
-    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
-    assert_eq!(errors.len(), 1, "expected one error line, got: {stderr}");
-    for n in needles {
-        assert!(
-            errors[0].contains(n),
-            "error line lacks {n:?}: {}",
-            errors[0]
-        );
-    }
-}
-
 fn generate_with(model: &str, extra: &[&str]) -> Output {
     let mut args = vec![
         "generate",
@@ -76,7 +61,7 @@ fn generate_with(model: &str, extra: &[&str]) -> Output {
 #[test]
 fn numeric_flags_are_range_checked_where_parsed() {
     let dir = tempfile::tempdir().unwrap();
-    let m = model::tiny_manifest(dir.path());
+    let m = support::tiny_manifest(dir.path(), 32);
     let cases: &[(&[&str], &str, &str)] = &[
         (
             &["bench", "--batch", "1", "--input-len", "0"],
@@ -231,7 +216,7 @@ fn numeric_flags_are_range_checked_where_parsed() {
 #[test]
 fn max_tokens_beyond_the_context_is_rejected_with_the_numbers() {
     let dir = tempfile::tempdir().unwrap();
-    let m = model::tiny_manifest(dir.path());
+    let m = support::tiny_manifest(dir.path(), 32);
     let out = engine(&[
         "generate",
         "--model",
@@ -300,7 +285,7 @@ fn chat_templates_run_under_limits() {
 
 /// Write `lines` (raw bytes) as the input of a job on the tiny model; run it.
 fn run_job(dir: &Path, input: &[u8]) -> (Output, Vec<Value>, Vec<Value>) {
-    let m = model::tiny_manifest(dir);
+    let m = support::tiny_manifest(dir, 32);
     let (i, o) = (dir.join("in.jsonl"), dir.join("out.jsonl"));
     std::fs::write(&i, input).unwrap();
     let (i, o) = (i.to_str().unwrap(), o.to_str().unwrap());

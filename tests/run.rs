@@ -33,12 +33,7 @@ fn spawn_engine(args: &[String]) -> Child {
 
 /// A tiny seeded llama with the byte-level tokenizer (prompts are bytes).
 fn tiny_model(dir: &Path) -> String {
-    let path = dir.join("tiny.json");
-    let cfg = r#"{"name":"tiny","config":{"model_type":"llama","vocab_size":300,"hidden_size":32,
-      "intermediate_size":64,"num_hidden_layers":2,"num_attention_heads":4,"num_key_value_heads":2,
-      "rms_norm_eps":1e-5,"max_position_embeddings":256,"bos_token_id":256,"eos_token_id":257}}"#;
-    std::fs::write(&path, cfg).unwrap();
-    format!("dummy:{}", path.display())
+    support::tiny_manifest(dir, 256)
 }
 
 fn write_lines(path: &Path, lines: &[String]) {

@@ -1,20 +1,10 @@
-//! Tiny models to break: a dummy manifest, and a complete llama GGUF (f32 weights, a
+//! A tiny model to break: a complete llama GGUF (f32 weights, a
 //! byte-level BPE vocabulary, a ChatML template) whose metadata and tensors a case can
 //! change before it is written.
 
 use engine_formats::gguf::write::Writer;
 use engine_formats::gguf::{Array, Value};
 use std::path::Path;
-
-/// A tiny model manifest (context 32, byte-level tokenizer).
-pub fn tiny_manifest(dir: &Path) -> String {
-    let path = dir.join("tiny.json");
-    let cfg = r#"{"name":"tiny","config":{"model_type":"llama","vocab_size":300,"hidden_size":32,
-      "intermediate_size":64,"num_hidden_layers":2,"num_attention_heads":4,"num_key_value_heads":2,
-      "rms_norm_eps":1e-5,"max_position_embeddings":32,"bos_token_id":256,"eos_token_id":257}}"#;
-    std::fs::write(&path, cfg).unwrap();
-    format!("dummy:{}", path.display())
-}
 
 /// The metadata and tensors of a GGUF file, editable before writing.
 pub struct Spec {

@@ -60,24 +60,38 @@ pub enum Array {
     Array(Vec<Array>),
 }
 
+/// The GGUF name of a value type id, for error messages.
+pub fn type_name(id: u32) -> &'static str {
+    const NAMES: [&str; 13] = [
+        "u8", "i8", "u16", "i16", "u32", "i32", "f32", "bool", "string", "array", "u64", "i64",
+        "f64",
+    ];
+    NAMES.get(id as usize).copied().unwrap_or("unknown")
+}
+
 impl Value {
+    /// The value's GGUF type id.
+    pub fn type_id(&self) -> u32 {
+        match self {
+            Self::U8(_) => type_id::U8,
+            Self::I8(_) => type_id::I8,
+            Self::U16(_) => type_id::U16,
+            Self::I16(_) => type_id::I16,
+            Self::U32(_) => type_id::U32,
+            Self::I32(_) => type_id::I32,
+            Self::U64(_) => type_id::U64,
+            Self::I64(_) => type_id::I64,
+            Self::F32(_) => type_id::F32,
+            Self::F64(_) => type_id::F64,
+            Self::Bool(_) => type_id::BOOL,
+            Self::String(_) => type_id::STRING,
+            Self::Array(_) => type_id::ARRAY,
+        }
+    }
+
     /// The GGUF type name, for error messages.
     pub fn type_name(&self) -> &'static str {
-        match self {
-            Self::U8(_) => "u8",
-            Self::I8(_) => "i8",
-            Self::U16(_) => "u16",
-            Self::I16(_) => "i16",
-            Self::U32(_) => "u32",
-            Self::I32(_) => "i32",
-            Self::U64(_) => "u64",
-            Self::I64(_) => "i64",
-            Self::F32(_) => "f32",
-            Self::F64(_) => "f64",
-            Self::Bool(_) => "bool",
-            Self::String(_) => "string",
-            Self::Array(_) => "array",
-        }
+        type_name(self.type_id())
     }
 
     /// An integer of any width, as i128 (so every GGUF integer fits).
@@ -142,23 +156,28 @@ impl Array {
         self.len() == 0
     }
 
+    /// The elements' GGUF type id.
+    pub fn elem_type_id(&self) -> u32 {
+        match self {
+            Self::U8(_) => type_id::U8,
+            Self::I8(_) => type_id::I8,
+            Self::U16(_) => type_id::U16,
+            Self::I16(_) => type_id::I16,
+            Self::U32(_) => type_id::U32,
+            Self::I32(_) => type_id::I32,
+            Self::U64(_) => type_id::U64,
+            Self::I64(_) => type_id::I64,
+            Self::F32(_) => type_id::F32,
+            Self::F64(_) => type_id::F64,
+            Self::Bool(_) => type_id::BOOL,
+            Self::String(_) => type_id::STRING,
+            Self::Array(_) => type_id::ARRAY,
+        }
+    }
+
     /// The element type name, for error messages.
     pub fn elem_name(&self) -> &'static str {
-        match self {
-            Self::U8(_) => "u8",
-            Self::I8(_) => "i8",
-            Self::U16(_) => "u16",
-            Self::I16(_) => "i16",
-            Self::U32(_) => "u32",
-            Self::I32(_) => "i32",
-            Self::U64(_) => "u64",
-            Self::I64(_) => "i64",
-            Self::F32(_) => "f32",
-            Self::F64(_) => "f64",
-            Self::Bool(_) => "bool",
-            Self::String(_) => "string",
-            Self::Array(_) => "array",
-        }
+        type_name(self.elem_type_id())
     }
 
     /// Integer elements as i64, `None` unless every element is an integer that fits.

@@ -1,7 +1,7 @@
 //! A small GGUF writer, for tests and fuzz seeds: valid files to start from, and the
 //! encoding helpers to build invalid ones byte by byte.
 
-use super::value::{type_id as ty, Array, Value};
+use super::value::{Array, Value};
 use super::{ALIGNMENT_KEY, DEFAULT_ALIGNMENT, MAGIC};
 
 /// A GGUF file being built.
@@ -53,7 +53,7 @@ impl Writer {
         out.extend_from_slice(&(self.kvs.len() as u64).to_le_bytes());
         for (k, v) in &self.kvs {
             put_string(&mut out, k);
-            out.extend_from_slice(&value_type(v).to_le_bytes());
+            out.extend_from_slice(&v.type_id().to_le_bytes());
             put_value(&mut out, v);
         }
         let mut offset = 0u64;
@@ -86,43 +86,6 @@ pub fn put_string(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(s.as_bytes());
 }
 
-/// The type id of a value.
-pub fn value_type(v: &Value) -> u32 {
-    match v {
-        Value::U8(_) => ty::U8,
-        Value::I8(_) => ty::I8,
-        Value::U16(_) => ty::U16,
-        Value::I16(_) => ty::I16,
-        Value::U32(_) => ty::U32,
-        Value::I32(_) => ty::I32,
-        Value::U64(_) => ty::U64,
-        Value::I64(_) => ty::I64,
-        Value::F32(_) => ty::F32,
-        Value::F64(_) => ty::F64,
-        Value::Bool(_) => ty::BOOL,
-        Value::String(_) => ty::STRING,
-        Value::Array(_) => ty::ARRAY,
-    }
-}
-
-fn array_type(a: &Array) -> u32 {
-    match a {
-        Array::U8(_) => ty::U8,
-        Array::I8(_) => ty::I8,
-        Array::U16(_) => ty::U16,
-        Array::I16(_) => ty::I16,
-        Array::U32(_) => ty::U32,
-        Array::I32(_) => ty::I32,
-        Array::U64(_) => ty::U64,
-        Array::I64(_) => ty::I64,
-        Array::F32(_) => ty::F32,
-        Array::F64(_) => ty::F64,
-        Array::Bool(_) => ty::BOOL,
-        Array::String(_) => ty::STRING,
-        Array::Array(_) => ty::ARRAY,
-    }
-}
-
 /// A value's encoding without its type id.
 pub fn put_value(out: &mut Vec<u8>, v: &Value) {
     match v {
@@ -143,7 +106,7 @@ pub fn put_value(out: &mut Vec<u8>, v: &Value) {
 }
 
 fn put_array(out: &mut Vec<u8>, a: &Array) {
-    out.extend_from_slice(&array_type(a).to_le_bytes());
+    out.extend_from_slice(&a.elem_type_id().to_le_bytes());
     out.extend_from_slice(&(a.len() as u64).to_le_bytes());
     fn each<T: Copy>(out: &mut Vec<u8>, v: &[T], f: impl Fn(T) -> Value) {
         for &x in v {
