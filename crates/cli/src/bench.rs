@@ -9,10 +9,13 @@ use engine_core::{Engine, EngineConfig};
 use engine_model::load_model;
 use engine_profiler::analysis::{parse_duration, Slo};
 use engine_profiler::bench::{run_bench, BenchOptions};
+use engine_profiler::cost::CostSettings;
+use engine_profiler::lengths::LengthDist;
 use engine_profiler::result::Environment;
 use engine_profiler::spec::{Load, Sweep};
+use engine_profiler::traffic::Traffic;
 use engine_profiler::workload::Workload;
-use engine_profiler::{device, environment, report, telemetry};
+use engine_profiler::{cost, device, environment, report, telemetry};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -93,6 +96,55 @@ pub struct BenchArgs {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// Realistic traffic: chat, code, long-form, rag, or mixed (0.5 chat, 0.2 code, 0.2
+    /// rag, 0.1 long-form); each request draws its use case and lengths (docs/metrics.md).
+    #[arg(long, conflicts_with_all = ["input_len", "output_len", "input_len_dist", "output_len_dist"])]
+    pub workload: Option<String>,
+    /// Prompt lengths drawn per request: fixed:N, uniform:min=A,max=B,
+    /// normal:mean=M,std=S[,min=A,max=B], lognormal:median=M,sigma=S[,min=A,max=B] or
+    /// file:PATH (one length per line); seeded by --seed.
+    #[arg(long)]
+    pub input_len_dist: Option<String>,
+    /// Output lengths drawn per request (same forms as --input-len-dist).
+    #[arg(long)]
+    pub output_len_dist: Option<String>,
+    /// Multiply every drawn length (--workload, --*-len-dist) by this factor, keeping
+    /// the shapes (e.g. 0.05 for a quick run).
+    #[arg(long, default_value_t = 1.0)]
+    pub length_scale: f64,
+    /// GPU price in USD per hour: adds cost per 1M output and total tokens and per
+    /// concurrent user held at --latency-budget / --slo. Nothing about money without it.
+    #[arg(long)]
+    pub gpu_cost_per_hour: Option<f64>,
+    /// GPUs the price is paid for (the price is per GPU).
+    #[arg(long, default_value_t = 1, requires = "gpu_cost_per_hour")]
+    pub num_gpus: usize,
+}
+
+/// The traffic of `--workload` or `--input-len-dist` / `--output-len-dist` (a side
+/// without a distribution keeps its single fixed length).
+fn traffic(a: &BenchArgs) -> anyhow::Result<Option<Traffic>> {
+    let side = |dist: &Option<String>, lens: &[usize], name: &str| match (dist, lens) {
+        (Some(spec), _) => LengthDist::parse(spec).with_context(|| format!("--{name}-len-dist")),
+        (None, [n]) => Ok(LengthDist::Fixed { n: *n }),
+        (None, _) => anyhow::bail!(
+            "--{name}-len: with a length distribution give one length, or --{name}-len-dist"
+        ),
+    };
+    let t = match (&a.workload, &a.input_len_dist, &a.output_len_dist) {
+        (Some(w), _, _) => Traffic::preset(w)?,
+        (None, None, None) if a.length_scale != 1.0 => {
+            anyhow::bail!(
+                "--length-scale applies to --workload or --input-len-dist / --output-len-dist"
+            )
+        }
+        (None, None, None) => return Ok(None),
+        (None, i, o) => Traffic::custom(
+            side(i, &a.input_len, "input")?,
+            side(o, &a.output_len, "output")?,
+        ),
+    };
+    Ok(Some(t.with_length_scale(a.length_scale)?))
 }
 
 fn loads(a: &BenchArgs) -> anyhow::Result<Vec<Load>> {
@@ -183,12 +235,18 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         .map(parse_duration)
         .transpose()
         .context("--latency-budget")?;
+    let traffic = traffic(&a)?;
+    let cost = a
+        .gpu_cost_per_hour
+        .map(|p| CostSettings::new(p, a.num_gpus))
+        .transpose()?;
     let sweep = Sweep {
         loads: loads.clone(),
         input_lens: a.input_len.clone(),
         output_lens: a.output_len.clone(),
         temperatures: a.temperature.clone(),
         top_ps: a.top_p.clone(),
+        workload: traffic.as_ref().map(Traffic::label),
     };
     let cfg = engine_config(&a, &loads);
     let opts = a.model.load_options(device.clone(), dtype);
@@ -255,10 +313,18 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         telemetry_period: Duration::from_millis(a.telemetry_interval_ms.max(1)),
         show_progress: !a.quiet,
         prompts_file: a.prompts.as_ref().map(|p| p.display().to_string()),
+        traffic,
+        cost,
     };
     let results = run_bench(&mut engine, &workload, &bench_opts, env, ceilings);
     print!("{}", report::table::render_text(&results));
     for line in report::table::analysis_lines(&results) {
+        println!("{line}");
+    }
+    for line in cost::lines(&results)
+        .into_iter()
+        .chain(report::traffic::lines(&results))
+    {
         println!("{line}");
     }
     if let Some(dir) = &a.out {

@@ -32,12 +32,8 @@ pub fn run(a: InfoArgs) -> anyhow::Result<()> {
     let params = cfg.num_parameters();
     let weight_bytes = params * dtype.size_in_bytes() as u64;
     let kv_per_token = cfg.kv_bytes_per_token(dtype);
-    let kv_bytes = kv_cache_bytes(&a.engine, &device, weight_bytes, cfg, dtype);
     let per_block = kv_per_token * a.model.block_size as u64;
-    let num_blocks = match a.engine.num_blocks {
-        Some(n) => n,
-        None => (kv_bytes / per_block.max(1)) as usize,
-    };
+    let num_blocks = kv_cache_blocks(&a, &device, weight_bytes, cfg, dtype);
     let contexts = if a.context_len.is_empty() {
         let mut v: Vec<usize> = (10..=20)
             .map(|p| 1usize << p)
@@ -125,29 +121,16 @@ pub fn run(a: InfoArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The KV cache the engine would get: explicit flags, else on CUDA the memory left by
-/// `--gpu-memory-utilization` after the weights, else 1 GiB.
-fn kv_cache_bytes(
-    e: &EngineArgs,
+/// The blocks the engine would allocate: its own sizing function, given the device's
+/// memory figure less the weights it would load (CUDA), or none (CPU).
+fn kv_cache_blocks(
+    a: &InfoArgs,
     device: &candle_core::Device,
     weight_bytes: u64,
     cfg: &engine_model::DecoderConfig,
     dtype: candle_core::DType,
-) -> u64 {
-    if let Some(b) = e.kv_cache_memory {
-        return b;
-    }
-    match engine_core::device::memory_info(device) {
-        Some((free, total)) => {
-            let reserve = engine_core::device::activation_reserve_bytes(
-                cfg,
-                dtype.size_in_bytes() as u64,
-                e.max_num_batched_tokens,
-                e.max_num_seqs.unwrap_or(crate::args::DEFAULT_MAX_NUM_SEQS),
-            );
-            let used = total - free + weight_bytes + reserve;
-            ((total as f64 * e.gpu_memory_utilization) as u64).saturating_sub(used)
-        }
-        None => 1 << 30,
-    }
+) -> usize {
+    let memory = engine_profiler::plan::device_figure(device, weight_bytes);
+    let engine = a.engine.engine_config(a.model.block_size, a.model.seed);
+    engine_core::kv_sizing::kv_cache_size(&engine, cfg, dtype, dtype, memory).num_blocks
 }

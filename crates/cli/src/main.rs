@@ -2,10 +2,12 @@
 
 mod args;
 mod bench;
+mod cuda_visible;
 mod device;
 mod generate;
 mod info;
 mod kernels;
+mod plan;
 mod report;
 mod run;
 mod validate;
@@ -28,7 +30,7 @@ struct Cli {
 enum Command {
     /// Benchmark the engine in-process: static batches (--batch), closed-loop
     /// concurrency or open-loop request rates; tables, JSON, CSV, Markdown and plots.
-    Bench(bench::BenchArgs),
+    Bench(Box<bench::BenchArgs>),
     /// Re-render a saved benchmark (one DIR), or compare two (A B) config by config.
     Report(report::ReportArgs),
     /// Measure this machine's ceilings (copy GB/s, matmul FLOP/s) and cache them.
@@ -37,6 +39,9 @@ enum Command {
     Generate(generate::GenerateArgs),
     /// Print the resolved architecture, config, sizes and KV-cache cost per token.
     Info(info::InfoArgs),
+    /// Capacity planning: KV blocks the engine would allocate on a GPU's memory, the
+    /// concurrent users at 1k-128k context, and the concurrency cliff.
+    Plan(plan::PlanArgs),
     /// Write a dummy model (a manifest's shape, seeded weights) as a Hugging Face
     /// directory, so other frameworks can load the same weights.
     ExportDummy(verify::ExportArgs),
@@ -51,11 +56,12 @@ enum Command {
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Bench(a) => bench::run(a),
+        Command::Bench(a) => bench::run(*a),
         Command::Report(a) => report::run(a),
         Command::Device(a) => device::run(a),
         Command::Generate(a) => generate::run(a),
         Command::Info(a) => info::run(a),
+        Command::Plan(a) => plan::run(a),
         Command::ExportDummy(a) => verify::export(a),
         Command::Logits(a) => verify::logits(a),
         Command::Run(a) => run::run(a),
@@ -73,7 +79,7 @@ pub fn parse_device(s: &str) -> anyhow::Result<candle_core::Device> {
     match s {
         "cpu" => Ok(candle_core::Device::Cpu),
         "auto" if candle_core::utils::cuda_is_available() => {
-            Ok(candle_core::Device::new_cuda(0).unwrap_or(candle_core::Device::Cpu))
+            Ok(engine_core::device::open_cuda(0).unwrap_or(candle_core::Device::Cpu))
         }
         "auto" => Ok(candle_core::Device::Cpu),
         s if s == "cuda" || s.starts_with("cuda:") => {
@@ -88,7 +94,13 @@ pub fn parse_device(s: &str) -> anyhow::Result<candle_core::Device> {
                     "--device {s}: this build has no CUDA support (rebuild with --features cuda)"
                 );
             }
-            Ok(candle_core::Device::new_cuda(ordinal)?)
+            let visible = std::env::var("CUDA_VISIBLE_DEVICES").ok();
+            if let Some(note) =
+                cuda_visible::check(ordinal, visible.as_deref()).map_err(anyhow::Error::msg)?
+            {
+                say(&note);
+            }
+            Ok(engine_core::device::open_cuda(ordinal)?)
         }
         other => anyhow::bail!("--device {other}: expected auto, cpu, cuda or cuda:N"),
     }

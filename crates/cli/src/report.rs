@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 use clap::Args;
-use engine_profiler::{compare, report};
+use engine_profiler::{compare, cost, report};
 use std::path::PathBuf;
 
 #[derive(Debug, Args)]
@@ -24,6 +24,12 @@ pub fn run(a: ReportArgs) -> anyhow::Result<()> {
             let r = read(one)?;
             print!("{}", report::table::render_text(&r));
             for line in report::table::analysis_lines(&r) {
+                println!("{line}");
+            }
+            for line in cost::lines(&r)
+                .into_iter()
+                .chain(report::traffic::lines(&r))
+            {
                 println!("{line}");
             }
             let dir = match &a.out {

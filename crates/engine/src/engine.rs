@@ -1,18 +1,24 @@
 //! The Engine: requests in, streamed outputs and timing records out.
 //!
 //! ```text
-//!  Engine::step
+//!  Engine::step                      (step.rs)
 //!    Scheduler::schedule()          -> SchedulerOutput (who runs, how many tokens each)
-//!    ModelRunner::prepare_inputs()  -> input_ids, positions, slot_mapping, block tables
-//!    ModelRunner::execute()         -> logits of the sequences that sample
-//!    sampler::sample()              -> one token per sampling sequence
-//!    Scheduler::update_from_output()-> append tokens, stop checks, free blocks
-//!    detokenize, stop strings       -> Vec<RequestOutput>, one StepRecord
+//!    ModelRunner::prepare()         -> StepBatch: ids, positions, slot_mapping, attention
+//!                                      metadata, built and checked once (one hop)
+//!    ModelRunner::execute()         -> Decoder::forward (ONE layer loop), the greedy id of
+//!                                      every row on the device, host logits of the rows
+//!                                      that sample or want logprobs (those rows alone)
+//!    sampler::sample()              -> the host-sampled rows' tokens (+ logprobs)
+//!    detokenize, stop strings       -> text deltas, stop-string hits
+//!    Scheduler::update_from_output()-> append tokens; the ONE place a request finishes
+//!  -> Vec<RequestOutput>, one StepRecord
 //! ```
-//! One owner, `&mut self`, no locks. Each request keeps its own RNG, so preemption and
-//! batch composition do not change what it samples.
+//! One owner, `&mut self`, no locks. Each request keeps its own RNG, and each row's
+//! sampling decision is its own, so preemption and batch composition do not change what
+//! it generates.
 
 use crate::error::{EngineError, Result};
+use crate::kv_sizing::{kv_cache_size, DeviceMemory};
 use crate::records::{RequestTimeline, StepRecord};
 use crate::rng::SeqRng;
 use crate::runner::ModelRunner;
@@ -114,33 +120,14 @@ pub struct Engine {
     pub(crate) epoch: Instant,
 }
 
-/// Blocks for the configured count or memory, at least one. On CUDA without either,
-/// the KV cache gets `gpu_memory_utilization` of the device's memory minus what is in
-/// use (weights, other processes) and an activation reserve.
+/// Blocks for the configured count or memory, at least one: [`kv_cache_size`] with
+/// this decoder's shape and dtype and the memory figure its device reports (CUDA), the
+/// same function the capacity planner calls with a given figure.
 pub fn num_blocks_for(cfg: &EngineConfig, decoder: &Decoder) -> usize {
-    if let Some(n) = cfg.num_blocks {
-        return n.max(1);
-    }
-    let per_block = decoder.config().kv_bytes_per_token(decoder.dtype()) * cfg.block_size as u64;
-    let bytes = match (
-        cfg.kv_cache_memory_bytes,
-        crate::device::memory_info(decoder.device()),
-    ) {
-        (Some(b), _) => b,
-        (None, Some((free, total))) => {
-            let used = total - free;
-            let dtype_bytes = decoder.dtype().size_in_bytes() as u64;
-            let reserve = crate::device::activation_reserve_bytes(
-                decoder.config(),
-                dtype_bytes,
-                cfg.max_num_batched_tokens,
-                cfg.max_num_seqs,
-            );
-            ((total as f64 * cfg.gpu_memory_utilization) as u64).saturating_sub(used + reserve)
-        }
-        (None, None) => 1 << 30,
-    };
-    ((bytes / per_block.max(1)) as usize).max(1)
+    let memory = crate::device::memory_info(decoder.device())
+        .map(|(free, total)| DeviceMemory { free, total });
+    let dtype = decoder.dtype();
+    kv_cache_size(cfg, decoder.config(), dtype, dtype, memory).num_blocks
 }
 
 impl Engine {

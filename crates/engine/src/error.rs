@@ -34,6 +34,8 @@ pub enum EngineError {
     #[error("internal error: {0}")]
     Internal(String),
     #[error(transparent)]
+    Kernel(#[from] engine_kernels::KernelError),
+    #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }
 

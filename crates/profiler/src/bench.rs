@@ -14,11 +14,13 @@ use crate::result::{
     SCHEMA_VERSION,
 };
 use crate::roofline::roofline;
+use crate::run_plan::{plan_run, run_seed, RunPlan};
 use crate::serving::{run_serving, Arrivals};
 use crate::spec::{ConfigSpec, Load, Sweep};
-use crate::static_batch::{fits, run_batch, RequestShape};
+use crate::static_batch::{capacity, run_batch, RequestShape};
 use crate::summary::summarize;
 use crate::telemetry::Sampler;
+use crate::traffic::Traffic;
 use crate::workload::Workload;
 use engine_core::Engine;
 use std::time::{Duration, Instant};
@@ -41,6 +43,10 @@ pub struct BenchOptions {
     pub telemetry_period: Duration,
     pub show_progress: bool,
     pub prompts_file: Option<String>,
+    /// Per-request lengths from a traffic mix (`--workload`, length distributions).
+    pub traffic: Option<Traffic>,
+    /// The GPU's price, for the cost figures (`--gpu-cost-per-hour`).
+    pub cost: Option<crate::cost::CostSettings>,
 }
 
 /// Model facts the roofline needs, read from the engine's decoder.
@@ -60,7 +66,10 @@ pub fn model_facts(engine: &Engine) -> ModelFacts {
 }
 
 fn expected_tokens(spec: &ConfigSpec, o: &BenchOptions) -> f64 {
-    let per = spec.output_len as f64;
+    let per = match &o.traffic {
+        Some(t) => t.mean_output_len(),
+        None => spec.output_len as f64,
+    };
     match spec.load {
         Load::Batch { size } => (o.runs + o.warmup) as f64 * size as f64 * per,
         _ => (o.num_requests + o.warmup * warm_batch(spec, o)) as f64 * per,
@@ -100,7 +109,7 @@ pub fn run_bench(
         configs.push(c);
     }
     progress.finish();
-    BenchResults {
+    let mut results = BenchResults {
         schema_version: SCHEMA_VERSION,
         environment,
         settings: Settings {
@@ -114,12 +123,38 @@ pub fn run_bench(
             latency_budget_s: o.latency_budget_s,
             knee_method: crate::analysis::KNEE_METHOD.into(),
             percentile_method: crate::metrics::PERCENTILE_METHOD.into(),
+            traffic: o.traffic.clone(),
+            cost: o.cost.clone(),
         },
         ceilings,
         analysis: analyse(&configs, o.latency_budget_s),
         configs,
         total_wall_s: t0.elapsed().as_secs_f64(),
-    }
+    };
+    crate::cost::apply(&mut results);
+    results
+}
+
+/// The plans of every run of `spec`, warm-ups first.
+fn plan_runs(engine: &Engine, o: &BenchOptions, spec: &ConfigSpec) -> Vec<RunPlan> {
+    let context = engine.decoder().config().max_position_embeddings;
+    let measured = match spec.load {
+        Load::Batch { .. } => o.runs,
+        _ => 1,
+    };
+    (0..o.warmup + measured)
+        .map(|r| {
+            let warm = r < o.warmup;
+            let n = match spec.load {
+                Load::Batch { size } => size,
+                _ if warm => warm_batch(spec, o),
+                _ => o.num_requests,
+            };
+            let open_loop = !warm && matches!(spec.load, Load::Rate { .. });
+            let seed = run_seed(o.seed, spec, r);
+            plan_run(spec, o.traffic.as_ref(), seed, n, context, open_loop)
+        })
+        .collect()
 }
 
 fn run_config(
@@ -138,19 +173,21 @@ fn run_config(
         summary: None,
         telemetry: Default::default(),
         roofline: None,
+        cost: None,
     };
-    let fit_batch = match spec.load {
-        Load::Batch { size } => size,
-        _ => 1,
-    };
-    if let Err(reason) = fits(engine, fit_batch, spec.input_len, spec.output_len) {
-        progress.advance(expected_tokens(spec, o));
-        result.status = Status::DoesNotFit { reason };
-        return result;
+    let plans = plan_runs(engine, o, spec);
+    let cap = capacity(engine);
+    // A static batch must hold its sequences at once; a serving config's requests
+    // (and its warm-up batches) must each fit alone: the scheduler queues the rest.
+    let at_once = matches!(spec.load, Load::Batch { .. });
+    for plan in &plans {
+        if let Err(reason) = plan.fits(&cap, at_once) {
+            progress.advance(expected_tokens(spec, o));
+            result.status = Status::DoesNotFit { reason };
+            return result;
+        }
     }
     let shape = RequestShape {
-        input_len: spec.input_len,
-        output_len: spec.output_len,
         temperature: spec.temperature,
         top_p: spec.top_p,
         respect_eos: o.respect_eos,
@@ -161,6 +198,7 @@ fn run_config(
         workload,
         o,
         spec,
+        &plans,
         &shape,
         label,
         progress,
@@ -187,64 +225,41 @@ fn measure(
     workload: &Workload,
     o: &BenchOptions,
     spec: &ConfigSpec,
+    plans: &[RunPlan],
     shape: &RequestShape,
     label: &str,
     progress: &mut Progress,
     warmups_done: &mut usize,
 ) -> Result<Vec<RunRecord>> {
-    // Distinct seeds per config and run keep prompts fresh (no prefix-cache hits).
-    let base = o.seed
-        ^ ((spec.input_len as u64) << 32)
-        ^ (((spec.load.value() * 1000.0) as u64) << 8)
-        ^ (spec.output_len as u64);
     let mut runs = Vec::new();
-    let n_runs = if matches!(spec.load, Load::Batch { .. }) {
-        o.runs
-    } else {
-        1
-    };
-    for r in 0..o.warmup + n_runs {
+    for (r, plan) in plans.iter().enumerate() {
         let warm = r < o.warmup;
         let what = if warm {
             format!("warm-up {}/{}", r + 1, o.warmup)
         } else {
-            format!("run {}/{n_runs}", r - o.warmup + 1)
+            format!("run {}/{}", r - o.warmup + 1, plans.len() - o.warmup)
         };
         progress.set_label(format!("{label} {what}"));
-        let seed = base.wrapping_add(r as u64 * 0x1_0000_0001);
         let mut tick = |n: usize| progress.advance(n as f64);
         let rec = match (spec.load, warm) {
-            (Load::Batch { size }, _) => {
-                run_batch(engine, workload, r, seed, size, shape, &mut tick)?
+            (Load::Batch { .. }, _) | (_, true) => {
+                run_batch(engine, workload, r, plan, shape, &mut tick)?
             }
-            (_, true) => run_batch(
-                engine,
-                workload,
-                r,
-                seed,
-                warm_batch(spec, o),
-                shape,
-                &mut tick,
-            )?,
             (Load::Concurrency { n }, false) => run_serving(
                 engine,
                 workload,
                 r,
-                seed,
-                o.num_requests,
+                plan,
                 Arrivals::Closed { concurrency: n },
                 shape,
                 &mut tick,
             )?,
-            (Load::Rate { requests_per_s }, false) => run_serving(
+            (Load::Rate { .. }, false) => run_serving(
                 engine,
                 workload,
                 r,
-                seed,
-                o.num_requests,
-                Arrivals::Poisson {
-                    rate_per_s: requests_per_s,
-                },
+                plan,
+                Arrivals::Poisson,
                 shape,
                 &mut tick,
             )?,

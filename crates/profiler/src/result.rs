@@ -21,6 +21,9 @@ pub struct RequestRecord {
     /// Why it finished (`stop`, `length`, ...).
     pub finish_reason: String,
     pub timeline: RequestTimeline,
+    /// Its use case under `--workload` or length distributions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub use_case: Option<String>,
 }
 
 /// One measured (or warm-up) run of a configuration.
@@ -86,6 +89,9 @@ pub struct ConfigResult {
     pub summary: Option<ConfigSummary>,
     pub telemetry: TelemetrySummary,
     pub roofline: Option<Roofline>,
+    /// Cost figures, with `--gpu-cost-per-hour` only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<crate::cost::ConfigCost>,
 }
 
 /// Facts about the model that the floors need.
@@ -140,6 +146,12 @@ pub struct Settings {
     pub latency_budget_s: Option<f64>,
     pub knee_method: String,
     pub percentile_method: String,
+    /// The traffic mix (`--workload`, length distributions), when one drew the lengths.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic: Option<crate::traffic::Traffic>,
+    /// The GPU's price (`--gpu-cost-per-hour`, `--num-gpus`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<crate::cost::CostSettings>,
 }
 
 /// The whole `results.json`.

@@ -50,6 +50,15 @@ pub struct ConfigSummary {
     pub num_blocks: usize,
     pub num_preemptions: usize,
     pub cached_prompt_tokens: usize,
+    /// The summed measured windows (seconds): the time the cost figures pay for.
+    #[serde(default)]
+    pub window_s: f64,
+    /// One row per use case (`--workload`, length distributions), else empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub use_cases: Vec<crate::breakdown::UseCaseSummary>,
+    /// E2E against output and prompt lengths (none when lengths do not vary).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub length_fit: Option<crate::breakdown::LengthFit>,
 }
 
 impl ConfigSummary {
@@ -145,6 +154,9 @@ pub fn summarize(runs: &[RunRecord], slo: &Slo) -> ConfigSummary {
         num_blocks: all_steps().map(|s| s.num_blocks).max().unwrap_or(0),
         num_preemptions: reqs.iter().map(|t| t.num_preemptions).sum(),
         cached_prompt_tokens: reqs.iter().map(|t| t.cached_prompt_tokens).sum(),
+        window_s: wall,
+        use_cases: crate::breakdown::use_cases(runs),
+        length_fit: crate::breakdown::length_fit(runs),
     }
 }
 
@@ -189,6 +201,7 @@ pub(crate) mod tests {
                     prompt_tokens: 10,
                     ..Default::default()
                 },
+                use_case: None,
             })
             .collect();
         RunRecord {
@@ -238,6 +251,7 @@ pub(crate) mod tests {
                 first_scheduled_s: Some(0.5),
                 ..Default::default()
             },
+            use_case: None,
         };
         let run = RunRecord {
             end_s: 10.0,

@@ -64,9 +64,13 @@ pub fn render(r: &BenchResults, plots: &[&str]) -> String {
     s.push_str(&table::render_markdown(r));
     s.push_str("\n## Analysis\n\n");
     let _ = writeln!(s, "Knee: {}.\n", crate::analysis::KNEE_METHOD);
-    for line in table::analysis_lines(r) {
+    for line in table::analysis_lines(r)
+        .into_iter()
+        .chain(crate::cost::lines(r))
+    {
         let _ = writeln!(s, "- {}", line.trim());
     }
+    s.push_str(&super::traffic::markdown(r));
     s.push_str("\n## Plots\n\n");
     for p in plots {
         let _ = writeln!(s, "![{p}]({p})\n");

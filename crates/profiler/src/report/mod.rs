@@ -9,6 +9,7 @@ pub mod plots;
 pub mod svg;
 pub mod table;
 pub mod trace;
+pub mod traffic;
 
 use crate::error::{ProfilerError, Result};
 use crate::result::BenchResults;
@@ -48,6 +49,9 @@ pub fn write_results_json(r: &BenchResults, dir: &Path) -> Result<PathBuf> {
 pub fn render_dir(r: &BenchResults, dir: &Path) -> Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir).map_err(|e| ProfilerError::io(dir, e))?;
     let mut written = vec![write(dir.join("summary.csv"), &csv::render(r))?];
+    if let Some(text) = traffic::csv(r) {
+        written.push(write(dir.join("use_cases.csv"), &text)?);
+    }
     let plots = plots::all(r);
     for (name, svg) in &plots {
         written.push(write(dir.join(name), svg)?);
@@ -91,6 +95,7 @@ pub(crate) mod tests {
                 output_len: 11,
                 temperature: 0.0,
                 top_p: 1.0,
+                workload: None,
             },
             summary: status.is_ok().then(|| summarize(&runs, &Slo::default())),
             status,
@@ -98,6 +103,7 @@ pub(crate) mod tests {
             runs,
             telemetry: Default::default(),
             roofline: None,
+            cost: None,
         }
     }
 

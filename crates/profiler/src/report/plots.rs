@@ -262,5 +262,8 @@ pub fn all(r: &BenchResults) -> Vec<(&'static str, String)> {
     let mut out: Vec<(&'static str, String)> =
         charts.iter().map(|(n, c)| (*n, c.render(w, h))).collect();
     out.push(("dashboard.svg", dashboard));
+    if let Some(c) = crate::cost::chart(r) {
+        out.push(("cost_vs_latency.svg", c.render(w, h)));
+    }
     out
 }

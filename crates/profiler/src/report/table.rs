@@ -5,7 +5,7 @@ use super::columns;
 use crate::result::BenchResults;
 
 fn cells(r: &BenchResults) -> (Vec<String>, Vec<Vec<String>>) {
-    let cols = columns::table();
+    let cols = columns::table_for(r);
     let header = cols.iter().map(|c| c.name.to_string()).collect();
     let rows = r
         .configs
