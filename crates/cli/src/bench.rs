@@ -110,14 +110,14 @@ pub struct BenchArgs {
     pub output_len_dist: Option<String>,
     /// Multiply every drawn length (--workload, --*-len-dist) by this factor, keeping
     /// the shapes (e.g. 0.05 for a quick run).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, value_parser = crate::validate::scale)]
     pub length_scale: f64,
     /// GPU price in USD per hour: adds cost per 1M output and total tokens and per
     /// concurrent user held at --latency-budget / --slo. Nothing about money without it.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::validate::price)]
     pub gpu_cost_per_hour: Option<f64>,
     /// GPUs the price is paid for (the price is per GPU).
-    #[arg(long, default_value_t = 1, requires = "gpu_cost_per_hour")]
+    #[arg(long, default_value_t = 1, requires = "gpu_cost_per_hour", value_parser = crate::validate::gpu_count)]
     pub num_gpus: usize,
 }
 

@@ -116,6 +116,21 @@ pub fn request_rate(s: &str) -> Result<f64, String> {
     float_in(s, 0.0, true, 1e6)
 }
 
+/// A factor on lengths: in (0, 1000].
+pub fn scale(s: &str) -> Result<f64, String> {
+    float_in(s, 0.0, true, 1000.0)
+}
+
+/// A price in USD per hour: in (0, 10^6].
+pub fn price(s: &str) -> Result<f64, String> {
+    float_in(s, 0.0, true, 1e6)
+}
+
+/// A count of GPUs: 1 to 65536.
+pub fn gpu_count(s: &str) -> Result<usize, String> {
+    int_in(s, 1, 1 << 16)
+}
+
 /// A period in milliseconds: 1 to 3,600,000 (an hour).
 pub fn interval_ms(s: &str) -> Result<u64, String> {
     int_in(s, 1, 3_600_000).map(|v| v as u64)
