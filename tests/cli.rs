@@ -15,37 +15,14 @@ fn engine(args: &[&str]) -> Output {
         .expect("run engine")
 }
 
-/// Assert a failed run with exactly one `error:` line mentioning every needle.
+/// Assert a failed run (exit 1) with exactly one `error:` line mentioning every needle.
 fn assert_clean_error(out: &Output, needles: &[&str]) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "expected failure, got success; stderr: {stderr}"
-    );
-    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
-    assert!(
-        !stderr.contains("panicked") && !stderr.contains("backtrace"),
-        "panic: {stderr}"
-    );
-    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
-    assert_eq!(errors.len(), 1, "expected one error line, got: {stderr}");
-    for n in needles {
-        assert!(
-            errors[0].contains(n),
-            "error line lacks {n:?}: {}",
-            errors[0]
-        );
-    }
+    support::assert_rejected(out, 1, needles);
 }
 
 /// A tiny model manifest with a short context, for input checks that need a model.
 fn tiny_manifest(dir: &Path) -> String {
-    let path = dir.join("tiny.json");
-    let cfg = r#"{"name":"tiny","config":{"model_type":"llama","vocab_size":300,"hidden_size":32,
-      "intermediate_size":64,"num_hidden_layers":2,"num_attention_heads":4,"num_key_value_heads":2,
-      "rms_norm_eps":1e-5,"max_position_embeddings":32,"bos_token_id":256,"eos_token_id":257}}"#;
-    std::fs::write(&path, cfg).unwrap();
-    format!("dummy:{}", path.display())
+    support::tiny_manifest(dir, 32)
 }
 
 #[test]
@@ -331,11 +308,7 @@ fn prompt_longer_than_the_context() {
     ]);
     assert_clean_error(
         &out,
-        &[
-            "request rejected",
-            "prompt (101 tokens)",
-            "context of 32 tokens",
-        ],
+        &["this model's context is 32 tokens; the prompt has 101 and max_tokens asks for 4"],
     );
 }
 
@@ -344,14 +317,23 @@ fn bad_sampling_values() {
     let dir = tempfile::tempdir().unwrap();
     let model = tiny_manifest(dir.path());
     let cases: &[(&str, &str, &str)] = &[
-        ("--temperature", "-1", "temperature must be >= 0"),
-        ("--top-p", "1.5", "top_p"),
-        ("--top-p", "0", "top_p"),
-        ("--min-p", "2", "min_p"),
+        ("--temperature", "-1", "must be a finite number in [0, inf)"),
+        ("--top-p", "1.5", "(0, 1]"),
+        ("--top-p", "0", "(0, 1]"),
+        ("--min-p", "2", "[0, 1]"),
     ];
     for (flag, value, needle) in cases {
+        // Range-checked where clap parses the flag: a usage error (exit 2) naming it.
         let out = engine(&["generate", "--model", &model, "--prompt", "hi", flag, value]);
-        assert_clean_error(&out, &[needle, value]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
+        let line = stderr
+            .lines()
+            .find(|l| l.starts_with("error:"))
+            .unwrap_or("");
+        for n in [needle, flag, value] {
+            assert!(line.contains(n), "{line} lacks {n}");
+        }
     }
 }
 

@@ -42,22 +42,27 @@ summary.csv (every column), report.md and SVG plots. `engine report DIR` re-rend
 #[command(after_help = EXAMPLES)]
 pub struct BenchArgs {
     /// Static batch sizes, e.g. 1,8,32,128.
-    #[arg(long, value_delimiter = ',', help_heading = "Load (pick one)")]
+    #[arg(long, value_delimiter = ',', value_parser = crate::validate::batch_size,
+        help_heading = "Load (pick one)")]
     pub batch: Vec<usize>,
     /// Closed loop: requests kept in flight, e.g. 1,4,16,64.
-    #[arg(long, value_delimiter = ',', help_heading = "Load (pick one)")]
+    #[arg(long, value_delimiter = ',', value_parser = crate::validate::batch_size,
+        help_heading = "Load (pick one)")]
     pub concurrency: Vec<usize>,
     /// Open loop: Poisson arrival rates in requests/s, e.g. 1,2.5.
-    #[arg(long, value_delimiter = ',', help_heading = "Load (pick one)")]
+    #[arg(long, value_delimiter = ',', value_parser = crate::validate::request_rate,
+        help_heading = "Load (pick one)")]
     pub request_rate: Vec<f64>,
     /// Requests per serving config (--concurrency / --request-rate).
-    #[arg(long, default_value_t = 64, help_heading = "Load (pick one)")]
+    #[arg(long, default_value_t = 64, value_parser = crate::validate::request_count,
+        help_heading = "Load (pick one)")]
     pub num_requests: usize,
     /// Prompt lengths in tokens (a list sweeps).
     #[arg(
         long,
         value_delimiter = ',',
         default_value = "128",
+        value_parser = crate::validate::token_count,
         help_heading = "Workload"
     )]
     pub input_len: Vec<usize>,
@@ -66,6 +71,7 @@ pub struct BenchArgs {
         long,
         value_delimiter = ',',
         default_value = "128",
+        value_parser = crate::validate::token_count,
         help_heading = "Workload"
     )]
     pub output_len: Vec<usize>,
@@ -75,6 +81,7 @@ pub struct BenchArgs {
         value_delimiter = ',',
         default_value = "0",
         allow_negative_numbers = true,
+        value_parser = crate::validate::temperature,
         help_heading = "Sampling"
     )]
     pub temperature: Vec<f32>,
@@ -84,14 +91,16 @@ pub struct BenchArgs {
         value_delimiter = ',',
         default_value = "1.0",
         allow_negative_numbers = true,
+        value_parser = crate::validate::top_p,
         help_heading = "Sampling"
     )]
     pub top_p: Vec<f32>,
     /// Measured runs per static-batch config.
-    #[arg(long, default_value_t = 5, help_heading = "Runs")]
+    #[arg(long, default_value_t = 5, value_parser = crate::validate::request_count,
+        help_heading = "Runs")]
     pub runs: usize,
     /// Warm-up runs per config (excluded from the metrics, counted in the report).
-    #[arg(long, default_value_t = 1, help_heading = "Runs")]
+    #[arg(long, default_value_t = 1, value_parser = crate::validate::warmup_runs, help_heading = "Runs")]
     pub warmup: usize,
     /// Prompts from this file (one per line) instead of random token ids.
     #[arg(long, help_heading = "Workload")]
@@ -112,7 +121,7 @@ pub struct BenchArgs {
     #[arg(long, help_heading = "Output")]
     pub trace: Option<PathBuf>,
     /// Telemetry sampling period in milliseconds.
-    #[arg(long, default_value_t = 100, help_heading = "Output")]
+    #[arg(long, default_value_t = 100, value_parser = crate::validate::interval_ms, help_heading = "Output")]
     pub telemetry_interval_ms: u64,
     /// Skip the roofline (no ceilings measured or read).
     #[arg(long, help_heading = "SLOs and analysis")]
@@ -138,17 +147,20 @@ pub struct BenchArgs {
     pub output_len_dist: Option<String>,
     /// Multiply every drawn length (--workload, --*-len-dist) by this factor, keeping
     /// the shapes (e.g. 0.05 for a quick run).
-    #[arg(long, default_value_t = 1.0, help_heading = "Workload")]
+    #[arg(long, default_value_t = 1.0, value_parser = crate::validate::scale,
+        help_heading = "Workload")]
     pub length_scale: f64,
     /// GPU price in USD per hour: adds cost per 1M output and total tokens and per
     /// concurrent user held at --latency-budget / --slo. Nothing about money without it.
-    #[arg(long, help_heading = "Cost")]
+    #[arg(long, value_parser = crate::validate::price,
+        help_heading = "Cost")]
     pub gpu_cost_per_hour: Option<f64>,
     /// GPUs the price is paid for (the price is per GPU).
     #[arg(
         long,
         default_value_t = 1,
         requires = "gpu_cost_per_hour",
+        value_parser = crate::validate::gpu_count,
         help_heading = "Cost"
     )]
     pub num_gpus: usize,

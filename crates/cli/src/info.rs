@@ -12,7 +12,7 @@ pub struct InfoArgs {
     #[command(flatten)]
     pub engine: EngineArgs,
     /// Context lengths for the concurrency table (default: powers of 2 up to the model's).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', value_parser = crate::validate::token_count)]
     pub context_len: Vec<usize>,
     /// Print as JSON.
     #[arg(long)]

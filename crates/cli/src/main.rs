@@ -12,6 +12,7 @@ mod plan;
 mod report;
 mod run;
 mod tokenize;
+mod validate;
 mod verify;
 
 use clap::{Parser, Subcommand};

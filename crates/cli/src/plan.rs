@@ -26,7 +26,7 @@ pub struct PlanArgs {
     #[arg(long, value_parser = parse_bytes)]
     pub gpu_memory: Option<u64>,
     /// Context lengths (default: 1k to 128k, powers of two, and the model's context).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', value_parser = crate::validate::token_count)]
     pub context_len: Vec<usize>,
     /// Print the plan as JSON.
     #[arg(long)]

@@ -149,6 +149,7 @@ impl Engine {
             ));
         }
         let num_blocks = num_blocks_for(&cfg, &model.decoder);
+        crate::admission::check_kv_cache(&cfg, &model.decoder, num_blocks)?;
         let sched_cfg = SchedulerConfig {
             max_num_seqs: cfg.max_num_seqs,
             max_num_batched_tokens: cfg.max_num_batched_tokens,
@@ -242,6 +243,11 @@ impl Engine {
     pub fn add_request(&mut self, prompt: Prompt, params: SamplingParams) -> Result<RequestId> {
         params.validate()?;
         let ids = self.tokenize(&prompt)?;
+        crate::admission::check_context(
+            ids.len(),
+            params.max_tokens,
+            self.scheduler.config().max_model_len,
+        )?;
         let id = self.next_id;
         let seed = params
             .seed

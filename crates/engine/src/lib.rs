@@ -8,6 +8,7 @@
 //! strings -> `Scheduler::update_from_output` (where requests finish) ->
 //! `Vec<RequestOutput>` and one [`StepRecord`].
 
+pub mod admission;
 pub mod device;
 pub mod engine;
 pub mod error;

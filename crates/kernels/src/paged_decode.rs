@@ -434,7 +434,12 @@ impl InplaceOp3 for PagedDecode {
         let np = p.batch * p.heads * p.num_parts;
         let n = np * (2 + p.head_dim);
         let scratch = match p.num_parts > 1 {
-            true => Some(cuda::alloc_storage(&dev, DType::F32, n, crate::Fill::Uninit)?),
+            true => Some(cuda::alloc_storage(
+                &dev,
+                DType::F32,
+                n,
+                crate::Fill::Uninit,
+            )?),
             false => None,
         };
         let pmax = match &scratch {

@@ -7,8 +7,9 @@
 //!   engine-kernels' fused ops, `--kernels fused`).
 //! - [`kv_cache`] and [`attention`]: paged K/V storage, and the candle path's attention
 //!   through block tables.
-//! - [`weights`], [`gguf`]: where tensors come from (safetensors, GGUF, a seed).
-//! - [`tokenizer`], [`chat`]: text in and out, chat templates.
+//! - [`weights`], [`gguf`]: where tensors come from (safetensors, GGUF, a seed); the file
+//!   headers are read and checked by `engine_formats` before any tensor is touched.
+//! - [`tokenizer`], [`chat`]: text in and out, chat templates (rendered under limits).
 //! - [`source`]: resolving a `--model` value (alias, path, `hf:`, `dummy:`) to a loaded model.
 
 pub mod attention;

@@ -140,7 +140,9 @@ impl Scheduler {
         if p == 0 {
             return Err(AdmissionError::EmptyPrompt);
         }
-        if p + m > self.cfg.max_model_len {
+        if p.checked_add(m)
+            .is_none_or(|total| total > self.cfg.max_model_len)
+        {
             return Err(AdmissionError::TooLongForContext {
                 prompt_tokens: p,
                 max_tokens: m,

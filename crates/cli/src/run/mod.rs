@@ -75,7 +75,7 @@ pub struct RunArgs {
     #[arg(long, value_parser = shard::ShardSpec::parse)]
     pub shard: Option<shard::ShardSpec>,
     /// Most requests inside the engine at once (default: 2 x --max-num-seqs).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::validate::batch_size)]
     pub max_in_flight: Option<usize>,
     /// Start over: delete the output and errors files first instead of resuming.
     #[arg(long)]
@@ -87,28 +87,28 @@ pub struct RunArgs {
     #[arg(long)]
     pub no_progress: bool,
     /// Default maximum tokens to generate per request.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, value_parser = crate::validate::token_count)]
     pub max_tokens: usize,
     /// Default temperature; 0 (greedy) so that a job's results are reproducible.
-    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true, value_parser = crate::validate::temperature)]
     pub temperature: f32,
     /// Default nucleus mass, in (0, 1].
-    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true, value_parser = crate::validate::top_p)]
     pub top_p: f32,
     /// Default top-k (0: off).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = crate::validate::top_k)]
     pub top_k: usize,
     /// Default min-p, in [0, 1].
-    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true, value_parser = crate::validate::min_p)]
     pub min_p: f32,
     /// Default stop string (repeatable).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::validate::stop_string)]
     pub stop: Vec<String>,
     /// Keep generating after the end-of-sequence token by default.
     #[arg(long)]
     pub ignore_eos: bool,
     /// Default number of top log-probabilities per token (0-20); none unless given.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::validate::logprobs)]
     pub logprobs: Option<usize>,
 }
 
