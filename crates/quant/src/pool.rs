@@ -1,0 +1,224 @@
+//! A small thread pool for the matmuls: `threads - 1` workers plus the calling thread.
+//!
+//! A decode step runs a few hundred matmuls of tens of microseconds each, so waking
+//! workers must cost far less than that: after a job, workers spin on an epoch counter
+//! for a short while (`spin`) before they sleep on a condition variable, and the caller
+//! only touches the condition variable when some worker is asleep. Nothing here reads
+//! /proc or asks the OS for the CPU count per call (candle's CPU matmul does, unless
+//! RAYON_NUM_THREADS is set).
+//!
+//! `run(f)` calls `f(i)` once on every thread `i` in `0..threads` and returns when all
+//! have finished; work is shared out by the caller's closure (an atomic task counter in
+//! the matmul). Concurrent `run` calls from different threads are serialized.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// A job's closure with its lifetime erased (see the SAFETY note in [`ThreadPool::run`]).
+#[derive(Clone, Copy)]
+struct Job(*const (dyn Fn(usize) + Sync));
+// SAFETY: the closure is `Sync` and only called while `run` keeps it alive.
+unsafe impl Send for Job {}
+
+struct Shared {
+    epoch: AtomicU64,
+    job: Mutex<Option<Job>>,
+    pending: AtomicUsize,
+    sleeping: AtomicUsize,
+    sleep: Mutex<()>,
+    wake: Condvar,
+    stop: AtomicBool,
+    panicked: AtomicBool,
+    spin: Duration,
+}
+
+/// Worker threads for the CPU matmuls.
+pub struct ThreadPool {
+    shared: Arc<Shared>,
+    workers: Vec<JoinHandle<()>>,
+    dispatch: Mutex<()>,
+}
+
+impl ThreadPool {
+    /// A pool running jobs on `threads` threads (the caller and `threads - 1` workers);
+    /// idle workers spin for `spin` before sleeping. `threads` is at least 1.
+    pub fn new(threads: usize, spin: Duration) -> std::io::Result<ThreadPool> {
+        let shared = Arc::new(Shared {
+            epoch: AtomicU64::new(0),
+            job: Mutex::new(None),
+            pending: AtomicUsize::new(0),
+            sleeping: AtomicUsize::new(0),
+            sleep: Mutex::new(()),
+            wake: Condvar::new(),
+            stop: AtomicBool::new(false),
+            panicked: AtomicBool::new(false),
+            spin,
+        });
+        let mut pool = ThreadPool {
+            shared: shared.clone(),
+            workers: Vec::new(),
+            dispatch: Mutex::new(()),
+        };
+        for i in 1..threads.max(1) {
+            let s = shared.clone();
+            let h = std::thread::Builder::new()
+                .name(format!("quant-matmul-{i}"))
+                .spawn(move || worker(&s, i))?;
+            pool.workers.push(h);
+        }
+        Ok(pool)
+    }
+
+    /// Threads a job runs on (workers + the caller).
+    pub fn threads(&self) -> usize {
+        self.workers.len() + 1
+    }
+
+    /// Call `f(i)` on every thread `i` in `0..threads()`, the caller being thread 0, and
+    /// wait for all. A panic in `f` on any thread is re-raised here after all finished.
+    pub fn run(&self, f: &(dyn Fn(usize) + Sync)) {
+        if self.workers.is_empty() {
+            return f(0);
+        }
+        let _one_job_at_a_time = self.dispatch.lock().unwrap_or_else(|e| e.into_inner());
+        let s = &self.shared;
+        // SAFETY: the erased closure is only called by workers between the epoch bump
+        // below and their `pending` decrement, and this function does not return (or
+        // unwind) before `pending` is back to 0, so `f` outlives every call.
+        let job = Job(unsafe {
+            std::mem::transmute::<*const (dyn Fn(usize) + Sync + '_), *const (dyn Fn(usize) + Sync)>(
+                f,
+            )
+        });
+        *s.job.lock().unwrap_or_else(|e| e.into_inner()) = Some(job);
+        s.pending.store(self.workers.len(), SeqCst);
+        s.epoch.fetch_add(1, SeqCst);
+        if s.sleeping.load(SeqCst) > 0 {
+            let _g = s.sleep.lock().unwrap_or_else(|e| e.into_inner());
+            s.wake.notify_all();
+        }
+        let mine = catch_unwind(AssertUnwindSafe(|| f(0)));
+        let mut spins = 0u32;
+        while s.pending.load(Acquire) != 0 {
+            spins = spins.saturating_add(1);
+            match spins < 1 << 16 {
+                true => std::hint::spin_loop(),
+                false => std::thread::yield_now(),
+            }
+        }
+        *s.job.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        if let Err(p) = mine {
+            std::panic::resume_unwind(p);
+        }
+        if s.panicked.swap(false, SeqCst) {
+            panic!("a matmul worker thread panicked");
+        }
+    }
+}
+
+/// Wait for an epoch other than `seen` (spin, then sleep); None when stopping.
+fn next_epoch(s: &Shared, seen: u64) -> Option<u64> {
+    let start = Instant::now();
+    let mut n = 0u32;
+    loop {
+        if s.stop.load(Acquire) {
+            return None;
+        }
+        let e = s.epoch.load(Acquire);
+        if e != seen {
+            return Some(e);
+        }
+        n = n.wrapping_add(1);
+        if !n.is_multiple_of(256) || start.elapsed() < s.spin {
+            std::hint::spin_loop();
+            continue;
+        }
+        let mut g = s.sleep.lock().unwrap_or_else(|e| e.into_inner());
+        s.sleeping.fetch_add(1, SeqCst);
+        while s.epoch.load(SeqCst) == seen && !s.stop.load(SeqCst) {
+            g = s.wake.wait(g).unwrap_or_else(|e| e.into_inner());
+        }
+        s.sleeping.fetch_sub(1, SeqCst);
+    }
+}
+
+fn worker(s: &Shared, index: usize) {
+    let mut seen = 0;
+    while let Some(e) = next_epoch(s, seen) {
+        seen = e;
+        let job = *s.job.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(Job(f)) = job {
+            // SAFETY: see `run`: the closure is alive until `pending` reaches 0.
+            let r = catch_unwind(AssertUnwindSafe(|| unsafe { (*f)(index) }));
+            if r.is_err() {
+                s.panicked.store(true, SeqCst);
+            }
+        }
+        s.pending.fetch_sub(1, Release);
+    }
+}
+
+impl Drop for ThreadPool {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, SeqCst);
+        {
+            let _g = self.shared.sleep.lock().unwrap_or_else(|e| e.into_inner());
+            self.shared.wake.notify_all();
+        }
+        for h in self.workers.drain(..) {
+            let _ = h.join();
+        }
+    }
+}
+
+impl std::fmt::Debug for ThreadPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ThreadPool({} threads)", self.threads())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_thread_runs_each_job_once() {
+        for spin in [Duration::ZERO, Duration::from_millis(5)] {
+            let pool = ThreadPool::new(3, spin).unwrap();
+            assert_eq!(pool.threads(), 3);
+            for round in 0..200 {
+                let hits: Vec<AtomicUsize> = (0..3).map(|_| AtomicUsize::new(0)).collect();
+                pool.run(&|i| {
+                    hits[i].fetch_add(1, SeqCst);
+                });
+                let got: Vec<usize> = hits.iter().map(|h| h.load(SeqCst)).collect();
+                assert_eq!(got, vec![1, 1, 1], "round {round}");
+                if round % 50 == 0 {
+                    // Let the workers fall asleep, then wake them.
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_worker_panic_reaches_the_caller_and_the_pool_survives() {
+        let pool = ThreadPool::new(2, Duration::ZERO).unwrap();
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            pool.run(&|i| {
+                if i == 1 {
+                    panic!("planted");
+                }
+            })
+        }));
+        assert!(r.is_err());
+        let n = AtomicUsize::new(0);
+        pool.run(&|_| {
+            n.fetch_add(1, SeqCst);
+        });
+        assert_eq!(n.load(SeqCst), 2);
+    }
+}
