@@ -16,6 +16,8 @@
 //! | [`matmul`]      | the threaded matmul and its [`CpuContext`]                     |
 //! | [`pool`]        | the matmuls' thread pool                                       |
 //! | [`reference`]   | the f64 reference matmul and the kernels' tolerance            |
+//! | [`linear`]      | [`QuantLinear`]: `forward(&Tensor)` on the CPU or CUDA          |
+//! | `cuda`          | (feature `cuda`) the ops launching kernels/quant_*.cu           |
 //!
 //! The CPU path, end to end: `QMatrix::from_ggml(ty, rows, cols, gguf_bytes)` packs the
 //! weights once; `w.matmul(x, m, y, &cpu)` quantizes the `m` activation rows and runs
@@ -23,9 +25,12 @@
 
 pub mod act;
 mod block;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod dequant;
 pub mod error;
 mod kernels;
+pub mod linear;
 pub mod matmul;
 pub mod matrix;
 mod pack;
@@ -38,6 +43,7 @@ pub mod simd;
 pub mod types;
 
 pub use error::{QuantError, Result};
+pub use linear::QuantLinear;
 pub use matmul::CpuContext;
 pub use matrix::QMatrix;
 pub use simd::Level;

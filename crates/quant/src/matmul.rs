@@ -7,15 +7,16 @@
 //!    through an atomic counter so that a thread slowed by other load takes fewer.
 //!    A panel holds as many activation rows as fit in about 256 KiB, so they stay in
 //!    the L2 cache while every tile of the task reads them.
-//! 3. Each tile runs the kernel on the panel's columns in calls of 8/4/2/1 columns
-//!    ([`crate::kernels`]); the tile's weights are read from memory once per panel and
-//!    from L1 by the following calls. With one activation row (decode) this streams
+//! 3. A task walks its tiles in groups of about 16 KiB of weights; for each group the
+//!    panel's columns go by in kernel calls of 8/4/2/1 columns ([`crate::kernels`]), so
+//!    the weights are read from memory once per panel and from L1/L2 by the following
+//!    calls; the outputs gather in a small scratch buffer and go to y in whole runs. With one activation row (decode) this streams
 //!    the weights once at memory bandwidth; with many (prefill, batched decode) each
 //!    weight block read serves up to 8 rows from registers.
 
 use crate::act::{quantize_q8, quantize_q8k, BlockQ8, BlockQ8K};
 use crate::error::{input_err, QuantError, Result};
-use crate::kernels::{run_cols, Tile, Q8K_BYTES, Q8_BYTES};
+use crate::kernels::{run_width, width_for, Tile, Q8K_BYTES, Q8_BYTES};
 use crate::matrix::QMatrix;
 use crate::pack::{packed_bytes, TILE};
 use crate::pool::ThreadPool;
@@ -158,6 +159,9 @@ impl QMatrix {
         let panel = (256 * 1024 / a_row.max(1)).clamp(8, 256) / 8 * 8;
         let panels = m.div_ceil(panel);
         let per_task = tiles.div_ceil(4 * cpu.threads()).max(1);
+        // Tiles whose weights (about 16 KiB) stay in L1/L2 while the columns go by in
+        // kernel-width steps: each step then writes whole runs of y rows.
+        let group = (16 * 1024 / tile_bytes.max(1)).clamp(1, 16);
         let tile_tasks = tiles.div_ceil(per_task);
         let next = AtomicUsize::new(0);
         let (w, a, out) = (
@@ -166,30 +170,54 @@ impl QMatrix {
             SharedPtr(y.as_mut_ptr()),
         );
         let level = cpu.level;
-        let job = |_: usize| loop {
-            let task = next.fetch_add(1, Ordering::Relaxed);
-            if task >= tile_tasks * panels {
-                break;
-            }
-            let (p, tt) = (task / tile_tasks, task % tile_tasks);
-            let cols = (m - p * panel).min(panel);
-            for tile in tt * per_task..((tt + 1) * per_task).min(tiles) {
-                // SAFETY: the packed weights hold `tiles` tiles of `tile_bytes`, the
-                // activations `m` rows of `a_row` bytes, y `m` rows of `n` floats;
-                // this task writes rows [8 tile, 8 tile + 8) of columns
-                // [p panel, p panel + cols), which no other task writes. `level` was
-                // checked when the context was made.
-                unsafe {
-                    let t = Tile {
-                        w: w.get().add(tile * tile_bytes),
-                        nb,
-                        a: a.get().add(p * panel * a_row),
-                        a_stride: a_row,
-                        y: out.get().add(p * panel * n + tile * TILE),
-                        y_stride: n,
-                        rows: (n - tile * TILE).min(TILE),
-                    };
-                    run_cols(level, ty, &t, cols);
+        let job = |_: usize| {
+            // [c, group * 8]: one kernel step's outputs, copied to y in whole runs (the
+            // y rows of a large `n` are a power-of-two stride apart and would otherwise
+            // fight over the same cache sets, 8 floats at a time).
+            let mut scratch = vec![0f32; 8 * group * TILE];
+            loop {
+                let task = next.fetch_add(1, Ordering::Relaxed);
+                if task >= tile_tasks * panels {
+                    break;
+                }
+                let (p, tt) = (task / tile_tasks, task % tile_tasks);
+                let (first, end) = (tt * per_task, ((tt + 1) * per_task).min(tiles));
+                let (c_first, c_end) = (p * panel, (p * panel + panel).min(m));
+                for g0 in (first..end).step_by(group) {
+                    let g1 = (g0 + group).min(end);
+                    let (r0, r1) = (g0 * TILE, (g1 * TILE).min(n));
+                    let mut c0 = c_first;
+                    while c0 < c_end {
+                        let c = width_for(level, c_end - c0);
+                        for tile in g0..g1 {
+                            // SAFETY: the packed weights hold `tiles` tiles of
+                            // `tile_bytes`, the activations `m` rows of `a_row` bytes;
+                            // the outputs go to `scratch` ([c, group * 8]). `level` was
+                            // checked when the context was made.
+                            unsafe {
+                                let t = Tile {
+                                    w: w.get().add(tile * tile_bytes),
+                                    nb,
+                                    a: a.get().add(c0 * a_row),
+                                    a_stride: a_row,
+                                    y: scratch.as_mut_ptr().add((tile - g0) * TILE),
+                                    y_stride: group * TILE,
+                                    rows: (n - tile * TILE).min(TILE),
+                                };
+                                run_width(level, ty, &t, c);
+                            }
+                        }
+                        for (j, col) in (c0..c0 + c).enumerate() {
+                            let src = &scratch[j * group * TILE..][..r1 - r0];
+                            // SAFETY: y holds `m` rows of `n`; this task alone writes
+                            // rows [r0, r1) of columns [c_first, c_end).
+                            unsafe {
+                                let dst = out.get().add(col * n + r0);
+                                std::ptr::copy_nonoverlapping(src.as_ptr(), dst, r1 - r0);
+                            }
+                        }
+                        c0 += c;
+                    }
                 }
             }
         };

@@ -8,6 +8,7 @@
 use crate::block::{decode, encode, Unpacked};
 use crate::dequant::{dequantize_into, values};
 use crate::error::{input_err, Result};
+use crate::matmul::CpuContext;
 use crate::pack::{pack, packed_bytes, unpack, TILE};
 use crate::quantize::quantize;
 use crate::types::GgmlType;
@@ -53,6 +54,17 @@ impl std::fmt::Debug for QMatrix {
 impl QMatrix {
     /// From a GGUF tensor's bytes: `rows` rows of `cols` values of `ty`, row-major.
     pub fn from_ggml(ty: GgmlType, rows: usize, cols: usize, bytes: &[u8]) -> Result<QMatrix> {
+        QMatrix::from_ggml_on(ty, rows, cols, bytes, None)
+    }
+
+    /// [`QMatrix::from_ggml`], packing on `cpu`'s threads when given.
+    pub fn from_ggml_on(
+        ty: GgmlType,
+        rows: usize,
+        cols: usize,
+        bytes: &[u8],
+        cpu: Option<&CpuContext>,
+    ) -> Result<QMatrix> {
         ty.check_row_len(cols)?;
         let row_bytes = ty.bytes_for(cols);
         if rows == 0 || bytes.len() != rows * row_bytes {
@@ -75,8 +87,8 @@ impl QMatrix {
         let (nb, pb, bb) = (cols / ty.block_elems(), packed_bytes(ty), ty.block_bytes());
         let tiles = rows.div_ceil(TILE);
         let mut data = Aligned::zeroed(tiles * nb * pb);
-        let out = data.bytes_mut();
-        for tile in 0..tiles {
+        // [tiles][nb] packed blocks; one tile per piece.
+        let pack_tile = |tile: usize, out: &mut [u8]| {
             for b in 0..nb {
                 let u: [Unpacked; TILE] = std::array::from_fn(|r| {
                     let row = tile * TILE + r;
@@ -85,7 +97,17 @@ impl QMatrix {
                         false => Unpacked::default(),
                     }
                 });
-                pack(ty, &u, &mut out[(tile * nb + b) * pb..][..pb]);
+                pack(ty, &u, &mut out[b * pb..][..pb]);
+            }
+        };
+        match cpu {
+            Some(cpu) => cpu
+                .pool()
+                .for_each_chunk(data.bytes_mut(), nb * pb, &pack_tile),
+            None => {
+                for (tile, out) in data.bytes_mut().chunks_mut(nb * pb).enumerate() {
+                    pack_tile(tile, out);
+                }
             }
         }
         Ok(QMatrix {
@@ -98,6 +120,18 @@ impl QMatrix {
 
     /// Quantize f32 values `[rows, cols]` (row-major) to `ty`.
     pub fn quantize(ty: GgmlType, rows: usize, cols: usize, x: &[f32]) -> Result<QMatrix> {
+        QMatrix::quantize_on(ty, rows, cols, x, None)
+    }
+
+    /// [`QMatrix::quantize`] on `cpu`'s threads when given (quantizing a large model's
+    /// K-quants is seconds of work per matrix on one core).
+    pub fn quantize_on(
+        ty: GgmlType,
+        rows: usize,
+        cols: usize,
+        x: &[f32],
+        cpu: Option<&CpuContext>,
+    ) -> Result<QMatrix> {
         ty.check_row_len(cols)?;
         if x.len() != rows * cols {
             input_err!(
@@ -106,7 +140,29 @@ impl QMatrix {
                 rows * cols
             );
         }
-        QMatrix::from_ggml(ty, rows, cols, &quantize(ty, x)?)
+        if let Some(i) = x.iter().position(|v| !v.is_finite()) {
+            input_err!(
+                "{ty} matrix [{rows}, {cols}]: value {i} is {} (not finite)",
+                x[i]
+            );
+        }
+        let (row_bytes, chunk_rows) = (ty.bytes_for(cols), 16);
+        let mut bytes = vec![0u8; rows * row_bytes];
+        // Cannot fail: whole rows of finite values.
+        let quantize_rows = |i: usize, out: &mut [u8]| {
+            let n = out.len() / row_bytes * cols;
+            if let Ok(q) = quantize(ty, &x[i * chunk_rows * cols..][..n]) {
+                out.copy_from_slice(&q);
+            }
+        };
+        match cpu {
+            Some(cpu) => {
+                cpu.pool()
+                    .for_each_chunk(&mut bytes, chunk_rows * row_bytes, &quantize_rows)
+            }
+            None => quantize_rows(0, &mut bytes[..]),
+        }
+        QMatrix::from_ggml_on(ty, rows, cols, &bytes, cpu)
     }
 
     pub fn ty(&self) -> GgmlType {
@@ -187,15 +243,32 @@ impl QMatrix {
     /// A matrix of the given rows, in order (e.g. to undo llama.cpp's q/k permutation
     /// without dequantizing).
     pub fn select_rows(&self, rows: &[usize]) -> Result<QMatrix> {
-        if let Some(&bad) = rows.iter().find(|&&r| r >= self.rows) {
-            input_err!("{self:?}: no row {bad}");
-        }
-        let rb = self.ty.bytes_for(self.cols);
-        let all = self.to_ggml();
-        let picked: Vec<u8> = rows
-            .iter()
-            .flat_map(|&r| all[r * rb..(r + 1) * rb].iter().copied())
-            .collect();
+        let picked = select_rows_ggml(self.ty, self.rows, self.cols, &self.to_ggml(), rows)?;
         QMatrix::from_ggml(self.ty, rows.len(), self.cols, &picked)
     }
+}
+
+/// The GGUF bytes of rows `pick` (in that order) of a `[rows, cols]` matrix of `ty`.
+pub fn select_rows_ggml(
+    ty: GgmlType,
+    rows: usize,
+    cols: usize,
+    bytes: &[u8],
+    pick: &[usize],
+) -> Result<Vec<u8>> {
+    let rb = ty.bytes_for(cols);
+    if bytes.len() != rows * rb {
+        input_err!(
+            "{ty} [{rows}, {cols}]: {} bytes, expected {}",
+            bytes.len(),
+            rows * rb
+        );
+    }
+    if let Some(&bad) = pick.iter().find(|&&r| r >= rows) {
+        input_err!("{ty} [{rows}, {cols}]: no row {bad}");
+    }
+    Ok(pick
+        .iter()
+        .flat_map(|&r| bytes[r * rb..(r + 1) * rb].iter().copied())
+        .collect())
 }

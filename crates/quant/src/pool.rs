@@ -161,6 +161,26 @@ fn worker(s: &Shared, index: usize) {
     }
 }
 
+impl ThreadPool {
+    /// Call `f(i, chunk)` for every `chunk`-element piece of `data` (the last may be
+    /// shorter), the pieces shared out among the threads as they come free.
+    pub fn for_each_chunk<T: Send>(
+        &self,
+        data: &mut [T],
+        chunk: usize,
+        f: &(dyn Fn(usize, &mut [T]) + Sync),
+    ) {
+        let pieces = std::sync::Mutex::new(data.chunks_mut(chunk.max(1)).enumerate());
+        self.run(&|_| loop {
+            let next = pieces.lock().unwrap_or_else(|e| e.into_inner()).next();
+            match next {
+                Some((i, piece)) => f(i, piece),
+                None => break,
+            }
+        });
+    }
+}
+
 impl Drop for ThreadPool {
     fn drop(&mut self) {
         self.shared.stop.store(true, SeqCst);
@@ -202,6 +222,18 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn for_each_chunk_visits_every_piece_once() {
+        let pool = ThreadPool::new(3, Duration::ZERO).unwrap();
+        let mut data = vec![0usize; 1000];
+        pool.for_each_chunk(&mut data, 7, &|i, piece| {
+            for v in piece.iter_mut() {
+                *v += i + 1;
+            }
+        });
+        assert!(data.iter().enumerate().all(|(j, &v)| v == j / 7 + 1));
     }
 
     #[test]

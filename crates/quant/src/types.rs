@@ -167,6 +167,23 @@ impl GgmlType {
         }
     }
 
+    /// The type to store rows of `k` values in when `--quant` asks for this one: itself
+    /// if `k` fits its blocks, else (a K-quant on rows that are not a multiple of 256,
+    /// like SmolLM2's 576) the 32-block type llama.cpp's quantizer falls back to, of at
+    /// least as many bits: q2_k, q3_k -> q4_0 (llama.cpp: iq4_nl), q4_k -> q5_0, q5_k ->
+    /// q5_1, q6_k -> q8_0. None if not even that fits.
+    pub fn for_row_len(self, k: usize) -> Option<GgmlType> {
+        let t = match self {
+            _ if self.check_row_len(k).is_ok() => return Some(self),
+            GgmlType::Q2K | GgmlType::Q3K => GgmlType::Q4_0,
+            GgmlType::Q4K => GgmlType::Q5_0,
+            GgmlType::Q5K => GgmlType::Q5_1,
+            GgmlType::Q6K => GgmlType::Q8_0,
+            _ => return None,
+        };
+        t.check_row_len(k).ok().map(|_| t)
+    }
+
     /// Check that a row of `k` values can be stored in this type.
     pub fn check_row_len(self, k: usize) -> Result<()> {
         match k > 0 && k.is_multiple_of(self.block_elems()) {
@@ -233,5 +250,10 @@ mod tests {
         assert_eq!(GgmlType::Q6K.bits_per_weight(), 6.5625);
         assert!(GgmlType::Q4K.check_row_len(576).is_err());
         assert!(GgmlType::Q4_0.check_row_len(576).is_ok());
+        assert_eq!(GgmlType::Q4K.for_row_len(576), Some(GgmlType::Q5_0));
+        assert_eq!(GgmlType::Q4K.for_row_len(4096), Some(GgmlType::Q4K));
+        assert_eq!(GgmlType::Q6K.for_row_len(1536), Some(GgmlType::Q6K));
+        assert_eq!(GgmlType::Q6K.for_row_len(576), Some(GgmlType::Q8_0));
+        assert_eq!(GgmlType::Q8_0.for_row_len(48), None);
     }
 }

@@ -7,7 +7,7 @@ use anyhow::{ensure, Result};
 use candle_core::quantized::{GgmlDType, QStorage, QTensor};
 use candle_core::{Device, Tensor};
 use engine_quant::random::{gaussian, rms};
-use engine_quant::{dequant::dequantize, quantize::quantize, GgmlType, QMatrix};
+use engine_quant::{dequant::dequantize, quantize::quantize, CpuContext, GgmlType, QMatrix};
 use std::borrow::Cow;
 
 fn candle_type(ty: GgmlType) -> GgmlDType {
@@ -133,5 +133,36 @@ fn quantizers_are_as_accurate_as_candles() -> Result<()> {
             "{ty}: ours {ours} vs candle {theirs}"
         );
     }
+    Ok(())
+}
+
+#[test]
+fn threaded_quantizing_and_packing_match_one_thread() -> Result<()> {
+    let cpu = CpuContext::new(3)?;
+    let (rows, cols) = (37, 512);
+    let x = gaussian(rows * cols, 8, 1.0);
+    for ty in [GgmlType::Q4K, GgmlType::Q8_0, GgmlType::Q3K] {
+        let one = QMatrix::quantize(ty, rows, cols, &x)?;
+        let many = QMatrix::quantize_on(ty, rows, cols, &x, Some(&cpu))?;
+        ensure!(
+            one.to_ggml() == many.to_ggml(),
+            "{ty}: threaded quantization differs"
+        );
+        ensure!(
+            one.to_ggml() == quantize(ty, &x)?,
+            "{ty}: differs from quantize()"
+        );
+        let packed = QMatrix::from_ggml_on(ty, rows, cols, &one.to_ggml(), Some(&cpu))?;
+        same_bits(
+            ty,
+            "threaded packing",
+            &packed.dequantize(),
+            &one.dequantize(),
+        )?;
+    }
+    let mut bad = x.clone();
+    bad[700] = f32::INFINITY;
+    let err = QMatrix::quantize_on(GgmlType::Q4K, rows, cols, &bad, Some(&cpu)).unwrap_err();
+    ensure!(err.to_string().contains("value 700"), "{err}");
     Ok(())
 }

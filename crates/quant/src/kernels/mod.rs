@@ -171,30 +171,27 @@ pub(crate) unsafe fn run<const C: usize>(level: Level, ty: GgmlType, t: &Tile) {
     }
 }
 
-/// Run `cols` columns (any count) of one tile, in calls of the level's widths.
+/// The widest kernel call of the level for `cols` columns left.
+pub(crate) fn width_for(level: Level, cols: usize) -> usize {
+    widths(level)
+        .iter()
+        .copied()
+        .find(|&w| w <= cols)
+        .unwrap_or(1)
+}
+
+/// Run the kernel of `ty` at `level` on `c` columns (a width of [`widths`]) of one tile.
 ///
 /// # Safety
-/// As [`run`], for `cols` columns.
-pub(crate) unsafe fn run_cols(level: Level, ty: GgmlType, t: &Tile, cols: usize) {
-    let mut t = *t;
-    let mut left = cols;
-    while left > 0 {
-        let c = widths(level)
-            .iter()
-            .copied()
-            .find(|&w| w <= left)
-            .unwrap_or(1);
-        // SAFETY: forwarded; the columns advanced over are within `cols`.
-        unsafe {
-            match c {
-                8 => run::<8>(level, ty, &t),
-                4 => run::<4>(level, ty, &t),
-                2 => run::<2>(level, ty, &t),
-                _ => run::<1>(level, ty, &t),
-            }
-            t.a = t.a.add(c * t.a_stride);
-            t.y = t.y.add(c * t.y_stride);
+/// As [`run`], for `c` columns.
+pub(crate) unsafe fn run_width(level: Level, ty: GgmlType, t: &Tile, c: usize) {
+    // SAFETY: forwarded from this function's contract.
+    unsafe {
+        match c {
+            8 => run::<8>(level, ty, t),
+            4 => run::<4>(level, ty, t),
+            2 => run::<2>(level, ty, t),
+            _ => run::<1>(level, ty, t),
         }
-        left -= c;
     }
 }
