@@ -188,7 +188,7 @@ impl QMatrix {
                     let (r0, r1) = (g0 * TILE, (g1 * TILE).min(n));
                     let mut c0 = c_first;
                     while c0 < c_end {
-                        let c = width_for(level, c_end - c0);
+                        let c = width_for(level, ty, c_end - c0);
                         for tile in g0..g1 {
                             // SAFETY: the packed weights hold `tiles` tiles of
                             // `tile_bytes`, the activations `m` rows of `a_row` bytes;

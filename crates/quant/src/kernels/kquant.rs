@@ -104,7 +104,7 @@ pub(crate) unsafe fn q4_q5_k<I: Isa, const C: usize, const FIVE: bool>(tile: &Ti
     for b in 0..tile.nb {
         let w = tile.w.add(b * bytes);
         let a = b * Q8K_BYTES;
-        let (mut t, mut mins) = ([I::zero(); C], [I::zero(); C]);
+        let mut t = [I::zero(); C];
         for c in 0..4 {
             let q = w.add(160 + part * c);
             let sc = I::u8_to_16(w.add(32 + 16 * c));
@@ -128,12 +128,12 @@ pub(crate) unsafe fn q4_q5_k<I: Isa, const C: usize, const FIVE: bool>(tile: &Ti
                 }
                 scale_add::<I, C>(&mut t, &isum, scale);
             }
-            madd_cols::<I, C>(
-                &mut mins,
-                I::u8_to_16(w.add(96 + 16 * c)),
-                tile,
-                a + A_BS32 + 4 * c,
-            );
+        }
+        // Σ min * sum32, after the codes so that fewer accumulators are live at once.
+        let mut mins = [I::zero(); C];
+        for c in 0..4 {
+            let pairs = I::u8_to_16(w.add(96 + 16 * c));
+            madd_cols::<I, C>(&mut mins, pairs, tile, a + A_BS32 + 4 * c);
         }
         let (d, dmin) = (I::f16x8(w), I::f16x8(w.add(16)));
         finish::<I, C>(&mut acc, &t, Some((&mins, dmin)), d, tile, a);
@@ -179,6 +179,16 @@ pub(crate) unsafe fn q6_k<I: Isa, const C: usize>(tile: &Tile) {
     store::<I, C>(tile, &acc);
 }
 
+/// The scale pairs of part `p` (groups 2p, 2p+1) as i16: Q3_K's signed scales, or the
+/// low nibbles of Q2_K's scale bytes.
+#[inline(always)]
+unsafe fn scales<I: Isa, const THREE: bool>(w: *const u8, p: usize) -> I::I {
+    match THREE {
+        true => I::i8_to_16(w.add(16 + 16 * p)),
+        false => I::and(I::u8_to_16(w.add(32 + 16 * p)), I::splat32(0x000F_000F)),
+    }
+}
+
 /// Q2_K (`THREE` = false: 2-bit codes, 4-bit scales and mins) and Q3_K (3-bit codes -
 /// 4, signed 6-bit scales): 16 groups of 16.
 #[inline(always)]
@@ -193,16 +203,10 @@ pub(crate) unsafe fn q2_q3_k<I: Isa, const C: usize, const THREE: bool>(tile: &T
     for b in 0..tile.nb {
         let w = tile.w.add(b * bytes);
         let a = b * Q8K_BYTES;
-        let (mut t, mut corr) = ([I::zero(); C], [I::zero(); C]);
+        let mut t = [I::zero(); C];
         for p in 0..8 {
             let q = w.add(head + part * p);
-            let (sc, mn) = match THREE {
-                true => (I::i8_to_16(w.add(16 + 16 * p)), I::zero()),
-                false => {
-                    let raw = I::u8_to_16(w.add(32 + 16 * p));
-                    (I::and(raw, nib), I::and(I::srl16::<4>(raw), nib))
-                }
-            };
+            let sc = scales::<I, THREE>(w, p);
             let hb = if THREE { I::load(q.add(64)) } else { I::zero() };
             for (h, scale) in [(0, pair_lo::<I>(sc)), (1, pair_hi::<I>(sc))] {
                 let b2 = I::load(q.add(32 * h));
@@ -216,13 +220,16 @@ pub(crate) unsafe fn q2_q3_k<I: Isa, const C: usize, const THREE: bool>(tile: &T
                 }
                 scale_add::<I, C>(&mut t, &isum, scale);
             }
-            // Q3_K: t -= 4 * Σ scale * sum16; Q2_K: mins = Σ min * sum16.
-            madd_cols::<I, C>(
-                &mut corr,
-                if THREE { sc } else { mn },
-                tile,
-                a + A_BS16 + 4 * p,
-            );
+        }
+        // Q3_K: Σ scale * sum16 (for the -4 offset); Q2_K: Σ min * sum16. After the
+        // codes so that fewer accumulators are live at once.
+        let mut corr = [I::zero(); C];
+        for p in 0..8 {
+            let pairs = match THREE {
+                true => scales::<I, THREE>(w, p),
+                false => I::and(I::srl16::<4>(I::u8_to_16(w.add(32 + 16 * p))), nib),
+            };
+            madd_cols::<I, C>(&mut corr, pairs, tile, a + A_BS16 + 4 * p);
         }
         let d = I::f16x8(w);
         if THREE {
