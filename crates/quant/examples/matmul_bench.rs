@@ -12,6 +12,9 @@
 //! on a loaded machine keeps out the time spent waiting for a core.
 //! `--cold` cycles through copies of the matrix filling 512 MiB, so each call streams
 //! its weights from memory as in a real decode step rather than from the cache.
+//! `--device cuda` (a `--features cuda` build) times `QuantLinear::forward` on GPU 0
+//! instead, bf16 activations, synchronizing after each call (the last column is then
+//! the weight rate in GB/s against nothing: compare with `engine device`'s ceiling).
 
 use engine_quant::random::gaussian;
 use engine_quant::{CpuContext, GgmlType, Level, QMatrix};
@@ -30,6 +33,7 @@ struct Args {
     ms: Vec<usize>,
     cold: bool,
     cpu_time: bool,
+    cuda: bool,
     seconds: f64,
 }
 
@@ -42,11 +46,16 @@ fn parse() -> anyhow::Result<Args> {
         ms: vec![1, 16, 512],
         cold: false,
         cpu_time: false,
+        cuda: false,
         seconds: 0.5,
     };
     let list = |s: &str| s.split(',').map(str::to_string).collect::<Vec<_>>();
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
+        if flag == "--help" || flag == "-h" {
+            println!("flags: --threads N --level L --types T,.. --shapes RxC,.. --m M,.. --seconds S --cold --cpu-time --device cpu|cuda (see the source's header)");
+            std::process::exit(0);
+        }
         if flag == "--cold" || flag == "--cpu-time" {
             a.cold |= flag == "--cold";
             a.cpu_time |= flag == "--cpu-time";
@@ -71,6 +80,7 @@ fn parse() -> anyhow::Result<Args> {
                     .collect::<Result<_, _>>()?
             }
             "--seconds" => a.seconds = v.parse()?,
+            "--device" => a.cuda = v == "cuda",
             "--shapes" => {
                 a.shapes = list(&v)
                     .iter()
@@ -138,8 +148,56 @@ fn copy_ceiling(cpu: &CpuContext) -> f64 {
     2.0 * n as f64 / s
 }
 
+/// Fastest seconds per `QuantLinear::forward` on GPU 0 (bf16 activations).
+#[cfg(feature = "cuda")]
+fn cuda_seconds(
+    ty: GgmlType,
+    rows: usize,
+    cols: usize,
+    m: usize,
+    seconds: f64,
+) -> anyhow::Result<f64> {
+    use candle_core::{DType, Device, Tensor};
+    let dev = Device::new_cuda(0)?;
+    let cpu = std::sync::Arc::new(CpuContext::new(1)?);
+    let bytes = engine_quant::quantize::quantize(ty, &gaussian(rows * cols, 1, 0.05))?;
+    let layer = engine_quant::QuantLinear::from_ggml(ty, rows, cols, &bytes, &dev, &cpu)?;
+    let x =
+        Tensor::from_slice(&gaussian(m * cols, 2, 1.0), (m, cols), &dev)?.to_dtype(DType::BF16)?;
+    let mut result = Ok(());
+    let s = time(seconds, false, || {
+        if result.is_ok() {
+            result = layer.forward(&x).and_then(|_| Ok(dev.synchronize()?));
+        }
+    });
+    result?;
+    Ok(s)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_seconds(_: GgmlType, _: usize, _: usize, _: usize, _: f64) -> anyhow::Result<f64> {
+    anyhow::bail!("--device cuda needs a build with --features cuda")
+}
+
 fn main() -> anyhow::Result<()> {
     let a = parse()?;
+    if a.cuda {
+        println!("type\trows\tcols\tm\tus\tweight_GB/s\tGFLOP/s");
+        for &ty in &a.types {
+            for &(rows, cols) in &a.shapes {
+                for &m in &a.ms {
+                    let s = cuda_seconds(ty, rows, cols, m, a.seconds)?;
+                    let gbs = (rows * ty.bytes_for(cols)) as f64 / s / 1e9;
+                    let gflops = 2.0 * (m * rows * cols) as f64 / s / 1e9;
+                    println!(
+                        "{ty}\t{rows}\t{cols}\t{m}\t{:.1}\t{gbs:.1}\t{gflops:.1}",
+                        s * 1e6
+                    );
+                }
+            }
+        }
+        return Ok(());
+    }
     let cpu = match a.level {
         Some(l) => CpuContext::with_level(a.threads, l)?,
         None => CpuContext::new(a.threads)?,

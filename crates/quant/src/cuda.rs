@@ -170,6 +170,18 @@ impl CustomOp1 for MatVec {
     }
 }
 
+/// An output of `n` elements, and its device address. Uninitialized: the kernels that
+/// fill it write every element.
+fn alloc_out<T: candle_core::cuda::CudaDType + candle_core::cuda::cudarc::driver::DeviceRepr>(
+    dev: &CudaDevice,
+    n: usize,
+) -> R<(CudaStorage, u64)> {
+    // SAFETY: see above; the caller's kernel writes all `n` elements.
+    let y = unsafe { dev.alloc::<T>(n)? };
+    let p = base(&y, dev);
+    Ok((CudaStorage::wrap_cuda_slice(y, dev.clone()), p))
+}
+
 /// The U8 tensor of GGUF bytes -> the dense weight `[rows, cols]` of `dtype`.
 struct Dequant {
     ty: GgmlType,
@@ -203,24 +215,9 @@ impl CustomOp1 for Dequant {
         let n = self.rows * self.cols;
         let parts = n / 32;
         let (out, op) = match self.dtype {
-            DType::F32 => {
-                // SAFETY: every element is written by dequant (one thread per 32).
-                let y = unsafe { dev.alloc::<f32>(n)? };
-                let p = base(&y, dev);
-                (CudaStorage::wrap_cuda_slice(y, dev.clone()), p)
-            }
-            DType::F16 => {
-                // SAFETY: as above.
-                let y = unsafe { dev.alloc::<half::f16>(n)? };
-                let p = base(&y, dev);
-                (CudaStorage::wrap_cuda_slice(y, dev.clone()), p)
-            }
-            DType::BF16 => {
-                // SAFETY: as above.
-                let y = unsafe { dev.alloc::<half::bf16>(n)? };
-                let p = base(&y, dev);
-                (CudaStorage::wrap_cuda_slice(y, dev.clone()), p)
-            }
+            DType::F32 => alloc_out::<f32>(dev, n)?,
+            DType::F16 => alloc_out::<half::f16>(dev, n)?,
+            DType::BF16 => alloc_out::<half::bf16>(dev, n)?,
             d => return Err(err(format!("quant-dequant: unsupported dtype {d:?}"))),
         };
         let name = format!("dequant_{}_{}", self.ty.name(), dtype_suffix(self.dtype)?);

@@ -131,15 +131,20 @@ fn layout(ty: GgmlType) -> Vec<Field> {
     f
 }
 
+/// Bytes of a field in a packed block.
+fn field_bytes(field: Field) -> usize {
+    match field {
+        Field::D | Field::M => 2 * TILE,
+        Field::Pairs(_, count) => 2 * TILE * count,
+        _ => 32,
+    }
+}
+
 /// Write the packed block of 8 rows' blocks `u` into `out` (`packed_bytes(ty)` bytes).
 pub(crate) fn pack(ty: GgmlType, u: &[Unpacked; TILE], out: &mut [u8]) {
     let mut at = 0;
     for field in layout(ty) {
-        let n = match field {
-            Field::D | Field::M => 2 * TILE,
-            Field::Pairs(_, count) => 2 * TILE * count,
-            _ => 32,
-        };
+        let n = field_bytes(field);
         let dst = &mut out[at..at + n];
         at += n;
         for (r, row) in u.iter().enumerate() {
@@ -186,11 +191,7 @@ pub(crate) fn unpack(ty: GgmlType, src: &[u8]) -> [Unpacked; TILE] {
     let mut u: [Unpacked; TILE] = Default::default();
     let mut at = 0;
     for field in layout(ty) {
-        let n = match field {
-            Field::D | Field::M => 2 * TILE,
-            Field::Pairs(_, count) => 2 * TILE * count,
-            _ => 32,
-        };
+        let n = field_bytes(field);
         let s = &src[at..at + n];
         at += n;
         for (r, row) in u.iter_mut().enumerate() {
