@@ -189,3 +189,25 @@ pub(crate) trait Isa: Copy {
     fn fnmadd(a: Self::F, b: Self::F, c: Self::F) -> Self::F;
     fn hsum(a: Self::F) -> f32;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detect_picks_the_best_available_level() {
+        let all = Level::available();
+        assert_eq!(all.first(), Some(&Level::Portable));
+        assert_eq!(Some(&Level::detect()), all.last());
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // A default build (no target-cpu flags) must not fall back to portable code.
+            assert_ne!(Level::detect(), Level::Portable);
+        }
+        for l in Level::ALL {
+            assert_eq!(l.name().parse::<Level>().unwrap(), l);
+            assert_eq!(l.checked().is_ok(), l.is_supported());
+        }
+        assert!("sse9".parse::<Level>().is_err());
+    }
+}
