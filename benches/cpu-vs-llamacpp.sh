@@ -2,7 +2,7 @@
 # This engine against llama.cpp on the CPU: same GGUF, same thread count, one run.
 #
 #   bash benches/cpu-vs-llamacpp.sh [--threads N] [--model FILE.gguf] [--runs N]
-#                                   [--out DIR] [--no-micro] [--no-e2e]
+#                                   [--out DIR] [--no-micro] [--no-e2e] [--micro-cpu-time]
 #
 # 1. llama.cpp: the pinned llama-cpp-python sdist (`pip download`), its vendor/llama.cpp
 #    built with cmake (from a venv if the system has none) into $CACHE/llama.cpp, once:
@@ -16,8 +16,11 @@
 #    $ENGINE_ARGS (e.g. `--quant native` once the engine keeps weights quantized).
 # 3. Micro: the quantized matmul of crates/quant (examples/matmul_bench.rs) and ggml's
 #    mul_mat at the default model's shapes (576x576, 576x1536, 1536x576, 49152x576;
-#    Q4_1, and Q8_0 for the tied 49152x576 head) with 1, 16 and 512 activation rows,
-#    weights streamed from memory (`cold`), fastest of the runs.
+#    Q4_1, and Q8_0 for the tied 49152x576 head; plus Q4_0, Q4_K, Q6_K at 1536x576 or
+#    1536x512) with 1, 16 and 512 activation rows, fastest of the runs. By default on N
+#    threads, wall clock, weights streamed from memory (`cold`). --micro-cpu-time: one
+#    thread timed by its CPU time, weights in cache: the comparison that survives a
+#    machine loaded by other work (both sides measured the same way).
 # 4. Prints the ratios (engine / llama.cpp, higher is better for the engine) and writes
 #    everything to --out (default bench-out/cpu-vs-llamacpp-DATE): logs, jsonl, csv,
 #    summary.md with the machine, its load before and after, and the commit.
@@ -33,6 +36,7 @@ MODEL=""
 OUT=""
 MICRO=1
 E2E=1
+MICRO_CPU=0
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --threads) THREADS="$2"; shift 2 ;;
@@ -41,6 +45,7 @@ while [[ $# -gt 0 ]]; do
         --out) OUT="$2"; shift 2 ;;
         --no-micro) MICRO=0; shift ;;
         --no-e2e) E2E=0; shift ;;
+        --micro-cpu-time) MICRO_CPU=1; shift ;;
         -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
         *) echo "unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -102,12 +107,14 @@ setup_llamacpp() {
 }
 
 setup_engine() {
-    say "building the engine and the matmul bench (release)"
-    (cd "$REPO" && cargo build --release -q -p engine-cli &&
-        cargo build --release -q -p engine-quant --example matmul_bench) >&2
+    say "building the matmul bench$([[ "$E2E" == 1 ]] && echo ' and the engine') (release)"
+    (cd "$REPO" && cargo build --release -q -p engine-quant --example matmul_bench) >&2
+    if [[ "$E2E" == 1 ]]; then
+        (cd "$REPO" && cargo build --release -q -p engine-cli) >&2
+    fi
     ENGINE="$REPO/target/release/engine"
     MATMUL="$REPO/target/release/examples/matmul_bench"
-    if [[ -z "$MODEL" ]]; then
+    if [[ "$E2E" == 1 && -z "$MODEL" ]]; then
         MODEL="$CACHE/models/smollm2-135m/SmolLM2-135M-Instruct.Q4_1.gguf"
         [[ -f "$MODEL" ]] || "$ENGINE" info --model smollm2-135m >/dev/null
     fi
@@ -121,7 +128,7 @@ machine() {
         echo "memory: $(free -g | awk '/Mem:/ {print $2}') GiB"
         echo "commit: $(cd "$REPO" && git rev-parse --short HEAD)$(cd "$REPO" && git diff --quiet || echo '+dirty')"
         echo "llama.cpp: llama-cpp-python $SDIST_VERSION vendor/llama.cpp"
-        echo "model: $MODEL"
+        echo "model: ${MODEL:-(end-to-end runs skipped)}"
         echo "threads: $THREADS, runs: $RUNS, ENGINE_ARGS: ${ENGINE_ARGS:-}"
     } >"$OUT/machine.txt"
 }
@@ -147,16 +154,22 @@ run_e2e() {
 }
 
 run_micro() {
-    say "micro: quantized matmul, engine-quant vs ggml ($THREADS threads, cold weights)"
-    local cases=("q4_1 576x576" "q4_1 576x1536" "q4_1 1536x576" "q4_1 49152x576" "q8_0 49152x576")
+    local threads="$THREADS" ours=(--cold) theirs=(cold) how="$THREADS threads, wall clock, cold weights"
+    if [[ "$MICRO_CPU" == 1 ]]; then
+        threads=1 ours=(--cpu-time) theirs=(cpu) how="1 thread, thread CPU time, weights in cache"
+    fi
+    echo "micro: $how" >>"$OUT/machine.txt"
+    say "micro: quantized matmul, engine-quant vs ggml ($how)"
+    local cases=("q4_1 576x576" "q4_1 576x1536" "q4_1 1536x576" "q4_1 49152x576" "q8_0 49152x576"
+        "q4_0 1536x576" "q4_k 1536x512" "q6_k 1536x512")
     : >"$OUT/micro-engine.tsv"
     : >"$OUT/micro-ggml.tsv"
     for c in "${cases[@]}"; do
         read -r ty shape <<<"$c"
         for m in 1 16 512; do
-            "$MATMUL" --threads "$THREADS" --types "$ty" --shapes "$shape" --m "$m" \
-                --seconds 0.5 --cold | grep -v '^#' | grep -v '^type' >>"$OUT/micro-engine.tsv"
-            "$LCPP/ggml_mul_mat_bench" "$THREADS" "$ty" "$shape" "$m" 0.5 cold \
+            "$MATMUL" --threads "$threads" --types "$ty" --shapes "$shape" --m "$m" \
+                --seconds 0.5 "${ours[@]}" | grep -v '^#' | grep -v '^type' >>"$OUT/micro-engine.tsv"
+            "$LCPP/ggml_mul_mat_bench" "$threads" "$ty" "$shape" "$m" 0.5 "${theirs[@]}" \
                 >>"$OUT/micro-ggml.tsv"
         done
     done
@@ -201,8 +214,9 @@ if micro:
         with open(os.path.join(out, name)) as f:
             return {(r[0], r[1], r[2], r[3]): float(r[4]) for r in (l.split("\t") for l in f if l.strip())}
     eng, ggml = tsv("micro-engine.tsv"), tsv("micro-ggml.tsv")
-    lines += ["Quantized matmul alone (fastest run, cold weights, us per call; "
-              "speedup = ggml time / engine-quant time):", "",
+    how = [l for l in open(os.path.join(out, "machine.txt")) if l.startswith("micro:")]
+    lines += ["Quantized matmul alone (" + (how[0][6:].strip() if how else "") +
+              "; fastest run, us per call; speedup = ggml time / engine-quant time):", "",
               "| type | rows x cols | m | ggml us | engine-quant us | speedup |", "|---|---|---:|---:|---:|---:|"]
     for k in eng:
         if k in ggml:
@@ -219,8 +233,8 @@ setup_llamacpp
 setup_engine
 machine
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/machine.txt"
-[[ "$E2E" == 1 ]] && run_e2e
-[[ "$MICRO" == 1 ]] && run_micro
+if [[ "$E2E" == 1 ]]; then run_e2e; fi
+if [[ "$MICRO" == 1 ]]; then run_micro; fi
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/machine.txt"
 report
 say "results in $OUT"

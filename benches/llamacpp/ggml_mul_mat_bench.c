@@ -2,13 +2,15 @@
 // columns as `cargo run --release -p engine-quant --example matmul_bench`, so that
 // benches/cpu-vs-llamacpp.sh can put the two side by side.
 //
-//   ggml_mul_mat_bench THREADS TYPE ROWSxCOLS M SECONDS [cold]
+//   ggml_mul_mat_bench THREADS TYPE ROWSxCOLS M SECONDS [cold] [cpu]
 //
 // TYPE is q4_0, q4_1, q5_0, q5_1, q8_0, q2_k .. q6_k, f16 or f32; weights are random
 // N(0, 0.05^2) values quantized by ggml, activations N(0, 1). The time is the fastest
 // run of a persistent thread pool's graph compute (the minimum is the estimate least
 // disturbed by other load). `cold` cycles through copies of the weights filling
-// 512 MiB, so each run streams them from memory, as in a decode step.
+// 512 MiB, so each run streams them from memory, as in a decode step. `cpu` (with one
+// thread, which ggml then runs on the calling thread) times by the thread's CPU time,
+// which on a loaded machine leaves out the time spent waiting for a core.
 //
 // Weights live in a plain ggml context: no CPU "repack" buffer, which is what llama.cpp
 // runs for Q4_1 and Q8_0 on x86 (it repacks Q4_0, Q4_K, Q6_K and IQ4_NL only).
@@ -22,9 +24,11 @@
 #include <string.h>
 #include <time.h>
 
+static int use_cpu_time = 0;
+
 static double now(void) {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(use_cpu_time ? CLOCK_THREAD_CPUTIME_ID : CLOCK_MONOTONIC, &ts);
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
@@ -55,7 +59,7 @@ static enum ggml_type parse_type(const char * s) {
 
 int main(int argc, char ** argv) {
     if (argc < 6) {
-        fprintf(stderr, "usage: %s THREADS TYPE ROWSxCOLS M SECONDS [cold]\n", argv[0]);
+        fprintf(stderr, "usage: %s THREADS TYPE ROWSxCOLS M SECONDS [cold] [cpu]\n", argv[0]);
         return 2;
     }
     int threads = atoi(argv[1]);
@@ -67,7 +71,15 @@ int main(int argc, char ** argv) {
     }
     long m = atol(argv[4]);
     double seconds = atof(argv[5]);
-    int cold = argc > 6 && strcmp(argv[6], "cold") == 0;
+    int cold = 0;
+    for (int i = 6; i < argc; i++) {
+        cold |= strcmp(argv[i], "cold") == 0;
+        use_cpu_time |= strcmp(argv[i], "cpu") == 0;
+    }
+    if (use_cpu_time && threads != 1) {
+        fprintf(stderr, "cpu time measures one thread: use THREADS = 1\n");
+        return 2;
+    }
 
     size_t wbytes = ggml_row_size(type, cols) * rows;
     int copies = cold ? (int)((512ull << 20) / wbytes) : 1;
