@@ -109,7 +109,7 @@ impl Acts<'_> {
 
 /// Quantize `m` rows of `k` values for `ty`'s kernels, rows spread over the pool.
 fn quantize_acts<'a>(ty: GgmlType, x: &'a [f32], m: usize, k: usize, cpu: &CpuContext) -> Acts<'a> {
-    fn par<B: Default + Clone + Send>(
+    fn rows<B: Default + Clone + Send>(
         x: &[f32],
         m: usize,
         k: usize,
@@ -119,25 +119,17 @@ fn quantize_acts<'a>(ty: GgmlType, x: &'a [f32], m: usize, k: usize, cpu: &CpuCo
     ) -> Vec<B> {
         let nb = k / per_block;
         let mut out = vec![B::default(); m * nb];
-        let threads = if m * k >= 1 << 15 { cpu.threads() } else { 1 };
-        let dst = SharedPtr(out.as_mut_ptr());
-        let job = |i: usize| {
-            for row in (i..m).step_by(threads) {
-                // SAFETY: thread i writes only rows i, i + threads, ...: disjoint blocks
-                // of `out`, which outlives the job.
-                let o = unsafe { std::slice::from_raw_parts_mut(dst.get().add(row * nb), nb) };
-                f(&x[row * k..(row + 1) * k], o);
-            }
-        };
-        match threads {
-            1 => job(0),
-            _ => cpu.pool.run(&job),
+        // One activation row per piece.
+        let row = |i: usize, o: &mut [B]| f(&x[i * k..(i + 1) * k], o);
+        match m * k >= 1 << 15 {
+            true => cpu.pool.for_each_chunk(&mut out, nb, &row),
+            false => out.chunks_mut(nb).enumerate().for_each(|(i, o)| row(i, o)),
         }
         out
     }
     match ty.block_elems() {
-        QK => Acts::Q8(par(x, m, k, QK, cpu, quantize_q8)),
-        QK_K => Acts::Q8K(par(x, m, k, QK_K, cpu, quantize_q8k)),
+        QK => Acts::Q8(rows(x, m, k, QK, cpu, quantize_q8)),
+        QK_K => Acts::Q8K(rows(x, m, k, QK_K, cpu, quantize_q8k)),
         _ => Acts::F32(x),
     }
 }

@@ -7,9 +7,12 @@
 //! /proc or asks the OS for the CPU count per call (candle's CPU matmul does, unless
 //! RAYON_NUM_THREADS is set).
 //!
-//! `run(f)` calls `f(i)` once on every thread `i` in `0..threads` and returns when all
-//! have finished; work is shared out by the caller's closure (an atomic task counter in
-//! the matmul). Concurrent `run` calls from different threads are serialized.
+//! `run(f)` calls `f(0)` on the caller and `f(i)` on each worker `i` that joins the job
+//! while it is open; it closes the job when the caller's `f(0)` returns and then waits
+//! only for the workers inside `f`. So `f` must share its work out dynamically (an
+//! atomic task counter, [`ThreadPool::for_each_chunk`]): a worker that the OS has not
+//! scheduled yet (a loaded machine) then costs nothing, where a barrier would wait for
+//! it. Concurrent `run` calls from different threads are serialized.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
@@ -17,16 +20,19 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// A job's closure with its lifetime erased (see the SAFETY note in [`ThreadPool::run`]).
+/// A job's closure with its lifetime erased (see the SAFETY note in [`ThreadPool::run`]),
+/// and the epoch it was posted in.
 #[derive(Clone, Copy)]
-struct Job(*const (dyn Fn(usize) + Sync));
+struct Job(*const (dyn Fn(usize) + Sync), u64);
 // SAFETY: the closure is `Sync` and only called while `run` keeps it alive.
 unsafe impl Send for Job {}
 
 struct Shared {
     epoch: AtomicU64,
+    /// The open job; workers join it under this lock, the caller closes it under it.
     job: Mutex<Option<Job>>,
-    pending: AtomicUsize,
+    /// Workers inside the current job's closure.
+    active: AtomicUsize,
     sleeping: AtomicUsize,
     sleep: Mutex<()>,
     wake: Condvar,
@@ -49,7 +55,7 @@ impl ThreadPool {
         let shared = Arc::new(Shared {
             epoch: AtomicU64::new(0),
             job: Mutex::new(None),
-            pending: AtomicUsize::new(0),
+            active: AtomicUsize::new(0),
             sleeping: AtomicUsize::new(0),
             sleep: Mutex::new(()),
             wake: Condvar::new(),
@@ -77,39 +83,41 @@ impl ThreadPool {
         self.workers.len() + 1
     }
 
-    /// Call `f(i)` on every thread `i` in `0..threads()`, the caller being thread 0, and
-    /// wait for all. A panic in `f` on any thread is re-raised here after all finished.
+    /// Call `f(0)` on the caller and `f(i)` on each worker `i` that joins before `f(0)`
+    /// returns (see the module docs: `f` must share its work dynamically), then wait for
+    /// the workers inside `f`. A panic in `f` on any thread is re-raised here.
     pub fn run(&self, f: &(dyn Fn(usize) + Sync)) {
         if self.workers.is_empty() {
             return f(0);
         }
         let _one_job_at_a_time = self.dispatch.lock().unwrap_or_else(|e| e.into_inner());
         let s = &self.shared;
-        // SAFETY: the erased closure is only called by workers between the epoch bump
-        // below and their `pending` decrement, and this function does not return (or
-        // unwind) before `pending` is back to 0, so `f` outlives every call.
-        let job = Job(unsafe {
+        // SAFETY: workers call the erased closure only after joining the job under the
+        // `job` lock while it is open, and this function closes the job under that lock
+        // and then waits until no joined worker is left inside (`active` == 0) before it
+        // returns or unwinds, so `f` outlives every call.
+        let ptr = unsafe {
             std::mem::transmute::<*const (dyn Fn(usize) + Sync + '_), *const (dyn Fn(usize) + Sync)>(
                 f,
             )
-        });
-        *s.job.lock().unwrap_or_else(|e| e.into_inner()) = Some(job);
-        s.pending.store(self.workers.len(), SeqCst);
-        s.epoch.fetch_add(1, SeqCst);
+        };
+        let epoch = s.epoch.load(SeqCst) + 1;
+        *s.job.lock().unwrap_or_else(|e| e.into_inner()) = Some(Job(ptr, epoch));
+        s.epoch.store(epoch, SeqCst);
         if s.sleeping.load(SeqCst) > 0 {
             let _g = s.sleep.lock().unwrap_or_else(|e| e.into_inner());
             s.wake.notify_all();
         }
         let mine = catch_unwind(AssertUnwindSafe(|| f(0)));
+        *s.job.lock().unwrap_or_else(|e| e.into_inner()) = None;
         let mut spins = 0u32;
-        while s.pending.load(Acquire) != 0 {
+        while s.active.load(Acquire) != 0 {
             spins = spins.saturating_add(1);
             match spins < 1 << 16 {
                 true => std::hint::spin_loop(),
                 false => std::thread::yield_now(),
             }
         }
-        *s.job.lock().unwrap_or_else(|e| e.into_inner()) = None;
         if let Err(p) = mine {
             std::panic::resume_unwind(p);
         }
@@ -149,15 +157,26 @@ fn worker(s: &Shared, index: usize) {
     let mut seen = 0;
     while let Some(e) = next_epoch(s, seen) {
         seen = e;
-        let job = *s.job.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(Job(f)) = job {
-            // SAFETY: see `run`: the closure is alive until `pending` reaches 0.
+        // Join the job if it is still the one of this epoch and still open.
+        let joined = {
+            let job = s.job.lock().unwrap_or_else(|e| e.into_inner());
+            match *job {
+                Some(Job(f, epoch)) if epoch == e => {
+                    s.active.fetch_add(1, SeqCst);
+                    Some(f)
+                }
+                _ => None,
+            }
+        };
+        if let Some(f) = joined {
+            // SAFETY: see `run`: joined under the lock while open, so the closure is
+            // alive until `active` drops back to 0.
             let r = catch_unwind(AssertUnwindSafe(|| unsafe { (*f)(index) }));
             if r.is_err() {
                 s.panicked.store(true, SeqCst);
             }
+            s.active.fetch_sub(1, Release);
         }
-        s.pending.fetch_sub(1, Release);
     }
 }
 
@@ -205,22 +224,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_thread_runs_each_job_once() {
+    fn jobs_run_on_the_caller_and_at_most_once_per_worker() {
         for spin in [Duration::ZERO, Duration::from_millis(5)] {
             let pool = ThreadPool::new(3, spin).unwrap();
             assert_eq!(pool.threads(), 3);
+            let mut joined = 0;
             for round in 0..200 {
                 let hits: Vec<AtomicUsize> = (0..3).map(|_| AtomicUsize::new(0)).collect();
+                // Work shared through a counter: all 64 tasks done whoever joins; the
+                // tasks take long enough (~1 ms in all) for sleeping workers to wake.
+                let (next, done) = (AtomicUsize::new(0), AtomicUsize::new(0));
                 pool.run(&|i| {
                     hits[i].fetch_add(1, SeqCst);
+                    while next.fetch_add(1, SeqCst) < 64 {
+                        done.fetch_add(1, SeqCst);
+                        std::thread::sleep(Duration::from_micros(20));
+                    }
                 });
                 let got: Vec<usize> = hits.iter().map(|h| h.load(SeqCst)).collect();
-                assert_eq!(got, vec![1, 1, 1], "round {round}");
+                assert_eq!(got[0], 1, "round {round}");
+                assert!(got.iter().all(|&n| n <= 1), "round {round}: {got:?}");
+                assert_eq!(done.load(SeqCst), 64, "round {round}");
+                joined += got[1] + got[2];
                 if round % 50 == 0 {
                     // Let the workers fall asleep, then wake them.
                     std::thread::sleep(Duration::from_millis(10));
                 }
             }
+            assert!(joined > 0, "no worker ever joined a job");
         }
     }
 
@@ -239,18 +270,26 @@ mod tests {
     #[test]
     fn a_worker_panic_reaches_the_caller_and_the_pool_survives() {
         let pool = ThreadPool::new(2, Duration::ZERO).unwrap();
+        let worker_in = AtomicBool::new(false);
         let r = catch_unwind(AssertUnwindSafe(|| {
             pool.run(&|i| {
                 if i == 1 {
+                    worker_in.store(true, SeqCst);
                     panic!("planted");
+                }
+                // Keep the job open until the worker joined (or 10 s passed).
+                let start = Instant::now();
+                while !worker_in.load(SeqCst) && start.elapsed() < Duration::from_secs(10) {
+                    std::thread::yield_now();
                 }
             })
         }));
+        assert!(worker_in.load(SeqCst), "the worker never joined");
         assert!(r.is_err());
         let n = AtomicUsize::new(0);
         pool.run(&|_| {
             n.fetch_add(1, SeqCst);
         });
-        assert_eq!(n.load(SeqCst), 2);
+        assert!((1..=2).contains(&n.load(SeqCst)));
     }
 }
