@@ -47,8 +47,9 @@ fn copy(c: &mut Criterion, cpu: &CpuContext) {
     g.finish();
 }
 
-fn matrix(ty: GgmlType, rows: usize, cols: usize) -> QMatrix {
-    QMatrix::quantize(ty, rows, cols, &gaussian(rows * cols, 1, 0.05)).expect("quantize")
+fn matrix(ty: GgmlType, rows: usize, cols: usize, cpu: &CpuContext) -> QMatrix {
+    let x = gaussian(rows * cols, 1, 0.05);
+    QMatrix::quantize_on(ty, rows, cols, &x, Some(cpu)).expect("quantize")
 }
 
 fn matvec(c: &mut Criterion, cpu: &CpuContext) {
@@ -64,7 +65,7 @@ fn matvec(c: &mut Criterion, cpu: &CpuContext) {
         (GgmlType::Q8_0, 14336, 4096),
     ];
     for (ty, rows, cols) in cases {
-        let w = matrix(ty, rows, cols);
+        let w = matrix(ty, rows, cols, cpu);
         let copies: Vec<QMatrix> = (0..((256usize << 20) / w.size_bytes()).clamp(1, 1024))
             .map(|_| w.clone())
             .collect();
@@ -91,7 +92,7 @@ fn batched(c: &mut Criterion, cpu: &CpuContext) {
         (GgmlType::Q4K, 4096, 4096),
         (GgmlType::Q6K, 4096, 4096),
     ] {
-        let w = matrix(ty, rows, cols);
+        let w = matrix(ty, rows, cols, cpu);
         for m in [16, 64, 512] {
             let x = gaussian(m * cols, 3, 1.0);
             let mut y = vec![0f32; m * rows];
