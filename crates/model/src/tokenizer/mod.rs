@@ -159,7 +159,7 @@ impl Tokenizer {
     /// the fallback as `<0x41>`), or `None` outside the vocabulary.
     pub fn token_piece(&self, id: u32) -> Option<String> {
         match &self.kind {
-            Kind::Hf(t) => t.id_to_token(id),
+            Kind::Hf(t, _) => t.id_to_token(id),
             Kind::Bytes => match id {
                 0..=255 => Some(format!("<0x{id:02X}>")),
                 BYTE_BOS => Some("<bos>".into()),
