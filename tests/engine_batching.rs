@@ -49,6 +49,7 @@ fn load(spec: &str, kernels: KernelChoice) -> Result<LoadedModel> {
         seed: 0,
         tokenizer: None,
         kernels,
+        quant: engine_model::QuantMode::None,
     };
     Ok(load_model(spec, &opts, &|m| eprintln!("{m}"))?)
 }

@@ -36,6 +36,18 @@ pub struct ModelArgs {
     /// candle on the CPU (where the fused ops run their CPU ports).
     #[arg(long, default_value = "auto", value_parser = parse_kernels)]
     pub kernels: engine_model::KernelChoice,
+    /// Weight matrices: `native` (a GGUF's quantized matrices stay in their type and run
+    /// on engine-quant's kernels; other weights dense), `none` (everything dequantized to
+    /// --dtype), or a block type to quantize to at load: q8_0, q4_0, q4_1, q5_0, q5_1,
+    /// q2_k, q3_k, q4_k, q5_k, q6_k (K-quants fall back to a 32-block type on rows that
+    /// are not a multiple of 256).
+    #[arg(long, default_value = "native", value_parser = parse_quant)]
+    pub quant: engine_model::QuantMode,
+}
+
+fn parse_quant(s: &str) -> Result<engine_model::QuantMode, String> {
+    s.parse()
+        .map_err(|e: engine_model::ModelError| e.to_string())
 }
 
 fn parse_kernels(s: &str) -> Result<engine_model::KernelChoice, String> {
@@ -56,6 +68,7 @@ impl ModelArgs {
             seed: self.seed,
             tokenizer: self.tokenizer.clone(),
             kernels: self.kernels,
+            quant: self.quant,
         }
     }
 }

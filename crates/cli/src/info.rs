@@ -45,7 +45,8 @@ pub fn run(a: InfoArgs) -> anyhow::Result<()> {
         .with_context(|| format!("model {}", a.model.model))?;
     let cfg = &opened.config;
     let params = cfg.num_parameters();
-    let weight_bytes = params * dtype.size_in_bytes() as u64;
+    let weights = engine_model::linear::weight_plan(cfg, &opened.weights, a.model.quant, dtype)?;
+    let weight_bytes = weights.total_bytes();
     let kv_per_token = cfg.kv_bytes_per_token(dtype);
     let per_block = kv_per_token * a.model.block_size as u64;
     let num_blocks = kv_cache_blocks(&a, &device, weight_bytes, cfg, dtype);
@@ -67,7 +68,10 @@ pub fn run(a: InfoArgs) -> anyhow::Result<()> {
         let v = serde_json::json!({
             "model": a.model.model, "source": opened.source, "config": cfg,
             "dtype": format!("{dtype:?}").to_lowercase(), "parameters": params,
-            "weight_bytes": weight_bytes, "kv_cache_bytes_per_token": kv_per_token,
+            "quant": a.model.quant.to_string(), "weight_bytes": weight_bytes,
+            "weight_bytes_by_type": weights.by_type,
+            "weight_bytes_read_per_decode_step": weights.read_per_step,
+            "kv_cache_bytes_per_token": kv_per_token,
             "block_size": a.model.block_size, "num_blocks": num_blocks,
             "max_concurrency": cliff.iter().map(|(c, n)| serde_json::json!({"context_len": c, "max_seqs": n})).collect::<Vec<_>>(),
         });
@@ -115,9 +119,23 @@ pub fn run(a: InfoArgs) -> anyhow::Result<()> {
         "dtype:               {}",
         format!("{dtype:?}").to_lowercase()
     );
+    println!("quant:               {}", a.model.quant);
     println!(
         "weight bytes:        {weight_bytes} ({})",
         gib(weight_bytes)
+    );
+    for (ty, t) in &weights.by_type {
+        println!(
+            "  {ty:<6} {:>4} tensors {:>14} bytes ({})",
+            t.tensors,
+            t.bytes,
+            gib(t.bytes)
+        );
+    }
+    println!(
+        "read per decode step: {} bytes of weights ({}; the embedding table is gathered)",
+        weights.read_per_step,
+        gib(weights.read_per_step)
     );
     println!(
         "KV cache per token:  {kv_per_token} bytes ({:.1} KiB)",

@@ -67,7 +67,9 @@ pub fn run(a: PlanArgs) -> anyhow::Result<()> {
     };
     let opened = open_model(&a.model.model, a.model.seed, &crate::say)
         .with_context(|| format!("model {}", a.model.model))?;
-    let weight_bytes = opened.config.num_parameters() * dtype.size_in_bytes() as u64;
+    let weight_bytes =
+        engine_model::linear::weight_plan(&opened.config, &opened.weights, a.model.quant, dtype)?
+            .total_bytes();
     let memory = match a.gpu_memory {
         Some(total) => Some(plan::gpu_figure(total, weight_bytes)),
         None => plan::device_figure(&device, weight_bytes),

@@ -40,6 +40,7 @@ fn engine(spec: &str, graphs: bool) -> Result<Engine> {
         seed: 3,
         tokenizer: None,
         kernels: KernelChoice::Fused,
+        quant: Default::default(),
     };
     let cfg = EngineConfig {
         num_blocks: Some(40),
@@ -168,6 +169,7 @@ fn enforce_eager_and_the_candle_op_set_turn_graphs_off() -> Result<()> {
         seed: 3,
         tokenizer: None,
         kernels,
+        quant: Default::default(),
     };
     let cfg = EngineConfig {
         num_blocks: Some(40),

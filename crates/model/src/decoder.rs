@@ -20,39 +20,13 @@
 use crate::batch::{BatchBuilder, SeqInput, StepBatch};
 use crate::config::DecoderConfig;
 use crate::kv_cache::KvCache;
+use crate::linear::{Linear, Loader, QuantMode, WeightStats};
 use crate::ops::{CandleOps, FusedOps, Heads, HotOps};
 use crate::rope::RopeTable;
 use crate::weights::WeightSource;
 use crate::Result;
 use candle_core::{DType, Device, Tensor};
 use engine_kernels::KernelChoice;
-
-/// A dense layer `y = x W^T + b`.
-#[derive(Debug, Clone)]
-pub(crate) struct Linear {
-    weight: Tensor,       // [out, in]
-    bias: Option<Tensor>, // [out]
-}
-
-impl Linear {
-    pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = x.matmul(&self.weight.t()?)?; // [T, out]
-        Ok(match &self.bias {
-            Some(b) => y.broadcast_add(b)?,
-            None => y,
-        })
-    }
-
-    /// Stack layers that read the same input into one (their outputs side by side).
-    fn fuse(parts: Vec<Linear>) -> Result<Linear> {
-        let weights: Vec<&Tensor> = parts.iter().map(|p| &p.weight).collect();
-        let biases: Option<Vec<&Tensor>> = parts.iter().map(|p| p.bias.as_ref()).collect();
-        Ok(Linear {
-            weight: Tensor::cat(&weights, 0)?,
-            bias: biases.map(|b| Tensor::cat(&b, 0)).transpose()?,
-        })
-    }
-}
 
 #[derive(Debug, Clone)]
 pub(crate) struct Layer {
@@ -92,7 +66,8 @@ pub struct Decoder {
     embed_tokens: Tensor, // [vocab, hidden]
     layers: Vec<Layer>,
     norm: Tensor,    // [hidden]
-    lm_head: Tensor, // [vocab, hidden] (the embedding when tied)
+    lm_head: Linear, // [vocab, hidden] (the embedding when tied)
+    weights: WeightStats,
     rope: RopeTable,
     dtype: DType,
     device: Device,
@@ -101,30 +76,41 @@ pub struct Decoder {
 }
 
 impl Decoder {
-    /// Load every tensor the config calls for from `src`.
+    /// Load every tensor the config calls for from `src`, dense in `dtype` (`--quant
+    /// none`: the reference path).
     pub fn load(
         cfg: &DecoderConfig,
         src: &mut WeightSource,
         dtype: DType,
         device: &Device,
     ) -> Result<Self> {
+        Self::load_quant(cfg, src, QuantMode::None, dtype, device)
+    }
+
+    /// Load every tensor the config calls for from `src`, the matrices stored as `quant`
+    /// says (see [`crate::linear`]).
+    pub fn load_quant(
+        cfg: &DecoderConfig,
+        src: &mut WeightSource,
+        quant: QuantMode,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
         let (h, v) = (cfg.hidden_size, cfg.vocab_size);
-        let embed_tokens = src.get("model.embed_tokens.weight", &[v, h], dtype, device)?;
+        let mut ld = Loader::new(src, quant, dtype, device);
+        let embed_tokens = ld.dense("model.embed_tokens.weight", &[v, h], false)?;
         let layers = (0..cfg.num_hidden_layers)
-            .map(|i| load_layer(cfg, src, &format!("model.layers.{i}"), dtype, device))
+            .map(|i| load_layer(cfg, &mut ld, &format!("model.layers.{i}")))
             .collect::<Result<Vec<_>>>()?;
-        let norm = src.get("model.norm.weight", &[h], dtype, device)?;
-        let lm_head = if cfg.tie_word_embeddings && !src.contains("lm_head.weight") {
-            embed_tokens.clone()
-        } else {
-            src.get("lm_head.weight", &[v, h], dtype, device)?
-        };
+        let norm = ld.dense("model.norm.weight", &[h], true)?;
+        let lm_head = ld.lm_head(cfg, &embed_tokens)?;
         Ok(Self {
             cfg: cfg.clone(),
             embed_tokens,
             layers,
             norm,
             lm_head,
+            weights: ld.stats,
             rope: RopeTable::new(cfg, dtype, device)?,
             dtype,
             device: device.clone(),
@@ -164,9 +150,14 @@ impl Decoder {
         }
     }
 
-    /// Bytes held by the weights (tied embeddings counted once).
+    /// Bytes held by the weights (tied embeddings counted once when both are dense).
     pub fn weight_bytes(&self) -> u64 {
-        self.cfg.num_parameters() * self.dtype.size_in_bytes() as u64
+        self.weights.total_bytes()
+    }
+
+    /// Bytes per storage type, and the bytes a decode step reads.
+    pub fn weight_stats(&self) -> &WeightStats {
+        &self.weights
     }
 
     /// A builder for one step's batch over a cache of `block_size`-token blocks.
@@ -195,7 +186,7 @@ impl Decoder {
             _ => self.layers(&CandleOps::prepare(batch, &self.rope, geo)?, batch, kv)?,
         };
         match hidden {
-            Some(h) => Ok(h.matmul(&self.lm_head.t()?)?.to_dtype(DType::F32)?),
+            Some(h) => Ok(self.lm_head.forward(&h)?.to_dtype(DType::F32)?),
             None => Ok(Tensor::zeros(
                 (0, self.cfg.vocab_size),
                 DType::F32,
@@ -256,42 +247,29 @@ impl Decoder {
     }
 }
 
-fn load_layer(
-    cfg: &DecoderConfig,
-    src: &mut WeightSource,
-    p: &str,
-    dtype: DType,
-    dev: &Device,
-) -> Result<Layer> {
+fn load_layer(cfg: &DecoderConfig, ld: &mut Loader, p: &str) -> Result<Layer> {
     let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
     let q_out = cfg.num_attention_heads * cfg.head_dim;
     let kv_out = cfg.num_key_value_heads * cfg.head_dim;
-    let mut linear = |name: &str, out: usize, inp: usize, bias: bool| -> Result<Linear> {
-        let weight = src.get(&format!("{p}.{name}.weight"), &[out, inp], dtype, dev)?;
-        let bias = match bias {
-            true => Some(src.get(&format!("{p}.{name}.bias"), &[out], dtype, dev)?),
-            false => None,
-        };
-        Ok(Linear { weight, bias })
-    };
-    let b = cfg.qkv_bias;
-    let qkv_proj = Linear::fuse(vec![
-        linear("self_attn.q_proj", q_out, h, b)?,
-        linear("self_attn.k_proj", kv_out, h, b)?,
-        linear("self_attn.v_proj", kv_out, h, b)?,
-    ])?;
-    let o_proj = linear("self_attn.o_proj", h, q_out, false)?;
-    let gate_up_proj = Linear::fuse(vec![
-        linear("mlp.gate_proj", i, h, false)?,
-        linear("mlp.up_proj", i, h, false)?,
-    ])?;
-    let down_proj = linear("mlp.down_proj", h, i, false)?;
-    let norm = |src: &mut WeightSource, name: &str| {
-        src.get(&format!("{p}.{name}.weight"), &[h], dtype, dev)
-    };
+    let name = |n: &str| format!("{p}.{n}");
+    let (q, k, v) = (
+        name("self_attn.q_proj"),
+        name("self_attn.k_proj"),
+        name("self_attn.v_proj"),
+    );
+    let qkv = [
+        (q.as_str(), q_out),
+        (k.as_str(), kv_out),
+        (v.as_str(), kv_out),
+    ];
+    let qkv_proj = ld.linear(&qkv, h, cfg.qkv_bias)?;
+    let o_proj = ld.linear(&[(&name("self_attn.o_proj"), h)], q_out, false)?;
+    let (gate, up) = (name("mlp.gate_proj"), name("mlp.up_proj"));
+    let gate_up_proj = ld.linear(&[(gate.as_str(), i), (up.as_str(), i)], h, false)?;
+    let down_proj = ld.linear(&[(&name("mlp.down_proj"), h)], i, false)?;
     Ok(Layer {
-        input_layernorm: norm(src, "input_layernorm")?,
-        post_attention_layernorm: norm(src, "post_attention_layernorm")?,
+        input_layernorm: ld.dense(&name("input_layernorm.weight"), &[h], true)?,
+        post_attention_layernorm: ld.dense(&name("post_attention_layernorm.weight"), &[h], true)?,
         qkv_proj,
         o_proj,
         gate_up_proj,

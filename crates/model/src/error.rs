@@ -44,6 +44,9 @@ pub enum ModelError {
     /// A fused kernel rejected its inputs or failed.
     #[error("kernel: {0}")]
     Kernel(#[from] engine_kernels::KernelError),
+    /// Quantized weights that cannot be built or multiplied (engine-quant).
+    #[error("quantized weights: {0}")]
+    Quant(#[from] engine_quant::QuantError),
     /// An error from candle while computing.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),

@@ -1,7 +1,8 @@
 //! GGUF files: the decoder config from metadata, and tensors renamed to Hugging Face names.
 //!
-//! Tensors are dequantized to f32 one at a time as the decoder asks for them (keeping
-//! them quantized is a later step). llama.cpp's converter permutes the rows of llama
+//! Tensors are dequantized to f32 one at a time as the decoder asks for them
+//! ([`GgufWeights::get`], `--quant none`), or handed over as their GGUF bytes to stay
+//! quantized ([`GgufWeights::quantized`], `--quant native`). llama.cpp's converter permutes the rows of llama
 //! `attn_q`/`attn_k` so that adjacent pairs rotate together (interleaved rope); our
 //! decoder uses the half-split convention, so those two are un-permuted here:
 //!
@@ -22,6 +23,7 @@ use crate::{ModelError, Result};
 use candle_core::quantized::{ggml_file::qtensor_from_ggml, GgmlDType};
 use candle_core::{Device, Tensor};
 use engine_formats::gguf::{Gguf, Metadata, TensorInfo};
+use engine_quant::GgmlType;
 use memmap2::Mmap;
 use std::path::{Path, PathBuf};
 
@@ -91,8 +93,9 @@ impl GgufWeights {
         Ok((info, bytes))
     }
 
-    /// Read, dequantize (f32) and, for llama q/k, un-permute the tensor `hf_name`.
-    pub fn get(&self, hf_name: &str, shape: &[usize]) -> Result<Tensor> {
+    /// The GGUF name, checked info and raw bytes of the tensor `hf_name`, which must
+    /// have `shape`.
+    fn checked(&self, hf_name: &str, shape: &[usize]) -> Result<(String, &TensorInfo, &[u8])> {
         let name = gguf_name(hf_name).ok_or_else(|| {
             ModelError::weights(&self.path, format!("no GGUF name for tensor `{hf_name}`"))
         })?;
@@ -106,19 +109,70 @@ impl GgufWeights {
                 ),
             ));
         }
-        let t = dequantize(info, bytes).map_err(|e| ModelError::weights(&self.path, e))?;
-        let heads = if name.ends_with("attn_q.weight") {
+        Ok((name, info, bytes))
+    }
+
+    /// The heads of `name` when it is a llama q/k matrix whose rows must be un-permuted.
+    fn permuted_heads(&self, name: &str) -> Option<usize> {
+        if !self.unpermute_qk {
+            return None;
+        }
+        if name.ends_with("attn_q.weight") {
             Some(self.num_heads)
         } else if name.ends_with("attn_k.weight") {
             Some(self.num_kv_heads)
         } else {
             None
-        };
-        match heads {
-            Some(h) if self.unpermute_qk => unpermute_rows(&t, h),
-            _ => Ok(t),
         }
     }
+
+    /// The block type (`q4_1`, `q8_0`, ...) the tensor `hf_name` is stored in; `None`
+    /// for float tensors, absent ones and types engine-quant does not multiply.
+    pub fn block_type(&self, hf_name: &str) -> Option<GgmlType> {
+        let info = self.header.tensor(&gguf_name(hf_name)?)?;
+        GgmlType::from_gguf_id(info.ggml_type.id)
+            .ok()
+            .filter(|t| t.is_quantized())
+    }
+
+    /// The tensor `hf_name` (`[rows, cols]`, stored in a block type) as its GGUF bytes,
+    /// rows in Hugging Face order: llama q/k rows are un-permuted by moving whole rows,
+    /// which are independent blocks, so nothing is re-quantized.
+    pub fn quantized(&self, hf_name: &str, shape: &[usize]) -> Result<(GgmlType, Vec<u8>)> {
+        let (name, info, bytes) = self.checked(hf_name, shape)?;
+        let bad = |e: engine_quant::QuantError| ModelError::weights(&self.path, e.to_string());
+        let ty = GgmlType::from_gguf_id(info.ggml_type.id).map_err(bad)?;
+        let &[rows, cols] = shape else {
+            return Err(ModelError::weights(
+                &self.path,
+                format!("tensor `{name}` is not a matrix"),
+            ));
+        };
+        let pick: Vec<usize> = match self.permuted_heads(&name) {
+            Some(heads) => (0..rows).map(|r| gguf_row(r, rows / heads)).collect(),
+            None => return Ok((ty, bytes.to_vec())),
+        };
+        let out = engine_quant::matrix::select_rows_ggml(ty, rows, cols, bytes, &pick);
+        Ok((ty, out.map_err(bad)?))
+    }
+
+    /// Read, dequantize (f32) and, for llama q/k, un-permute the tensor `hf_name`.
+    pub fn get(&self, hf_name: &str, shape: &[usize]) -> Result<Tensor> {
+        let (name, info, bytes) = self.checked(hf_name, shape)?;
+        let t = dequantize(info, bytes).map_err(|e| ModelError::weights(&self.path, e))?;
+        match self.permuted_heads(&name) {
+            Some(h) => unpermute_rows(&t, h),
+            None => Ok(t),
+        }
+    }
+}
+
+/// The GGUF row that Hugging Face row `r` of a llama q/k matrix with heads of `d` rows
+/// comes from (the module docs' map, read backwards).
+fn gguf_row(r: usize, d: usize) -> usize {
+    let (head, within) = (r / d, r % d);
+    let (p, i) = (within / (d / 2), within % (d / 2));
+    head * d + 2 * i + p
 }
 
 /// candle's dtype for a ggml type id, for the types candle can dequantize.
@@ -248,6 +302,16 @@ mod tests {
         let t = Tensor::from_vec(permuted, (h * d, cols), &Device::Cpu)?;
         let back = unpermute_rows(&t, h)?.flatten_all()?.to_vec1::<f32>()?;
         assert_eq!(back, hf);
+        Ok(())
+    }
+
+    #[test]
+    fn gguf_row_is_the_map_unpermute_rows_applies() -> Result<()> {
+        let (h, d) = (3usize, 8usize);
+        let t = Tensor::arange(0f32, (h * d) as f32, &Device::Cpu)?.reshape((h * d, 1))?;
+        let back = unpermute_rows(&t, h)?.flatten_all()?.to_vec1::<f32>()?;
+        let want: Vec<f32> = (0..h * d).map(|r| gguf_row(r, d) as f32).collect();
+        assert_eq!(back, want);
         Ok(())
     }
 }

@@ -5,6 +5,8 @@
 //!   ONE layer loop (`Decoder::layer`) over a small set of hot-path ops with two
 //!   implementations (`ops`: candle's plain ops, `--kernels candle`, the reference;
 //!   engine-kernels' fused ops, `--kernels fused`).
+//! - [`linear`]: the decoder's linear layers, dense or quantized (engine-quant), and
+//!   `--quant`.
 //! - [`kv_cache`] and [`attention`]: paged K/V storage, and the candle path's attention
 //!   through block tables.
 //! - [`weights`], [`gguf`]: where tensors come from (safetensors, GGUF, a seed); the file
@@ -22,6 +24,7 @@ pub mod fetch;
 pub mod gguf;
 pub mod hub;
 pub mod kv_cache;
+pub mod linear;
 mod ops;
 pub mod paths;
 pub mod rope;
@@ -35,6 +38,7 @@ pub use decoder::Decoder;
 pub use engine_kernels::KernelChoice;
 pub use error::{ModelError, Result};
 pub use kv_cache::KvCache;
+pub use linear::{QuantMode, WeightStats};
 pub use source::{load_model, open_model, LoadOptions, LoadedModel, OpenedModel, DEFAULT_MODEL};
 pub use tokenizer::{StreamDecoder, Tokenizer};
 pub use weights::WeightSource;

@@ -58,6 +58,8 @@ pub struct LoadOptions {
     pub tokenizer: Option<PathBuf>,
     /// Plain candle ops or the fused kernels (see [`crate::KernelChoice`]).
     pub kernels: crate::KernelChoice,
+    /// How weight matrices are stored (`--quant`, see [`crate::linear`]).
+    pub quant: crate::QuantMode,
 }
 
 /// A model ready to run.
@@ -161,7 +163,8 @@ pub fn load_model(spec: &str, opts: &LoadOptions, say: &dyn Fn(&str)) -> Result<
     }
     check_fits_in_memory(&cfg, opts, &source)?;
     say(&format!("loading {source}"));
-    let mut decoder = Decoder::load(&cfg, &mut weights, opts.dtype, &opts.device)?;
+    let mut decoder =
+        Decoder::load_quant(&cfg, &mut weights, opts.quant, opts.dtype, &opts.device)?;
     decoder.set_kernels(opts.kernels);
     Ok(LoadedModel {
         name: spec.to_string(),

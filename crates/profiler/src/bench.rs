@@ -63,6 +63,10 @@ pub fn model_facts(engine: &Engine) -> ModelFacts {
         num_hidden_layers: c.num_hidden_layers,
         q_dim: c.num_attention_heads * c.head_dim,
         tie_word_embeddings: c.tie_word_embeddings,
+        weight_bytes_read: d.weight_stats().read_per_step,
+        weight_bytes_by_type: (d.weight_stats().by_type.iter())
+            .map(|(ty, t)| (ty.clone(), t.bytes))
+            .collect(),
     }
 }
 

@@ -350,6 +350,7 @@ mod tests {
             seed: 0,
             tokenizer: None,
             kernels: Default::default(),
+            quant: Default::default(),
         };
         let model = load_model(&format!("dummy:{}", path.display()), &opts, &|_| {}).unwrap();
         Engine::new(model, cfg).unwrap()

@@ -106,6 +106,13 @@ pub struct ModelFacts {
     /// `num_attention_heads * head_dim`.
     pub q_dim: usize,
     pub tie_word_embeddings: bool,
+    /// Weight bytes a decode step reads, in the weights' real (quantized) types; 0 in
+    /// results written before it existed (the roofline then estimates from `weight_bytes`).
+    #[serde(default)]
+    pub weight_bytes_read: u64,
+    /// Bytes held per weight type (`f32`, `q4_1`, ...).
+    #[serde(default)]
+    pub weight_bytes_by_type: std::collections::BTreeMap<String, u64>,
 }
 
 /// Where and on what the benchmark ran.

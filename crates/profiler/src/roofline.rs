@@ -39,6 +39,10 @@ pub struct Roofline {
 /// Bytes a decode step must read at least once: every weight except an untied embedding
 /// table (only the batch's rows of it are gathered), plus the KV of every context token.
 pub fn decode_bytes(step: &StepRecord, m: &ModelFacts) -> f64 {
+    let kv = step.num_context_tokens as f64 * m.kv_bytes_per_token as f64;
+    if m.weight_bytes_read > 0 {
+        return m.weight_bytes_read as f64 + kv;
+    }
     let bytes_per_param = m.weight_bytes as f64 / (m.num_parameters.max(1)) as f64;
     let untied_embed = if m.tie_word_embeddings {
         0.0
@@ -104,6 +108,7 @@ mod tests {
             num_hidden_layers: 2,
             q_dim: 10,
             tie_word_embeddings: true,
+            ..Default::default()
         }
     }
 
@@ -144,6 +149,12 @@ mod tests {
             ..facts()
         };
         assert!((decode_bytes(&decode, &untied) - (2e6 - 1e6 / 12.0)).abs() < 1e-6);
+        // The decoder's own count of bytes read (quantized weights) wins.
+        let quantized = ModelFacts {
+            weight_bytes_read: 300_000,
+            ..facts()
+        };
+        assert_eq!(decode_bytes(&decode, &quantized), 1.3e6);
         let run = RunRecord {
             steps: vec![prefill, decode],
             ..Default::default()

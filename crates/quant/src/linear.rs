@@ -62,8 +62,8 @@ impl QuantLinear {
         }
     }
 
-    /// From a GGUF tensor's bytes (`[rows, cols]` of `ty`) on `device`; `cpu` runs the
-    /// CPU matmuls (unused on CUDA).
+    /// From a GGUF tensor's bytes (`[rows, cols]` of `ty`) on `device`; `cpu` packs the
+    /// weights and runs the CPU matmuls (unused on CUDA).
     pub fn from_ggml(
         ty: GgmlType,
         rows: usize,
@@ -74,7 +74,7 @@ impl QuantLinear {
     ) -> Result<QuantLinear> {
         match device {
             Device::Cpu => Ok(QuantLinear::cpu(
-                Arc::new(QMatrix::from_ggml(ty, rows, cols, bytes)?),
+                Arc::new(QMatrix::from_ggml_on(ty, rows, cols, bytes, Some(cpu))?),
                 cpu.clone(),
             )),
             #[cfg(feature = "cuda")]

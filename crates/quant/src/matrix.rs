@@ -132,36 +132,7 @@ impl QMatrix {
         x: &[f32],
         cpu: Option<&CpuContext>,
     ) -> Result<QMatrix> {
-        ty.check_row_len(cols)?;
-        if x.len() != rows * cols {
-            input_err!(
-                "{ty} matrix [{rows}, {cols}]: {} values given, {} expected",
-                x.len(),
-                rows * cols
-            );
-        }
-        if let Some(i) = x.iter().position(|v| !v.is_finite()) {
-            input_err!(
-                "{ty} matrix [{rows}, {cols}]: value {i} is {} (not finite)",
-                x[i]
-            );
-        }
-        let (row_bytes, chunk_rows) = (ty.bytes_for(cols), 16);
-        let mut bytes = vec![0u8; rows * row_bytes];
-        // Cannot fail: whole rows of finite values.
-        let quantize_rows = |i: usize, out: &mut [u8]| {
-            let n = out.len() / row_bytes * cols;
-            if let Ok(q) = quantize(ty, &x[i * chunk_rows * cols..][..n]) {
-                out.copy_from_slice(&q);
-            }
-        };
-        match cpu {
-            Some(cpu) => {
-                cpu.pool()
-                    .for_each_chunk(&mut bytes, chunk_rows * row_bytes, &quantize_rows)
-            }
-            None => quantize_rows(0, &mut bytes[..]),
-        }
+        let bytes = quantize_ggml_on(ty, rows, cols, x, cpu)?;
         QMatrix::from_ggml_on(ty, rows, cols, &bytes, cpu)
     }
 
@@ -271,4 +242,45 @@ pub fn select_rows_ggml(
         .iter()
         .flat_map(|&r| bytes[r * rb..(r + 1) * rb].iter().copied())
         .collect())
+}
+
+/// Quantize f32 values `[rows, cols]` (row-major) to the GGUF bytes of `ty`, on `cpu`'s
+/// threads when given (the bytes a `QuantLinear` takes on either device).
+pub fn quantize_ggml_on(
+    ty: GgmlType,
+    rows: usize,
+    cols: usize,
+    x: &[f32],
+    cpu: Option<&CpuContext>,
+) -> Result<Vec<u8>> {
+    ty.check_row_len(cols)?;
+    if x.len() != rows * cols {
+        input_err!(
+            "{ty} matrix [{rows}, {cols}]: {} values given, {} expected",
+            x.len(),
+            rows * cols
+        );
+    }
+    if let Some(i) = x.iter().position(|v| !v.is_finite()) {
+        input_err!(
+            "{ty} matrix [{rows}, {cols}]: value {i} is {} (not finite)",
+            x[i]
+        );
+    }
+    let (row_bytes, chunk_rows) = (ty.bytes_for(cols), 16);
+    let mut bytes = vec![0u8; rows * row_bytes];
+    // Cannot fail: whole rows of finite values.
+    let quantize_rows = |i: usize, out: &mut [u8]| {
+        let n = out.len() / row_bytes * cols;
+        if let Ok(q) = quantize(ty, &x[i * chunk_rows * cols..][..n]) {
+            out.copy_from_slice(&q);
+        }
+    };
+    match cpu {
+        Some(cpu) => cpu
+            .pool()
+            .for_each_chunk(&mut bytes, chunk_rows * row_bytes, &quantize_rows),
+        None => quantize_rows(0, &mut bytes[..]),
+    }
+    Ok(bytes)
 }

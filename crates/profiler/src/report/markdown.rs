@@ -22,6 +22,7 @@ pub fn render(r: &BenchResults, plots: &[&str]) -> String {
                 e.model_facts.num_parameters, e.model_facts.weight_bytes
             ),
         ),
+        ("weight bytes by type", weight_types(&e.model_facts)),
         ("dtype", e.dtype.clone()),
         ("kernels", e.kernels.clone()),
         ("decode graphs", graphs_line(e.graphs.as_ref())),
@@ -95,6 +96,24 @@ fn graphs_line(g: Option<&engine_core::graphs::GraphReport>) -> String {
                 true => String::new(),
                 false => format!("; failed: {}", g.failed.join("; ")),
             }
+        ),
+    }
+}
+
+/// `q4_1 84.9 MB, f32 ...`, largest first (empty in results that predate it).
+fn weight_types(m: &crate::result::ModelFacts) -> String {
+    let mut v: Vec<_> = m.weight_bytes_by_type.iter().collect();
+    v.sort_by_key(|(_, b)| std::cmp::Reverse(**b));
+    let types: Vec<String> = v
+        .iter()
+        .map(|(t, b)| format!("{t} {:.1} MB", **b as f64 / 1e6))
+        .collect();
+    match m.weight_bytes_read {
+        0 => types.join(", "),
+        r => format!(
+            "{}; read per decode step {:.1} MB",
+            types.join(", "),
+            r as f64 / 1e6
         ),
     }
 }
