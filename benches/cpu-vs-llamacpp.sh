@@ -3,6 +3,7 @@
 #
 #   bash benches/cpu-vs-llamacpp.sh [--threads N] [--model FILE.gguf] [--runs N]
 #                                   [--out DIR] [--no-micro] [--no-e2e] [--micro-cpu-time]
+#                                   [--greedy]
 #
 # 1. llama.cpp: the pinned llama-cpp-python sdist (`pip download`), its vendor/llama.cpp
 #    built with cmake (from a venv if the system has none) into $CACHE/llama.cpp, once:
@@ -21,6 +22,10 @@
 #    threads, wall clock, weights streamed from memory (`cold`). --micro-cpu-time: one
 #    thread timed by its CPU time, weights in cache: the comparison that survives a
 #    machine loaded by other work (both sides measured the same way).
+# --greedy instead: build benches/llamacpp/llama_greedy.c against the same llama.cpp and
+#    run the engine-model test quant_vs_llamacpp (ignored by default): llama.cpp decodes
+#    5 prompts x 64 tokens greedily; the engine (--quant native, and none for context)
+#    must pick the same top-1 wherever llama.cpp's top-2 margin exceeds 0.1.
 # 4. Prints the ratios (engine / llama.cpp, higher is better for the engine) and writes
 #    everything to --out (default bench-out/cpu-vs-llamacpp-DATE): logs, jsonl, csv,
 #    summary.md with the machine, its load before and after, and the commit.
@@ -37,6 +42,7 @@ OUT=""
 MICRO=1
 E2E=1
 MICRO_CPU=0
+GREEDY=0
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --threads) THREADS="$2"; shift 2 ;;
@@ -46,6 +52,7 @@ while [[ $# -gt 0 ]]; do
         --no-micro) MICRO=0; shift ;;
         --no-e2e) E2E=0; shift ;;
         --micro-cpu-time) MICRO_CPU=1; shift ;;
+        --greedy) GREEDY=1; shift ;;
         -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
         *) echo "unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -104,6 +111,22 @@ setup_llamacpp() {
             "$bench_c" "$BUILD/ggml/src/libggml.a" "$BUILD/ggml/src/libggml-cpu.a" \
             "$BUILD/ggml/src/libggml-base.a" -lstdc++ -lgomp -lpthread -lm
     fi
+}
+
+run_greedy() {
+    local c="$REPO/benches/llamacpp/llama_greedy.c" bin="$LCPP/llama_greedy"
+    if [[ ! -x "$bin" || "$c" -nt "$bin" ]]; then
+        say "building llama_greedy against $BUILD"
+        # shellcheck disable=SC2086
+        g++ -O2 -march=native -mno-amx-tile -mno-amx-int8 -mno-amx-bf16 -x c "$c" -x none \
+            -I"$SRC/include" -I"$SRC/ggml/include" -o "$bin" "$BUILD/src/libllama.a" \
+            "$BUILD/ggml/src/libggml.a" "$BUILD/ggml/src/libggml-cpu.a" \
+            "$BUILD/ggml/src/libggml-base.a" -lgomp -lpthread -lm
+    fi
+    say "greedy top-1: engine (--quant native) vs llama.cpp, 5 prompts x 64 steps"
+    (cd "$REPO" && LLAMA_GREEDY="$bin" RAYON_NUM_THREADS="$THREADS" cargo test --release -q \
+        -p engine-model --test quant_vs_llamacpp -- --ignored --nocapture) 2>&1 |
+        tee "$OUT/greedy.log"
 }
 
 setup_engine() {
@@ -230,6 +253,10 @@ EOF
 }
 
 setup_llamacpp
+if [[ "$GREEDY" == 1 ]]; then
+    run_greedy # set -e and pipefail: a failed test ends the script with its status
+    exit 0
+fi
 setup_engine
 machine
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/machine.txt"

@@ -1,0 +1,83 @@
+// Greedy decoding with llama.cpp, for comparing the engine's top-1 tokens with its own.
+//
+//   llama_greedy MODEL.gguf STEPS THREADS < prompts.txt > picks.txt
+//
+// Each stdin line is one prompt as token ids (decimal, space separated: the engine's
+// tokenizer made them, so both sides start from the same ids). For each prompt the
+// program decodes STEPS tokens greedily, one llama_decode per token, and prints one
+// line per step: `PROMPT STEP TOKEN MARGIN`, where TOKEN is llama.cpp's argmax (the
+// token it feeds next) and MARGIN the gap between its two largest logits.
+#include "llama.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void top2(const float *v, int n, int *best, float *margin) {
+    int b = 0;
+    float first = v[0], second = -1e30f;
+    for (int i = 1; i < n; i++) {
+        if (v[i] > first) {
+            second = first;
+            first = v[i];
+            b = i;
+        } else if (v[i] > second) {
+            second = v[i];
+        }
+    }
+    *best = b;
+    *margin = first - second;
+}
+
+int main(int argc, char **argv) {
+    if (argc != 4) {
+        fprintf(stderr, "usage: %s MODEL.gguf STEPS THREADS < prompts.txt\n", argv[0]);
+        return 2;
+    }
+    int steps = atoi(argv[2]), threads = atoi(argv[3]);
+    llama_backend_init();
+    struct llama_model_params mp = llama_model_default_params();
+    struct llama_model *model = llama_model_load_from_file(argv[1], mp);
+    if (!model) {
+        fprintf(stderr, "%s: cannot load the model\n", argv[1]);
+        return 1;
+    }
+    struct llama_context_params cp = llama_context_default_params();
+    cp.n_ctx = 1024;
+    cp.n_batch = 1024;
+    cp.n_threads = threads;
+    cp.n_threads_batch = threads;
+    struct llama_context *ctx = llama_init_from_model(model, cp);
+    int n_vocab = llama_vocab_n_tokens(llama_model_get_vocab(model));
+
+    static char line[1 << 16];
+    llama_token tokens[1024];
+    for (int k = 0; fgets(line, sizeof line, stdin); k++) {
+        int n = 0;
+        for (char *t = strtok(line, " \n"); t && n < 512; t = strtok(NULL, " \n")) {
+            tokens[n++] = (llama_token)atoi(t);
+        }
+        if (n == 0) {
+            continue;
+        }
+        llama_memory_clear(llama_get_memory(ctx), true);
+        if (llama_decode(ctx, llama_batch_get_one(tokens, n)) != 0) {
+            fprintf(stderr, "prompt %d: llama_decode failed\n", k);
+            return 1;
+        }
+        for (int s = 0; s < steps; s++) {
+            int best;
+            float margin;
+            top2(llama_get_logits_ith(ctx, -1), n_vocab, &best, &margin);
+            printf("%d %d %d %.5f\n", k, s, best, margin);
+            llama_token next = best;
+            if (llama_decode(ctx, llama_batch_get_one(&next, 1)) != 0) {
+                fprintf(stderr, "prompt %d step %d: llama_decode failed\n", k, s);
+                return 1;
+            }
+        }
+    }
+    llama_free(ctx);
+    llama_model_free(model);
+    return 0;
+}
