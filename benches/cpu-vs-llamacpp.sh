@@ -3,7 +3,7 @@
 #
 #   bash benches/cpu-vs-llamacpp.sh [--threads N] [--model FILE.gguf] [--runs N]
 #                                   [--out DIR] [--no-micro] [--no-e2e] [--micro-cpu-time]
-#                                   [--greedy]
+#                                   [--greedy] [--e2e-cpu-time]
 #
 # 1. llama.cpp: the pinned llama-cpp-python sdist (`pip download`), its vendor/llama.cpp
 #    built with cmake (from a venv if the system has none) into $CACHE/llama.cpp, once:
@@ -22,6 +22,13 @@
 #    threads, wall clock, weights streamed from memory (`cold`). --micro-cpu-time: one
 #    thread timed by its CPU time, weights in cache: the comparison that survives a
 #    machine loaded by other work (both sides measured the same way).
+# --e2e-cpu-time: step 2 on ONE thread each, timed by CPU time (user + sys of the
+#    process), which survives a machine loaded by other work where the wall clock does
+#    not (llama.cpp's spinning thread barriers collapse when its threads are descheduled).
+#    Each figure is a difference of two runs that differ only in the tokens measured
+#    (decode: 128 vs 16 new tokens after a 128-token prompt, 1 and 16 sequences, both
+#    sides through their batched tools; prefill: a 512- vs a 64-token prompt), so loading
+#    and warm-up cancel out: tokens per CPU-second.
 # --greedy instead: build benches/llamacpp/llama_greedy.c against the same llama.cpp and
 #    run the engine-model test quant_vs_llamacpp (ignored by default): llama.cpp decodes
 #    5 prompts x 64 tokens greedily; the engine (--quant native, and none for context)
@@ -43,6 +50,7 @@ MICRO=1
 E2E=1
 MICRO_CPU=0
 GREEDY=0
+E2E_CPU=0
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --threads) THREADS="$2"; shift 2 ;;
@@ -53,6 +61,7 @@ while [[ $# -gt 0 ]]; do
         --no-e2e) E2E=0; shift ;;
         --micro-cpu-time) MICRO_CPU=1; shift ;;
         --greedy) GREEDY=1; shift ;;
+        --e2e-cpu-time) E2E_CPU=1; shift ;;
         -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
         *) echo "unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -176,6 +185,36 @@ run_e2e() {
         --no-roofline --out "$OUT/engine-prefill" ${ENGINE_ARGS:-} >"$OUT/engine-prefill.log" 2>&1
 }
 
+# CPU seconds (user + sys) of a command, its output to the log.
+cpu_s() {
+    /usr/bin/time -f "%U %S" -o "$OUT/.cpu_s" "$@" >>"$OUT/e2e-cpu.log" 2>&1
+    awk '{printf "%.3f\n", $1 + $2}' "$OUT/.cpu_s"
+}
+
+run_e2e_cpu() {
+    say "end to end, 1 thread each, CPU time (differences of two runs)"
+    local bb=("$BUILD/bin/llama-batched-bench" -m "$MODEL" -t 1 -tb 1 -c 4608 -b 2048 -ub 512 -npp 128)
+    local lb=("$BUILD/bin/llama-bench" -m "$MODEL" -t 1 -r "$RUNS" --no-warmup -n 0)
+    # shellcheck disable=SC2206
+    local eb=(env RAYON_NUM_THREADS=1 "$ENGINE" bench --model "$MODEL" --device cpu --runs "$RUNS"
+        --warmup 0 --quiet --no-roofline --out "$OUT/engine-cpu" ${ENGINE_ARGS:-})
+    echo "what tokens_llama llama_cpu_s_a llama_cpu_s_b tokens_engine engine_cpu_s_a engine_cpu_s_b" >"$OUT/e2e-cpu.tsv"
+    for n in 1 16; do
+        local la lb_ ea eb_
+        la=$(cpu_s "${bb[@]}" -npl "$n" -ntg 128)
+        lb_=$(cpu_s "${bb[@]}" -npl "$n" -ntg 16)
+        ea=$(cpu_s "${eb[@]}" --batch "$n" --input-len 128 --output-len 128)
+        eb_=$(cpu_s "${eb[@]}" --batch "$n" --input-len 128 --output-len 16)
+        echo "decode@$n $((n * 112)) $la $lb_ $((RUNS * n * 112)) $ea $eb_" >>"$OUT/e2e-cpu.tsv"
+    done
+    local la lb_ ea eb_
+    la=$(cpu_s "${lb[@]}" -p 512)
+    lb_=$(cpu_s "${lb[@]}" -p 64)
+    ea=$(cpu_s "${eb[@]}" --batch 1 --input-len 512 --output-len 1)
+    eb_=$(cpu_s "${eb[@]}" --batch 1 --input-len 64 --output-len 1)
+    echo "pp512 $((RUNS * 448)) $la $lb_ $((RUNS * 448)) $ea $eb_" >>"$OUT/e2e-cpu.tsv"
+}
+
 run_micro() {
     local threads="$THREADS" ours=(--cold) theirs=(cold) how="$THREADS threads, wall clock, cold weights"
     if [[ "$MICRO_CPU" == 1 ]]; then
@@ -199,9 +238,9 @@ run_micro() {
 }
 
 report() {
-    python3 - "$OUT" "$E2E" "$MICRO" <<'EOF'
+    python3 - "$OUT" "$E2E" "$MICRO" "$E2E_CPU" <<'EOF'
 import csv, json, os, sys
-out, e2e, micro = sys.argv[1], sys.argv[2] == "1", sys.argv[3] == "1"
+out, e2e, micro, e2e_cpu = sys.argv[1], sys.argv[2] == "1", sys.argv[3] == "1", sys.argv[4] == "1"
 lines = ["# CPU: engine vs llama.cpp", "", "```", open(os.path.join(out, "machine.txt")).read().strip(), "```", ""]
 
 def jsonl(name):
@@ -212,7 +251,21 @@ def engine_csv(name):
     with open(os.path.join(out, name, "summary.csv")) as f:
         return list(csv.DictReader(f))
 
-if e2e:
+if e2e and e2e_cpu:
+    names = {"decode@1": "decode, 1 sequence, 128-token prompt", "decode@16": "decode, 16 sequences",
+             "pp512": "prompt processing, 512 vs 64 tokens"}
+    targets = {"decode@1": 1.0, "decode@16": 2.0, "pp512": 0.8}
+    lines += ["One thread each, tokens per CPU-second (the difference of two runs):", "",
+              "| what | llama.cpp tok/CPU-s | engine tok/CPU-s | engine / llama.cpp | target (2 threads, wall) |",
+              "|---|---:|---:|---:|---:|"]
+    with open(os.path.join(out, "e2e-cpu.tsv")) as f:
+        for r in list(csv.DictReader(f, delimiter=" ")):
+            l = int(r["tokens_llama"]) / max(float(r["llama_cpu_s_a"]) - float(r["llama_cpu_s_b"]), 1e-9)
+            e = int(r["tokens_engine"]) / max(float(r["engine_cpu_s_a"]) - float(r["engine_cpu_s_b"]), 1e-9)
+            w = r["what"]
+            lines.append(f"| {names[w]} | {l:.1f} | {e:.1f} | {e / l:.2f}x | {targets[w]:.1f}x |")
+    lines.append("")
+elif e2e:
     lb = jsonl("llama-bench.jsonl")
     pp = next(r["avg_ts"] for r in lb if r["n_prompt"] == 512 and r["n_gen"] == 0)
     tg = next(r["avg_ts"] for r in lb if r["n_gen"] == 128 and r["n_prompt"] == 0)
@@ -260,7 +313,12 @@ fi
 setup_engine
 machine
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/machine.txt"
-if [[ "$E2E" == 1 ]]; then run_e2e; fi
+if [[ "$E2E" == 1 && "$E2E_CPU" == 1 ]]; then
+    echo "end to end: 1 thread each, CPU time" >>"$OUT/machine.txt"
+    run_e2e_cpu
+elif [[ "$E2E" == 1 ]]; then
+    run_e2e
+fi
 if [[ "$MICRO" == 1 ]]; then run_micro; fi
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/machine.txt"
 report

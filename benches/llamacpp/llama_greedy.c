@@ -1,7 +1,9 @@
 // Greedy decoding with llama.cpp, for comparing the engine's top-1 tokens with its own.
 //
-//   llama_greedy MODEL.gguf STEPS THREADS < prompts.txt > picks.txt
+//   llama_greedy MODEL.gguf STEPS THREADS [KV_TYPE] < prompts.txt > picks.txt
 //
+// KV_TYPE: f16 (default: llama.cpp's defaults, an f16 cache and flash attention where
+// supported) or f32 (an f32 cache and plain attention, as the engine's CPU path).
 // Each stdin line is one prompt as token ids (decimal, space separated: the engine's
 // tokenizer made them, so both sides start from the same ids). For each prompt the
 // program decodes STEPS tokens greedily, one llama_decode per token, and prints one
@@ -30,8 +32,8 @@ static void top2(const float *v, int n, int *best, float *margin) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 4) {
-        fprintf(stderr, "usage: %s MODEL.gguf STEPS THREADS < prompts.txt\n", argv[0]);
+    if (argc != 4 && argc != 5) {
+        fprintf(stderr, "usage: %s MODEL.gguf STEPS THREADS [f16|f32] < prompts.txt\n", argv[0]);
         return 2;
     }
     int steps = atoi(argv[2]), threads = atoi(argv[3]);
@@ -47,6 +49,13 @@ int main(int argc, char **argv) {
     cp.n_batch = 1024;
     cp.n_threads = threads;
     cp.n_threads_batch = threads;
+    if (argc == 5 && strcmp(argv[4], "f32") == 0) {
+        // As the engine's CPU path: an f32 cache and plain attention (ggml's CPU flash
+        // attention rounds to f16 inside).
+        cp.type_k = GGML_TYPE_F32;
+        cp.type_v = GGML_TYPE_F32;
+        cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_DISABLED;
+    }
     struct llama_context *ctx = llama_init_from_model(model, cp);
     int n_vocab = llama_vocab_n_tokens(llama_model_get_vocab(model));
 

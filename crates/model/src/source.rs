@@ -161,7 +161,8 @@ pub fn load_model(spec: &str, opts: &LoadOptions, say: &dyn Fn(&str)) -> Result<
             cfg.vocab_size
         )));
     }
-    check_fits_in_memory(&cfg, opts, &source)?;
+    let planned = crate::linear::weight_plan(&cfg, &weights, opts.quant, opts.dtype)?;
+    check_fits_in_memory(&cfg, opts, planned.total_bytes(), &source)?;
     say(&format!("loading {source}"));
     let mut decoder =
         Decoder::load_quant(&cfg, &mut weights, opts.quant, opts.dtype, &opts.device)?;
@@ -281,10 +282,16 @@ fn is_plain_file_name(name: &str) -> bool {
 }
 
 /// Refuse to start loading weights that cannot fit (a manifest or config can claim any
-/// size): on a CPU run the weights in the run dtype must fit in the memory available,
+/// size): on a CPU run the weights as they will be stored (`weights` bytes: the run
+/// dtype, or their quantized types) must fit in the memory available,
 /// and on any device the largest tensor must fit there in f32 (tensors are made or
 /// dequantized in f32 on the host first).
-fn check_fits_in_memory(cfg: &DecoderConfig, opts: &LoadOptions, source: &str) -> Result<()> {
+fn check_fits_in_memory(
+    cfg: &DecoderConfig,
+    opts: &LoadOptions,
+    weights: u64,
+    source: &str,
+) -> Result<()> {
     let Some(available) = available_memory_bytes() else {
         return Ok(());
     };
@@ -297,10 +304,12 @@ fn check_fits_in_memory(cfg: &DecoderConfig, opts: &LoadOptions, source: &str) -
         .max(h * i)
         .max(h * (cfg.num_attention_heads * cfg.head_dim) as u64)
         * 4;
-    let weights = cfg.num_parameters() * opts.dtype.size_in_bytes() as u64;
     let gb = |b: u64| b as f64 / 1e9;
     let (what, needed) = if opts.device.is_cpu() && weights > available {
-        (format!("its weights in {:?}", opts.dtype), weights)
+        (
+            format!("its weights ({:?}, --quant {})", opts.dtype, opts.quant),
+            weights,
+        )
     } else if largest_f32 > available {
         ("its largest tensor in f32".to_string(), largest_f32)
     } else {

@@ -93,7 +93,9 @@ fn smollm2_native_quantized_matches_dequantized_f32() -> Result<()> {
 /// `--quant q8_0|q4_k|q4_0` on a tiny Qwen2 safetensors model (q/k/v biases, tied
 /// embedding; 64-wide rows, so q4_k falls back to q5_0 and 128-wide down_proj rows too)
 /// against the same model dense: logits within a tolerance that grows with the bits
-/// thrown away (measured: see the table printed by the test).
+/// thrown away, and the errors in that order. Measured (x86-64, AVX-512): max relative
+/// error 3.4e-2 (q8_0), 1.9e-1 (q4_k -> q5_0), 3.6e-1 (q4_0) on logits up to ~2.3; a
+/// misplaced row or bias gives errors of order 1.
 #[test]
 fn tiny_qwen2_quantized_at_load_matches_dense() -> Result<()> {
     let config = serde_json::json!({
@@ -124,11 +126,12 @@ fn tiny_qwen2_quantized_at_load_matches_dense() -> Result<()> {
         Ok(dec)
     };
     let prompt: Vec<u32> = (0..20).map(|i| (i * 37 + 5) % 256).collect();
-    let (_, want) = Ours::new(load(QuantMode::None)?, 16, 8)?.greedy(&prompt, 8)?;
+    let (tokens, want) = Ours::new(load(QuantMode::None)?, 128, 8)?.greedy(&prompt, 8)?;
+    let mut errors = Vec::new();
     for (quant, types, tol) in [
-        ("q8_0", vec!["f32", "q8_0"], 2e-2),
-        ("q4_0", vec!["f32", "q4_0"], 2e-1),
-        ("q4_k", vec!["f32", "q5_0"], 1e-1),
+        ("q8_0", vec!["f32", "q8_0"], 6e-2),
+        ("q4_0", vec!["f32", "q4_0"], 6e-1),
+        ("q4_k", vec!["f32", "q5_0"], 3e-1),
     ] {
         let dec = load(quant.parse()?)?;
         let got_types: Vec<&str> = dec
@@ -139,13 +142,17 @@ fn tiny_qwen2_quantized_at_load_matches_dense() -> Result<()> {
             .collect();
         assert_eq!(got_types, types, "--quant {quant}");
         // Teacher-forced on the dense model's tokens: all rows in one prefill.
-        let mut ours = Ours::new(dec, 64, 8)?;
-        let (_, got) = ours.greedy(&prompt, 0)?;
+        let mut ours = Ours::new(dec, 128, 8)?;
+        let (_, got) = ours.greedy(&tokens, 0)?;
+        assert_eq!(got.len(), want.len());
         let mut stats = ErrStats::default();
         for (p, (g, w)) in got.iter().zip(&want).enumerate() {
             stats.add(|| format!("position {p}"), g, w);
         }
         stats.check(&format!("tiny qwen2 --quant {quant} vs none"), tol);
+        errors.push(stats.max_rel);
     }
+    // 8 bits < 5 bits < 4 bits.
+    assert!(errors[0] < errors[2] && errors[2] < errors[1], "{errors:?}");
     Ok(())
 }

@@ -4,7 +4,17 @@
 //!
 //! llama.cpp decodes greedily on its own (benches/llamacpp/llama_greedy.c, one token
 //! per llama_decode); we then feed its tokens to our decoder one decode step at a time
-//! and compare our argmax after each with its pick. Ignored by default: it needs the
+//! and compare our argmax after each with its pick. The same comparison runs for
+//! `--quant none` (our f32 path, which matches candle-transformers to 1e-4) for scale.
+//!
+//! Measured 2026-11-30 (x86-64 AMD EPYC, AVX-512): NOT met. With llama.cpp's defaults,
+//! native agrees at 308/320 steps and at 299/306 of those where llama.cpp's margin
+//! exceeds 0.1 (the worst miss at margin 0.26); our f32 path agrees at 310/320 and
+//! 302/306. With LLAMA_KV=f32: native 304/320 and 293/299, f32 310/320 and 296/299. So
+//! llama.cpp's own rounding (f16 attention, 8-bit activations) moves margins by more
+//! than 0.1: even exact f32 arithmetic misses the criterion.
+//!
+//! Ignored by default: it needs the
 //! llama.cpp build of benches/cpu-vs-llamacpp.sh; `bash benches/cpu-vs-llamacpp.sh
 //! --greedy` builds llama_greedy and runs this test with `LLAMA_GREEDY` set to it.
 
@@ -29,8 +39,12 @@ const PROMPTS: [&str; 5] = [
 
 /// llama.cpp's pick and top-2 margin after each step, per prompt.
 fn llama_picks(bin: &str, model: &str, prompts: &[Vec<u32>]) -> Result<Vec<Vec<(u32, f32)>>> {
+    // llama.cpp's defaults (f16 KV cache, flash attention), or with LLAMA_KV=f32 an f32
+    // cache and plain attention like ours.
+    let kv = std::env::var("LLAMA_KV").unwrap_or_else(|_| "f16".into());
+    eprintln!("llama.cpp KV cache: {kv}");
     let mut child = Command::new(bin)
-        .args([model, &STEPS.to_string(), "2"])
+        .args([model, &STEPS.to_string(), "2", &kv])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -51,7 +65,10 @@ fn llama_picks(bin: &str, model: &str, prompts: &[Vec<u32>]) -> Result<Vec<Vec<(
         let k: usize = f[0].parse()?;
         picks[k].push((f[2].parse()?, f[3].parse()?));
     }
-    ensure!(picks.iter().all(|p| p.len() == STEPS), "{bin}: missing steps");
+    ensure!(
+        picks.iter().all(|p| p.len() == STEPS),
+        "{bin}: missing steps"
+    );
     Ok(picks)
 }
 
@@ -111,7 +128,9 @@ fn smollm2_native_greedy_matches_llama_cpp() -> Result<()> {
                          ours {o} (margin {om:.3})"
                     );
                     if m > MARGIN && quant == QuantMode::Native {
-                        failures.push(format!("prompt {k} step {s}: llama.cpp {t} margin {m}, ours {o}"));
+                        failures.push(format!(
+                            "prompt {k} step {s}: llama.cpp {t} margin {m}, ours {o}"
+                        ));
                     }
                 }
             }
