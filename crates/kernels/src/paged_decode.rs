@@ -425,30 +425,50 @@ impl InplaceOp3 for PagedDecode {
         // argument list matches kernels/paged_decode.cu.
         unsafe { b.launch(cfg) }.map_err(|e| msg(format!("paged_decode: {e:?}")))?;
         if p.num_parts > 1 {
-            let f = cuda::func(&dev, "paged_decode", &format!("paged_decode_reduce_{sfx}"))?;
-            let cfg = LaunchConfig {
-                grid_dim: (p.heads as u32, p.batch as u32, 1),
-                block_dim: (THREADS as u32, 1, 1),
-                shared_mem_bytes: 0,
-            };
-            #[rustfmt::skip]
-            let ints = [
-                p.num_tokens, p.heads, p.head_dim, p.ctx_cap, p.window, p.partition_size,
-                p.num_parts,
-            ].map(|x| x as i32);
-            let mut b = f.builder();
-            let ptrs = [o, rows, ctx, pmax, psum, pacc];
-            for a in ptrs.iter() {
-                b.arg(a);
-            }
-            for a in ints.iter() {
-                b.arg(a);
-            }
-            // SAFETY: as above; the partials were written by the first kernel on the same
-            // stream for every partition the reducer reads.
-            unsafe { b.launch(cfg) }.map_err(|e| msg(format!("paged_decode_reduce: {e:?}")))?;
+            // The partials were written by the first kernel on the same stream.
+            self.launch_reduce(&dev, sfx, [o, rows, ctx, pmax, psum, pacc])?;
         }
         drop(scratch); // stream-ordered free, after both kernels
+        Ok(())
+    }
+}
+
+#[cfg(feature = "cuda")]
+impl PagedDecode {
+    /// The split-K merge: one block per (head, sequence) reads the partials of every
+    /// partition (`ptrs`: out, rows, context_lens, max, sum, acc).
+    fn launch_reduce(
+        &self,
+        dev: &candle_core::CudaDevice,
+        sfx: &str,
+        ptrs: [u64; 6],
+    ) -> candle_core::Result<()> {
+        use crate::cuda;
+        use candle_core::cuda::cudarc::driver::{LaunchConfig, PushKernelArg};
+        let p = &self.p;
+        let msg = candle_core::Error::Msg;
+        let f = cuda::func(dev, "paged_decode", &format!("paged_decode_reduce_{sfx}"))?;
+        let cfg = LaunchConfig {
+            grid_dim: (p.heads as u32, p.batch as u32, 1),
+            block_dim: (THREADS as u32, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        #[rustfmt::skip]
+        let ints = [
+            p.num_tokens, p.heads, p.head_dim, p.ctx_cap, p.window, p.partition_size,
+            p.num_parts,
+        ].map(|x| x as i32);
+        let mut b = f.builder();
+        for a in ptrs.iter() {
+            b.arg(a);
+        }
+        for a in ints.iter() {
+            b.arg(a);
+        }
+        // SAFETY: the pointers address the output, the checked u32 metadata and the
+        // partials the first kernel wrote on the same stream for every partition the
+        // reducer reads; the argument list matches kernels/paged_decode.cu.
+        unsafe { b.launch(cfg) }.map_err(|e| msg(format!("paged_decode_reduce: {e:?}")))?;
         Ok(())
     }
 }
