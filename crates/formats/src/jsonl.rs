@@ -194,7 +194,8 @@ fn check_penalties(body: &Body) -> Result<(), String> {
     for (name, value, neutral) in fields {
         if let Some(v) = value.filter(|&v| v != neutral) {
             return Err(format!(
-                "{name} {v} is not supported (penalties need the token history, which the                  engine's sampler does not keep); only {neutral} is accepted"
+                "{name} {v} is not supported (penalties need the token history, which the \
+                 engine's sampler does not keep); only {neutral} is accepted"
             ));
         }
     }
