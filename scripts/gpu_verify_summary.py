@@ -123,10 +123,18 @@ lines.append(f"- batch 1 vs transformers + static cache + torch.compile: "
 
 lines += ["", "## Device sampling (#13, batch 128; T x top-p sweep)", ""]
 s = per_batch(results("bench-sampling"))
+sample_p50 = {}  # the sample launch + ids back, per decode step (StepRecord.sample_s)
+for c in (results("bench-sampling") or {}).get("configs", []):
+    sp, su = c.get("spec", {}), c.get("summary") or {}
+    key = (sp.get("load", {}).get("size"), sp.get("temperature", 0.0), sp.get("top_p", 1.0))
+    sample_p50[key] = (su.get("decode_sample_s") or {}).get("p50")
 for (b, t, p), (tok, step, _) in sorted(s.items()):
     greedy = s.get((b, 0.0, 1.0), (None,))[0]
+    smp = sample_p50.get((b, t, p))
     lines.append(f"- T {t} top-p {p}: {fmt(tok)} tok/s, {fmt(ratio(tok, greedy), '{:.3f}x')} greedy"
-                 + (" (target >= 0.9x)" if t > 0 and p < 1 else ""))
+                 + (" (target >= 0.9x)" if t > 0 and p < 1 else "")
+                 + f"; sample {fmt(smp and smp * 1e3, '{:.3f}')} ms of a "
+                 + f"{fmt(step and step * 1e3, '{:.3f}')} ms decode step (p50)")
 m = re.findall(r"^.*sample.*$", text("sampling.txt"), flags=re.M)
 lines += [f"    {x.strip()}" for x in m[-6:]]
 
