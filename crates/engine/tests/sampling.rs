@@ -52,6 +52,7 @@ fn engine(spec: &str, kernels: KernelChoice, cfg: EngineConfig) -> Result<Engine
         seed: 5,
         tokenizer: None,
         kernels,
+        quant: Default::default(),
     };
     Ok(Engine::new(load_model(spec, &opts, &|_| {})?, cfg)?)
 }

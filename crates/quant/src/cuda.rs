@@ -28,7 +28,8 @@ const Q8_BYTES: usize = 40;
 
 fn base<T>(s: &CudaSlice<T>, dev: &CudaDevice) -> u64 {
     // The guard records a read event on drop; candle uses one stream, so ordering holds.
-    let (p, _guard) = s.device_ptr(&dev.cuda_stream());
+    let stream = dev.cuda_stream();
+    let (p, _guard) = s.device_ptr(&stream);
     p
 }
 
