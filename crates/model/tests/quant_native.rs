@@ -14,7 +14,7 @@ mod common;
 
 use anyhow::Result;
 use candle_core::{DType, Device};
-use common::{argmax, top2_margin, ErrStats, Ours};
+use common::{argmax, top2_margin, ErrStats, Ours, PROMPTS};
 use engine_model::linear::weight_plan;
 use engine_model::{gguf, Decoder, QuantMode, Tokenizer, WeightSource};
 
@@ -23,13 +23,6 @@ const STEPS: usize = 64;
 /// positions; the greedy tokens first differed where the f32 margin was 0.005 to 0.22.
 const TOL: f32 = 1e-1;
 const MARGIN: f32 = 0.5;
-const PROMPTS: [&str; 5] = [
-    "The capital of France is",
-    "Once upon a time, in a small village by the sea,",
-    "def fibonacci(n):",
-    "Water boils at a temperature of",
-    "<|im_start|>user\nWhat is 2 + 2?<|im_end|>\n<|im_start|>assistant\n",
-];
 
 fn load(quant: QuantMode) -> Result<(Decoder, Tokenizer)> {
     let path = engine_model::fetch::SMOLLM2_135M.ensure(&|m| eprintln!("{m}"))?;

@@ -22,20 +22,13 @@ mod common;
 
 use anyhow::{ensure, Context, Result};
 use candle_core::{DType, Device};
-use common::{argmax, top2_margin, Ours};
+use common::{argmax, top2_margin, Ours, PROMPTS};
 use engine_model::{gguf, Decoder, QuantMode, SeqInput, Tokenizer, WeightSource};
 use std::io::Write;
 use std::process::{Command, Stdio};
 
 const STEPS: usize = 64;
 const MARGIN: f32 = 0.1;
-const PROMPTS: [&str; 5] = [
-    "The capital of France is",
-    "Once upon a time, in a small village by the sea,",
-    "def fibonacci(n):",
-    "Water boils at a temperature of",
-    "<|im_start|>user\nWhat is 2 + 2?<|im_end|>\n<|im_start|>assistant\n",
-];
 
 /// llama.cpp's pick and top-2 margin after each step, per prompt.
 fn llama_picks(bin: &str, model: &str, prompts: &[Vec<u32>]) -> Result<Vec<Vec<(u32, f32)>>> {

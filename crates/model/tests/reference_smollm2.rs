@@ -24,7 +24,7 @@ use candle_core::quantized::gguf_file;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::{llama, quantized_llama};
-use common::{argmax, to_vec, top2_margin, ErrStats, Ours, TempDir};
+use common::{argmax, to_vec, top2_margin, ErrStats, Ours, TempDir, PROMPTS};
 use engine_model::{gguf, Decoder, Tokenizer, WeightSource};
 use serde_json::json;
 use std::collections::HashMap;
@@ -37,14 +37,6 @@ const MARGIN: f32 = 0.5;
 const HEADS: usize = 9;
 const KV_HEADS: usize = 3;
 const HEAD_DIM: usize = 64;
-
-const PROMPTS: [&str; 5] = [
-    "The capital of France is",
-    "Once upon a time, in a small village by the sea,",
-    "def fibonacci(n):",
-    "Water boils at a temperature of",
-    "<|im_start|>user\nWhat is 2 + 2?<|im_end|>\n<|im_start|>assistant\n",
-];
 
 /// The Hugging Face name of a GGUF tensor.
 fn hf_name(gguf: &str) -> Result<String> {

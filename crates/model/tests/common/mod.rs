@@ -10,6 +10,15 @@ use engine_model::{Decoder, DecoderConfig, KvCache, SeqInput};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+/// The prompts the SmolLM2 tests decode from (prose, code, a chat turn).
+pub const PROMPTS: [&str; 5] = [
+    "The capital of France is",
+    "Once upon a time, in a small village by the sea,",
+    "def fibonacci(n):",
+    "Water boils at a temperature of",
+    "<|im_start|>user\nWhat is 2 + 2?<|im_end|>\n<|im_start|>assistant\n",
+];
+
 /// A seeded normal generator (splitmix64 + Box-Muller): no dependency, same on every host.
 pub struct Rng(u64);
 
