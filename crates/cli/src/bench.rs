@@ -91,6 +91,20 @@ pub struct BenchArgs {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// Benchmark an OpenAI-compatible server at this URL (http://HOST:PORT) instead of
+    /// the engine in-process: same workloads, metrics and reports (`engine serve`, vLLM,
+    /// SGLang...). --model/--tokenizer then name the served model's tokenizer only.
+    #[arg(long)]
+    pub endpoint: Option<String>,
+    /// With --endpoint: `completions` (prompts sent as token ids) or `chat` (as text).
+    #[arg(long, default_value = "completions", requires = "endpoint")]
+    pub api: String,
+    /// With --endpoint: the model name to send (default: the first of /v1/models).
+    #[arg(long, requires = "endpoint")]
+    pub served_model: Option<String>,
+    /// With --endpoint: give up on a request after this long (counted as timed out).
+    #[arg(long, default_value = "600s", requires = "endpoint")]
+    pub request_timeout: String,
 }
 
 fn loads(a: &BenchArgs) -> anyhow::Result<Vec<Load>> {
@@ -164,9 +178,68 @@ pub fn device_identity(device: &candle_core::Device) -> (String, String, Option<
     }
 }
 
+/// Random prompts as the in-process bench draws them: the tokenizer's ids (capped at
+/// the model's vocabulary) without BOS and EOS.
+pub fn random_workload(
+    tok: &engine_model::Tokenizer,
+    cfg: &engine_model::DecoderConfig,
+    seed: u64,
+) -> anyhow::Result<Workload> {
+    let vocab = tok.vocab_size().min(cfg.vocab_size);
+    let mut special: Vec<u32> = tok.eos_token_ids.clone();
+    special.extend(tok.bos_token_id);
+    special.extend(cfg.eos_token_ids.iter().copied());
+    Ok(Workload::random(vocab, &special, seed)?)
+}
+
+/// Everything but the engine: shared by the in-process and the endpoint benchmarks.
+pub fn bench_options(
+    a: &BenchArgs,
+    sweep: Sweep,
+    slo: Slo,
+    budget: Option<f64>,
+    gpu_index: Option<u32>,
+) -> BenchOptions {
+    BenchOptions {
+        sweep,
+        runs: a.runs.max(1),
+        warmup: a.warmup,
+        num_requests: a.num_requests.max(1),
+        respect_eos: a.respect_eos,
+        seed: a.model.seed,
+        slo,
+        latency_budget_s: budget,
+        gpu_index,
+        telemetry_period: Duration::from_millis(a.telemetry_interval_ms.max(1)),
+        show_progress: !a.quiet,
+        prompts_file: a.prompts.as_ref().map(|p| p.display().to_string()),
+    }
+}
+
+/// Print the table and the analysis; write the files asked for.
+pub fn output(
+    a: &BenchArgs,
+    results: &engine_profiler::result::BenchResults,
+) -> anyhow::Result<()> {
+    print!("{}", report::table::render_text(results));
+    for line in report::table::analysis_lines(results) {
+        println!("{line}");
+    }
+    if let Some(dir) = &a.out {
+        report::write_all(results, dir).with_context(|| format!("writing {}", dir.display()))?;
+        crate::say(&format!(
+            "wrote results.json, summary.csv, report.md and plots to {}",
+            dir.display()
+        ));
+    }
+    if let Some(path) = &a.trace {
+        report::write_trace(results, path)?;
+        crate::say(&format!("wrote trace to {}", path.display()));
+    }
+    Ok(())
+}
+
 pub fn run(a: BenchArgs) -> anyhow::Result<()> {
-    let device = crate::parse_device(&a.model.device)?;
-    let dtype = crate::parse_dtype(a.model.dtype.as_deref(), &device)?;
     let loads = loads(&a)?;
     let slo = a
         .slo
@@ -188,6 +261,11 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         temperatures: a.temperature.clone(),
         top_ps: a.top_p.clone(),
     };
+    if let Some(url) = &a.endpoint {
+        return crate::bench_endpoint::run(&a, url, sweep, slo, budget);
+    }
+    let device = crate::parse_device(&a.model.device)?;
+    let dtype = crate::parse_dtype(a.model.dtype.as_deref(), &device)?;
     let cfg = engine_config(&a, &loads);
     let opts = a.model.load_options(device.clone(), dtype);
     let model = load_model(&a.model.model, &opts, &crate::say)
@@ -196,14 +274,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     let mut engine = Engine::new(model, cfg).context("creating the engine")?;
     let workload = match &a.prompts {
         Some(p) => Workload::from_file(p, engine.tokenizer())?,
-        None => {
-            let tok = engine.tokenizer();
-            let vocab = tok.vocab_size().min(engine.decoder().config().vocab_size);
-            let mut special: Vec<u32> = tok.eos_token_ids.clone();
-            special.extend(tok.bos_token_id);
-            special.extend(engine.decoder().config().eos_token_ids.iter().copied());
-            Workload::random(vocab, &special, a.model.seed)?
-        }
+        None => random_workload(engine.tokenizer(), engine.decoder().config(), a.model.seed)?,
     };
     let label = device_label(&device);
     let (device_name, driver, gpu_index) = device_identity(&device);
@@ -239,38 +310,11 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         date: environment::utc_now_iso8601(),
         command_line: std::env::args().collect::<Vec<_>>().join(" "),
         profiler_version: env!("CARGO_PKG_VERSION").to_string(),
+        endpoint: None,
     };
-    let bench_opts = BenchOptions {
-        sweep,
-        runs: a.runs.max(1),
-        warmup: a.warmup,
-        num_requests: a.num_requests.max(1),
-        respect_eos: a.respect_eos,
-        seed: a.model.seed,
-        slo,
-        latency_budget_s: budget,
-        gpu_index,
-        telemetry_period: Duration::from_millis(a.telemetry_interval_ms.max(1)),
-        show_progress: !a.quiet,
-        prompts_file: a.prompts.as_ref().map(|p| p.display().to_string()),
-    };
+    let bench_opts = bench_options(&a, sweep, slo, budget, gpu_index);
     let results = run_bench(&mut engine, &workload, &bench_opts, env, ceilings);
-    print!("{}", report::table::render_text(&results));
-    for line in report::table::analysis_lines(&results) {
-        println!("{line}");
-    }
-    if let Some(dir) = &a.out {
-        report::write_all(&results, dir).with_context(|| format!("writing {}", dir.display()))?;
-        crate::say(&format!(
-            "wrote results.json, summary.csv, report.md and plots to {}",
-            dir.display()
-        ));
-    }
-    if let Some(path) = &a.trace {
-        report::write_trace(&results, path)?;
-        crate::say(&format!("wrote trace to {}", path.display()));
-    }
-    Ok(())
+    output(&a, &results)
 }
 
 #[cfg(test)]

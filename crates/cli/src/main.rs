@@ -2,12 +2,14 @@
 
 mod args;
 mod bench;
+mod bench_endpoint;
 mod device;
 mod generate;
 mod info;
 mod kernels;
 mod report;
 mod run;
+mod serve;
 mod verify;
 
 use clap::{Parser, Subcommand};
@@ -27,7 +29,7 @@ struct Cli {
 enum Command {
     /// Benchmark the engine in-process: static batches (--batch), closed-loop
     /// concurrency or open-loop request rates; tables, JSON, CSV, Markdown and plots.
-    Bench(bench::BenchArgs),
+    Bench(Box<bench::BenchArgs>),
     /// Re-render a saved benchmark (one DIR), or compare two (A B) config by config.
     Report(report::ReportArgs),
     /// Measure this machine's ceilings (copy GB/s, matmul FLOP/s) and cache them.
@@ -43,6 +45,9 @@ enum Command {
     Logits(verify::LogitsArgs),
     /// Batch job: JSONL prompts in, JSONL results out; resumable, sharded (exit 2: some lines failed).
     Run(run::RunArgs),
+    /// Serve the model over an OpenAI-compatible HTTP API (completions, chat, streaming,
+    /// /metrics); SIGTERM drains in-flight requests. See docs/serving.md.
+    Serve(serve::ServeArgs),
     /// Fused kernels: list, test against references, benchmark against the copy ceiling.
     Kernels(kernels::KernelsArgs),
 }
@@ -50,7 +55,7 @@ enum Command {
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Bench(a) => bench::run(a),
+        Command::Bench(a) => bench::run(*a),
         Command::Report(a) => report::run(a),
         Command::Device(a) => device::run(a),
         Command::Generate(a) => generate::run(a),
@@ -59,6 +64,7 @@ fn main() {
         Command::Logits(a) => verify::logits(a),
         Command::Run(a) => run::run(a),
         Command::Kernels(a) => kernels::run(a),
+        Command::Serve(a) => serve::run(a),
     };
     if let Err(e) = result {
         // One line, the whole cause chain, no backtrace.

@@ -59,7 +59,7 @@ pub fn model_facts(engine: &Engine) -> ModelFacts {
     }
 }
 
-fn expected_tokens(spec: &ConfigSpec, o: &BenchOptions) -> f64 {
+pub(crate) fn expected_tokens(spec: &ConfigSpec, o: &BenchOptions) -> f64 {
     let per = spec.output_len as f64;
     match spec.load {
         Load::Batch { size } => (o.runs + o.warmup) as f64 * size as f64 * per,
@@ -69,7 +69,7 @@ fn expected_tokens(spec: &ConfigSpec, o: &BenchOptions) -> f64 {
 
 /// Requests per warm-up run of a serving config: a static batch of its concurrency
 /// (at most `num_requests`), or one request for open loop.
-fn warm_batch(spec: &ConfigSpec, o: &BenchOptions) -> usize {
+pub(crate) fn warm_batch(spec: &ConfigSpec, o: &BenchOptions) -> usize {
     match spec.load {
         Load::Batch { size } => size,
         Load::Concurrency { n } => n.min(o.num_requests).max(1),
@@ -181,6 +181,25 @@ fn run_config(
     result
 }
 
+/// The seed of run `r` (warm-ups first) of a config: distinct per config and run, so
+/// prompts are fresh (no prefix-cache hits), and the same for every driver.
+pub(crate) fn run_seed(o: &BenchOptions, spec: &ConfigSpec, r: usize) -> u64 {
+    let base = o.seed
+        ^ ((spec.input_len as u64) << 32)
+        ^ (((spec.load.value() * 1000.0) as u64) << 8)
+        ^ (spec.output_len as u64);
+    base.wrapping_add(r as u64 * 0x1_0000_0001)
+}
+
+/// Measured runs of a config: `o.runs` static batches, or one serving run.
+pub(crate) fn measured_runs(spec: &ConfigSpec, o: &BenchOptions) -> usize {
+    if matches!(spec.load, Load::Batch { .. }) {
+        o.runs
+    } else {
+        1
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn measure(
     engine: &mut Engine,
@@ -192,17 +211,8 @@ fn measure(
     progress: &mut Progress,
     warmups_done: &mut usize,
 ) -> Result<Vec<RunRecord>> {
-    // Distinct seeds per config and run keep prompts fresh (no prefix-cache hits).
-    let base = o.seed
-        ^ ((spec.input_len as u64) << 32)
-        ^ (((spec.load.value() * 1000.0) as u64) << 8)
-        ^ (spec.output_len as u64);
     let mut runs = Vec::new();
-    let n_runs = if matches!(spec.load, Load::Batch { .. }) {
-        o.runs
-    } else {
-        1
-    };
+    let n_runs = measured_runs(spec, o);
     for r in 0..o.warmup + n_runs {
         let warm = r < o.warmup;
         let what = if warm {
@@ -211,7 +221,7 @@ fn measure(
             format!("run {}/{n_runs}", r - o.warmup + 1)
         };
         progress.set_label(format!("{label} {what}"));
-        let seed = base.wrapping_add(r as u64 * 0x1_0000_0001);
+        let seed = run_seed(o, spec, r);
         let mut tick = |n: usize| progress.advance(n as f64);
         let rec = match (spec.load, warm) {
             (Load::Batch { size }, _) => {

@@ -8,6 +8,8 @@
 //!   the knee and the latency-budget choice (definitions in docs/metrics.md).
 //! - [`telemetry`] (NVML and RSS sampling), [`device`] (measured ceilings) and
 //!   [`roofline`] (floors and achieved fractions).
+//! - [`endpoint`]: the same workloads and metrics against an OpenAI-compatible server
+//!   over HTTP (`engine bench --endpoint`).
 //! - [`report`]: results.json, summary.csv, report.md, SVG plots, the terminal table and
 //!   Chrome traces; [`compare`]: two saved runs side by side.
 
@@ -16,6 +18,7 @@ pub mod bench;
 pub mod compare;
 pub mod device;
 pub mod driver;
+pub mod endpoint;
 pub mod environment;
 pub mod error;
 pub mod metrics;

@@ -50,6 +50,14 @@ pub struct ConfigSummary {
     pub num_blocks: usize,
     pub num_preemptions: usize,
     pub cached_prompt_tokens: usize,
+    /// Requests refused (engine admission, or HTTP 429), failed and timed out (over
+    /// HTTP), all runs: counted here, never in the latency metrics.
+    #[serde(default)]
+    pub rejected: usize,
+    #[serde(default)]
+    pub failed: usize,
+    #[serde(default)]
+    pub timed_out: usize,
 }
 
 impl ConfigSummary {
@@ -91,8 +99,10 @@ pub fn summarize(runs: &[RunRecord], slo: &Slo) -> ConfigSummary {
     let output_tokens: usize = reqs.iter().map(|t| t.output_tokens()).sum();
     let wall: f64 = runs.iter().map(RunRecord::wall_s).sum();
 
+    // Runs without step records (measured over HTTP) have no prefill time to report.
     let prefill_per_run: Vec<f64> = runs
         .iter()
+        .filter(|r| !r.steps.is_empty())
         .map(|r| {
             r.steps
                 .iter()
@@ -145,6 +155,9 @@ pub fn summarize(runs: &[RunRecord], slo: &Slo) -> ConfigSummary {
         num_blocks: all_steps().map(|s| s.num_blocks).max().unwrap_or(0),
         num_preemptions: reqs.iter().map(|t| t.num_preemptions).sum(),
         cached_prompt_tokens: reqs.iter().map(|t| t.cached_prompt_tokens).sum(),
+        rejected: runs.iter().map(|r| r.rejected).sum(),
+        failed: runs.iter().map(|r| r.failed).sum(),
+        timed_out: runs.iter().map(|r| r.timed_out).sum(),
     }
 }
 
@@ -197,8 +210,8 @@ pub(crate) mod tests {
             end_s: *times.last().unwrap_or(&1.0),
             requests,
             steps,
-            rejected: 0,
             overhead_s: vec![1e-5; n],
+            ..Default::default()
         }
     }
 

@@ -26,6 +26,13 @@ fn pct(v: Option<f64>) -> Option<String> {
     v.map(|v| format!("{:.1}", v * 100.0))
 }
 
+/// Requests (rejected, failed, timed out) over the config's measured runs.
+pub fn failures(c: &ConfigResult) -> (usize, usize, usize) {
+    c.runs.iter().fold((0, 0, 0), |(r, f, t), run| {
+        (r + run.rejected, f + run.failed, t + run.timed_out)
+    })
+}
+
 macro_rules! col {
     ($name:expr, |$c:ident| $body:expr) => {
         Column {
@@ -155,6 +162,9 @@ pub fn all() -> Vec<Column> {
             sum(c, |s| s.overhead_s.mean.map(|v| v * 1e6)),
             1
         )),
+        col!("rejected", |c| Some(failures(c).0.to_string())),
+        col!("failed", |c| Some(failures(c).1.to_string())),
+        col!("timed_out", |c| Some(failures(c).2.to_string())),
     ]
 }
 

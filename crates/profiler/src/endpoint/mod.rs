@@ -1,0 +1,278 @@
+//! `engine bench --endpoint URL`: the same workloads, metrics and reports as the
+//! in-process benchmark, measured at an OpenAI-compatible server over HTTP (ours or
+//! anyone's: vLLM, SGLang, TGI...).
+//!
+//! Every configuration of the sweep runs as in-process ([`crate::bench`]): the same
+//! seeds, hence the same prompts (token ids on `/v1/completions`; their text on
+//! `/v1/chat/completions`), warm-ups excluded and counted, static batches sent at once,
+//! closed loops and Poisson arrivals as in [`crate::serving`]. Each answered request
+//! becomes a [`RequestTimeline`](engine_core::RequestTimeline) from the client's clock:
+//! arrival = request sent, token times = chunk arrivals ([`request`] explains how
+//! tokens are counted), so TTFT, ITL, TPOT, E2E, throughput and goodput keep their
+//! definitions. Rejected (429), failed and timed-out requests are counted in the run
+//! record. Queue time, step times, KV-cache use and the roofline need the engine's
+//! records, which a client cannot see: they stay empty and the report says so.
+
+pub mod driver;
+pub mod http;
+pub mod request;
+pub mod sse;
+
+use crate::analysis::analyse;
+use crate::bench::{expected_tokens, measured_runs, run_seed, warm_batch, BenchOptions};
+use crate::error::{ProfilerError, Result};
+use crate::progress::Progress;
+use crate::result::{
+    BenchResults, ConfigResult, EndpointInfo, Environment, RunRecord, Settings, Status,
+    SCHEMA_VERSION,
+};
+use crate::spec::{ConfigSpec, Load};
+use crate::summary::summarize;
+use crate::workload::Workload;
+use driver::{Client, Issue};
+use engine_model::Tokenizer;
+use request::{Ask, PromptBody, TokenSource};
+use std::time::Instant;
+
+/// What a client cannot observe (listed in the report).
+pub const NOT_MEASURED: &[&str] = &[
+    "queue time and compute time (the server's scheduling is not visible)",
+    "prefill and decode step times, and their floors (no step records)",
+    "KV-cache blocks, preemptions and prefix-cache hits",
+    "the server's GPU/CPU telemetry",
+];
+
+/// A connected benchmark client.
+pub struct EndpointBench {
+    runtime: tokio::runtime::Runtime,
+    pub client: Client,
+    pub model: String,
+}
+
+impl EndpointBench {
+    /// Check that the server answers `/v1/models`, and take the served model's name from
+    /// it unless `model` is given.
+    pub fn connect(client: Client, model: Option<String>) -> Result<Self> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| ProfilerError::Invalid(format!("starting the HTTP client: {e}")))?;
+        let url = client.url.clone();
+        let listed = runtime.block_on(async {
+            let resp = http::send(&url, hyper::Method::GET, "/v1/models", None).await?;
+            let status = resp.status;
+            let text = resp.text().await?;
+            if status != 200 {
+                return Err(format!("HTTP {status}: {}", request::clip(&text)));
+            }
+            let v: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| format!("invalid JSON: {e}"))?;
+            Ok(v["data"][0]["id"].as_str().map(String::from))
+        });
+        let listed = listed
+            .map_err(|e| ProfilerError::Invalid(format!("{}/v1/models: {e}", url.display())))?;
+        let model = model.or(listed).ok_or_else(|| {
+            ProfilerError::Invalid(format!(
+                "{}/v1/models lists no model: pass --served-model NAME",
+                url.display()
+            ))
+        })?;
+        Ok(Self {
+            runtime,
+            client,
+            model,
+        })
+    }
+
+    /// Run every configuration of `o.sweep`; `tokenizer` is the served model's (prompt
+    /// text for chat, token counts when the server reports no usage).
+    pub fn run(
+        &self,
+        workload: &Workload,
+        tokenizer: &Tokenizer,
+        o: &BenchOptions,
+        mut environment: Environment,
+    ) -> BenchResults {
+        let t0 = Instant::now();
+        let specs = o.sweep.expand();
+        let total: f64 = specs.iter().map(|s| expected_tokens(s, o)).sum();
+        let mut progress = Progress::new(total, o.show_progress);
+        let mut sources = Vec::new();
+        let mut configs = Vec::new();
+        for (i, spec) in specs.iter().enumerate() {
+            let label = format!("config {}/{}: {}", i + 1, specs.len(), spec.label());
+            configs.push(self.run_config(
+                workload,
+                tokenizer,
+                o,
+                spec,
+                &label,
+                &mut progress,
+                &mut sources,
+            ));
+        }
+        progress.finish();
+        environment.endpoint = Some(EndpointInfo {
+            url: self.client.url.display(),
+            api: self.client.api.as_str().into(),
+            served_model: self.model.clone(),
+            token_counts: describe(&sources),
+            not_measured: NOT_MEASURED.iter().map(|s| s.to_string()).collect(),
+        });
+        BenchResults {
+            schema_version: SCHEMA_VERSION,
+            environment,
+            settings: Settings {
+                runs: o.runs,
+                warmup: o.warmup,
+                num_requests: o.num_requests,
+                respect_eos: o.respect_eos,
+                seed: o.seed,
+                prompts_file: o.prompts_file.clone(),
+                slo: o.slo.clone(),
+                latency_budget_s: o.latency_budget_s,
+                knee_method: crate::analysis::KNEE_METHOD.into(),
+                percentile_method: crate::metrics::PERCENTILE_METHOD.into(),
+            },
+            ceilings: None,
+            analysis: analyse(&configs, o.latency_budget_s),
+            configs,
+            total_wall_s: t0.elapsed().as_secs_f64(),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn run_config(
+        &self,
+        workload: &Workload,
+        tokenizer: &Tokenizer,
+        o: &BenchOptions,
+        spec: &ConfigSpec,
+        label: &str,
+        progress: &mut Progress,
+        sources: &mut Vec<TokenSource>,
+    ) -> ConfigResult {
+        let mut result = ConfigResult {
+            spec: spec.clone(),
+            status: Status::Ok,
+            warmup_runs: 0,
+            runs: Vec::new(),
+            summary: None,
+            telemetry: Default::default(),
+            roofline: None,
+        };
+        let count = |text: &str| tokenizer.encode(text, false).map_or(0, |ids| ids.len());
+        let n_runs = measured_runs(spec, o);
+        for r in 0..o.warmup + n_runs {
+            let warm = r < o.warmup;
+            let what = if warm {
+                format!("warm-up {}/{}", r + 1, o.warmup)
+            } else {
+                format!("run {}/{n_runs}", r - o.warmup + 1)
+            };
+            progress.set_label(format!("{label} {what}"));
+            let seed = run_seed(o, spec, r);
+            let (n, issue) = match (spec.load, warm) {
+                (Load::Batch { size }, _) => (size, Issue::Batch),
+                (_, true) => (warm_batch(spec, o), Issue::Batch),
+                (Load::Concurrency { n }, false) => (o.num_requests, Issue::Closed(n)),
+                (Load::Rate { requests_per_s }, false) => (
+                    o.num_requests,
+                    Issue::Poisson {
+                        rate_per_s: requests_per_s,
+                        seed,
+                    },
+                ),
+            };
+            let bodies = match self.bodies(workload, tokenizer, spec, o, seed, n) {
+                Ok(b) => b,
+                Err(e) => {
+                    result.status = Status::Failed { error: e };
+                    return result;
+                }
+            };
+            let epoch = Instant::now();
+            let mut tick =
+                |out: &driver::Outcome| progress.advance(driver::output_tokens(out) as f64);
+            let outcomes =
+                self.runtime
+                    .block_on(driver::run(&self.client, bodies, issue, epoch, &mut tick));
+            if warm {
+                result.warmup_runs += 1;
+            } else {
+                result.runs.push(driver::run_record(
+                    r - o.warmup,
+                    outcomes,
+                    spec.input_len,
+                    &count,
+                    sources,
+                ));
+            }
+        }
+        if result.runs.iter().all(|r| r.requests.is_empty()) {
+            result.status = Status::Failed {
+                error: no_answers(&result.runs),
+            };
+        } else {
+            result.summary = Some(summarize(&result.runs, &o.slo));
+        }
+        result
+    }
+
+    /// The request bodies of one run: the same prompts and seeds as in-process.
+    fn bodies(
+        &self,
+        w: &Workload,
+        tok: &Tokenizer,
+        spec: &ConfigSpec,
+        o: &BenchOptions,
+        seed: u64,
+        n: usize,
+    ) -> std::result::Result<Vec<Vec<u8>>, String> {
+        (0..n)
+            .map(|i| {
+                let ids = w.prompt(seed, i as u64, spec.input_len);
+                let prompt = match self.client.api {
+                    request::Api::Completions => PromptBody::Tokens(ids),
+                    request::Api::Chat => {
+                        PromptBody::Text(tok.decode(&ids, false).map_err(|e| e.to_string())?)
+                    }
+                };
+                let ask = Ask {
+                    max_tokens: spec.output_len,
+                    temperature: spec.temperature,
+                    top_p: spec.top_p,
+                    seed: seed ^ i as u64,
+                    ignore_eos: !o.respect_eos,
+                };
+                request::body(self.client.api, &self.model, &prompt, &ask)
+            })
+            .collect()
+    }
+}
+
+fn no_answers(runs: &[RunRecord]) -> String {
+    let sum = |f: fn(&RunRecord) -> usize| runs.iter().map(f).sum::<usize>();
+    let first = runs.iter().flat_map(|r| r.errors.first()).next();
+    format!(
+        "no request was answered: {} rejected (429), {} failed, {} timed out{}",
+        sum(|r| r.rejected),
+        sum(|r| r.failed),
+        sum(|r| r.timed_out),
+        first.map_or(String::new(), |e| format!("; first error: {e}"))
+    )
+}
+
+fn describe(sources: &[TokenSource]) -> String {
+    let one = |s: &TokenSource| match s {
+        TokenSource::ChunkUsage => "exact: running usage in every chunk",
+        TokenSource::ChunksAndUsage => "one token per text chunk, total from usage",
+        TokenSource::ChunksAndTokenizer => {
+            "one token per text chunk, total from the local tokenizer (no usage)"
+        }
+    };
+    if sources.is_empty() {
+        return "no request answered".into();
+    }
+    sources.iter().map(one).collect::<Vec<_>>().join("; ")
+}
