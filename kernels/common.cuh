@@ -3,6 +3,7 @@
 // - load/store between the storage types (float, __half, __nv_bfloat16) and float:
 //   every kernel computes in f32 and rounds once when it stores;
 // - warp and block reductions (sum, max) for blocks of up to 1024 threads;
+// - paged_slot / first_visible: the paged cache's slot formula and visibility rule;
 // - INSTANTIATE_FLOAT(macro): stamp out one extern "C" kernel per dtype, named
 //   NAME_f32, NAME_f16, NAME_bf16 (the suffix the Rust wrappers ask for).
 #pragma once
@@ -56,6 +57,17 @@ __device__ __forceinline__ float block_max(float v, float* scratch) {
     __syncthreads();
     v = lane < warps ? scratch[lane] : -INFINITY;
     return warp_max(v);
+}
+
+// The paged cache's two rules, as crates/kernels/src/paged.rs writes them for the host:
+// the slot of position `pos` through a sequence's block table, and the first key a
+// query at `pos` sees (window 0: none; else Hugging Face's p - j < window).
+__device__ __forceinline__ int64_t paged_slot(const uint32_t* table, int block_size, int pos) {
+    return (int64_t)table[pos / block_size] * block_size + pos % block_size;
+}
+
+__device__ __forceinline__ int first_visible(int pos, int window) {
+    return window > 0 ? max(0, pos + 1 - window) : 0;
 }
 
 #define INSTANTIATE_FLOAT(M) M(float, f32) M(__half, f16) M(__nv_bfloat16, bf16)

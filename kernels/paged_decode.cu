@@ -47,7 +47,8 @@
 //    const u32* block_tables, const u32* context_lens, float* part_max, float* part_sum,
 //    float* part_acc, int num_tokens, int heads, int kv_heads, int d, int max_blocks,
 //    int block_size, int ctx_cap, int window, int part_size, int num_parts,
-//    int head_tile, float scale)
+//    int head_tile, int64 q_stride, float scale); q row r starts at q + r * q_stride
+//    (the fused qkv rows: q_stride >= heads * d), out rows are heads * d
 //   smem_bytes = 4 * (head_tile * d            q, f32
 //                     + tgroups * d            token-group reduction, f32
 //                     + head_tile * part_size  logits / probabilities, f32
@@ -81,7 +82,7 @@ __device__ __forceinline__ SeqRange seq_range(uint32_t ctx_raw, int ctx_cap, int
                                               int part_size) {
     SeqRange r;
     r.ctx = (int)min(ctx_raw, (uint32_t)ctx_cap);
-    r.start = (window > 0 && r.ctx > window) ? r.ctx - window : 0;
+    r.start = r.ctx > 0 ? first_visible(r.ctx - 1, window) : 0;
     r.first_part = r.start / part_size;
     r.end_part = (r.ctx + part_size - 1) / part_size;
     return r;
@@ -105,7 +106,7 @@ __device__ void paged_decode_part(T* __restrict__ out, const T* __restrict__ q,
                                   float* __restrict__ part_acc, int num_tokens, int heads,
                                   int kv_heads, int d, int max_blocks, int block_size,
                                   int ctx_cap, int window, int part_size, int num_parts,
-                                  int head_tile, float scale) {
+                                  int head_tile, int64_t q_stride, float scale) {
     constexpr int P = 16 / sizeof(T);   // elements per 16-byte chunk
     constexpr int CPL = 256 / P / 8;    // most chunks per lane of a key row (d <= 256)
     constexpr int U = 2;                // V rows in flight per thread in phase 3
@@ -140,12 +141,12 @@ __device__ void paged_decode_part(T* __restrict__ out, const T* __restrict__ q,
     uint32_t* slots = reinterpret_cast<uint32_t*>(st_sum + head_tile);  // [part_size]
 
     // 0. q (scaled) and the partition's slots.
-    const T* qrow = q + (row * heads + kvh * group + g0) * d;
+    const T* qrow = q + row * q_stride + (int64_t)(kvh * group + g0) * d;
     for (int i = tid; i < gn * d; i += blockDim.x) q_s[i] = to_f32(qrow[i]) * scale;
     const uint32_t* table = tables + (int64_t)b * max_blocks;
     for (int i = tid; i < n; i += blockDim.x) {
         const int pos = p0 + i;
-        slots[i] = table[pos / block_size] * (uint32_t)block_size + (uint32_t)(pos % block_size);
+        slots[i] = (uint32_t)paged_slot(table, block_size, pos);
     }
     __syncthreads();
 
@@ -325,11 +326,11 @@ __device__ void paged_decode_reduce(T* __restrict__ out, const uint32_t* __restr
         const uint32_t* tables, const uint32_t* ctx_lens, float* part_max, float* part_sum,    \
         float* part_acc, int num_tokens, int heads, int kv_heads, int d, int max_blocks,       \
         int block_size, int ctx_cap, int window, int part_size, int num_parts, int head_tile,  \
-        float scale) {                                                                         \
+        int64_t q_stride, float scale) {                                                       \
         paged_decode_part<T, H>(out, q, kc, vc, rows, tables, ctx_lens, part_max, part_sum,    \
                                 part_acc, num_tokens, heads, kv_heads, d, max_blocks,          \
                                 block_size, ctx_cap, window, part_size, num_parts, head_tile,  \
-                                scale);                                                        \
+                                q_stride, scale);                                              \
     }
 #define PD_PART_ALL(T, S) PD_PART(T, S, 1) PD_PART(T, S, 2) PD_PART(T, S, 4) PD_PART(T, S, 8)
 INSTANTIATE_FLOAT(PD_PART_ALL)

@@ -32,7 +32,9 @@
 //          (T* out, const T* q, const T* k_cache, const T* v_cache,
 //           const uint32* query_start, const uint32* query_len, const uint32* context_len,
 //           const uint32* block_tables, int max_blocks, int heads, int kv_heads, int d,
-//           int block_size, int window /* 0: none */, float scale_log2 /* log2(e)/sqrt(d) */).
+//           int block_size, int window /* 0: none */, int64 q_stride /* >= heads * d: q row
+//           r starts at q + r * q_stride, e.g. inside the fused qkv rows; out rows are
+//           heads * d */, float scale_log2 /* log2(e)/sqrt(d) */).
 #include "common.cuh"
 
 #define PP_BM 16
@@ -73,7 +75,7 @@ __device__ void paged_prefill(T* __restrict__ out, const T* __restrict__ q,
                               const uint32_t* __restrict__ context_len,
                               const uint32_t* __restrict__ block_tables, int max_blocks,
                               int heads, int kv_heads, int d, int block_size, int window,
-                              float scale_log2) {
+                              int64_t q_stride, float scale_log2) {
     const int s = blockIdx.y, h = blockIdx.z;
     const int qlen = (int)query_len[s];
     const int q0 = blockIdx.x * PP_BM;
@@ -83,10 +85,10 @@ __device__ void paged_prefill(T* __restrict__ out, const T* __restrict__ q,
     const int q1 = min(q0 + PP_BM, qlen);
     const int first_pos = ctx - qlen;  // position of new token 0
     const int p_lo = first_pos + q0, p_hi = first_pos + q1 - 1;
-    const int kv_begin = window > 0 ? max(0, p_lo - window + 1) : 0;
+    const int kv_begin = first_visible(p_lo, window);
     const int kv_end = p_hi + 1;  // exclusive
     const int kvh = h / (heads / kv_heads);
-    const int64_t q_stride = (int64_t)heads * d;
+    const int64_t out_stride = (int64_t)heads * d;
     const int64_t kv_stride = (int64_t)kv_heads * d;
     const int64_t kv_off = (int64_t)kvh * d;
     const uint32_t* table = block_tables + (int64_t)s * max_blocks;
@@ -96,7 +98,8 @@ __device__ void paged_prefill(T* __restrict__ out, const T* __restrict__ q,
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int d8 = d >> 3;
     const bool vec = ((reinterpret_cast<uintptr_t>(q) | reinterpret_cast<uintptr_t>(k_cache) |
-                       reinterpret_cast<uintptr_t>(v_cache)) & 15) == 0;
+                       reinterpret_cast<uintptr_t>(v_cache)) & 15) == 0 &&
+                     (q_stride * (int64_t)sizeof(T)) % 16 == 0;
 
     // Q tile; rows past query_len are zeros (computed, never stored).
     for (int i = tid; i < PP_BM * d8; i += PP_THREADS) {
@@ -126,9 +129,7 @@ __device__ void paged_prefill(T* __restrict__ out, const T* __restrict__ q,
     for (int kt = kv_begin; kt < kv_end; kt += PP_BN) {
         // Lane j owns key kt + j (PP_BN == 32): its slot, or -1 past the tile's last key.
         const int key = kt + lane;
-        const int64_t slot = key < kv_end ? (int64_t)table[key / block_size] * block_size +
-                                                key % block_size
-                                          : -1;
+        const int64_t slot = key < kv_end ? paged_slot(table, block_size, key) : -1;
         __syncthreads();  // the previous tile's V reads are done
         // K^T: thread (lane j, c8 = warp + 4 n) loads 8 elements of key j.
         for (int c8 = warp; c8 < d8; c8 += PP_THREADS / 32) {
@@ -157,8 +158,8 @@ __device__ void paged_prefill(T* __restrict__ out, const T* __restrict__ q,
         for (int i = 0; i < PP_ROWS; ++i) {
             const int qi = q0 + warp * PP_ROWS + i;
             const int pos = first_pos + qi;
-            const bool ok = qi < qlen && key < kv_end && key <= pos &&
-                            (window <= 0 || pos - key < window);
+            const bool ok =
+                qi < qlen && key < kv_end && key <= pos && key >= first_visible(pos, window);
             const float sv = ok ? sc[i] : -INFINITY;
             const float mn = fmaxf(m[i], warp_max(sv));
             const float mu = mn == -INFINITY ? 0.f : mn;
@@ -208,7 +209,7 @@ __device__ void paged_prefill(T* __restrict__ out, const T* __restrict__ q,
         const float lt = warp_sum(l[i]);
         if (qi < qlen) {  // a real row sees at least its own key: lt > 0
             const float inv = 1.f / lt;
-            T* o = out + (row0 + qi) * q_stride + (int64_t)h * d;
+            T* o = out + (row0 + qi) * out_stride + (int64_t)h * d;
 #pragma unroll
             for (int k = 0; k < PP_CK; ++k) {
                 const int c = lane + 32 * k;
@@ -223,9 +224,9 @@ __device__ void paged_prefill(T* __restrict__ out, const T* __restrict__ q,
         T* out, const T* q, const T* k_cache, const T* v_cache, const uint32_t* query_start,  \
         const uint32_t* query_len, const uint32_t* context_len, const uint32_t* block_tables, \
         int max_blocks, int heads, int kv_heads, int d, int block_size, int window,           \
-        float scale_log2) {                                                                   \
+        int64_t q_stride, float scale_log2) {                                                 \
         paged_prefill<T>(out, q, k_cache, v_cache, query_start, query_len, context_len,       \
                          block_tables, max_blocks, heads, kv_heads, d, block_size, window,    \
-                         scale_log2);                                                         \
+                         q_stride, scale_log2);                                               \
     }
 INSTANTIATE_FLOAT(PAGED_PREFILL)

@@ -6,32 +6,35 @@
 // write out of bounds. Two tokens with the same slot race (undefined which one wins).
 //
 // Shapes: cache: [num_slots, width] contiguous, written in place (width = kv_heads *
-//         head_dim); src: [tokens, width] contiguous (any [tokens, kv_heads, head_dim]);
+//         head_dim); src: rows of src_stride elements, `width` of them copied from each
+//         (the host offsets src to the first column: K or V inside the fused qkv rows);
 //         slots: [tokens] u32.
 // Launch: grid = (tokens, 1, 1): one block per token;
 //         block = (threads, 1, 1), threads = clamp(round_up(units, 32), 32, 512), units =
-//         width / P with P = 16 / sizeof(T) when `vec` (width % P == 0 and cache, src
-//         16-byte aligned: 16-byte vector copies), else units = width (scalar copies);
+//         width / P with P = 16 / sizeof(T) when `vec` (width % P == 0 and the token's
+//         cache and src rows 16-byte aligned: 16-byte vector copies), else units = width
+//         (scalar copies);
 //         block-stride over the row's units. No shared memory.
 // Kernels: reshape_and_cache_f32, reshape_and_cache_f16, reshape_and_cache_bf16
 //          (T* cache, const T* src, const uint32 slots*, int64 tokens, int64 width,
-//           int64 num_slots, int vec).
+//           int64 src_stride, int64 num_slots, int vec).
 #include "common.cuh"
 
 template <typename T>
 __device__ void reshape_and_cache(T* __restrict__ cache, const T* __restrict__ src,
                                   const uint32_t* __restrict__ slots, int64_t tokens,
-                                  int64_t width, int64_t num_slots, int vec) {
+                                  int64_t width, int64_t src_stride, int64_t num_slots,
+                                  int vec) {
     constexpr int P = 16 / sizeof(T);
     const int64_t t = blockIdx.x;
     if (t >= tokens) return;
     const uint32_t slot = slots[t];
     if ((int64_t)slot >= num_slots) return;  // padding (u32::MAX) or out of range: skip
-    const T* s = src + t * width;
+    const T* s = src + t * src_stride;
     T* d = cache + (int64_t)slot * width;
     // The host decides `vec` (it sizes the block from it); re-checked here so that a wrong
     // flag can only cost speed, never a misaligned access.
-    const uintptr_t addr = reinterpret_cast<uintptr_t>(cache) | reinterpret_cast<uintptr_t>(src);
+    const uintptr_t addr = reinterpret_cast<uintptr_t>(d) | reinterpret_cast<uintptr_t>(s);
     if (vec && width % P == 0 && (addr & 15) == 0) {
         const int64_t n = width / P;
         const uint4* sv = reinterpret_cast<const uint4*>(s);
@@ -45,7 +48,8 @@ __device__ void reshape_and_cache(T* __restrict__ cache, const T* __restrict__ s
 #define RESHAPE_AND_CACHE(T, S)                                                           \
     extern "C" __global__ void __launch_bounds__(512)                                     \
         reshape_and_cache_##S(T* cache, const T* src, const uint32_t* slots, int64_t tokens, \
-                              int64_t width, int64_t num_slots, int vec) {                \
-        reshape_and_cache<T>(cache, src, slots, tokens, width, num_slots, vec);           \
+                              int64_t width, int64_t src_stride, int64_t num_slots,       \
+                              int vec) {                                                  \
+        reshape_and_cache<T>(cache, src, slots, tokens, width, src_stride, num_slots, vec); \
     }
 INSTANTIATE_FLOAT(RESHAPE_AND_CACHE)

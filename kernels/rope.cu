@@ -1,12 +1,15 @@
-// rope: rotary position embedding, in place, for one tensor (the model calls it for q
-// and for k). Each pair (x1, x2) of a head is rotated by its token's angle:
+// rope: rotary position embedding, in place, of the first `heads` heads of every row of
+// x (the decoder rotates q and k together inside the fused qkv projection's output,
+// rows [q heads | k heads | v heads]). Each pair (x1, x2) of a head is rotated by its
+// token's angle:
 //   x1' = x1 * cos - x2 * sin,   x2' = x2 * cos + x1 * sin
 // computed in f32 from the stored (dtype) cos/sin values, rounded once on store.
 //   neox = 1: half-split (Hugging Face / GPT-NeoX): pair i is (x[i], x[i + d/2]);
 //   neox = 0: interleaved (GPT-J / original Meta):  pair i is (x[2i], x[2i + 1]);
 // pair i uses cos_sin[pos, i] and cos_sin[pos, d/2 + i], i in 0..d/2.
 //
-// Shapes: x: [tokens, heads, d] contiguous, modified in place; d even;
+// Shapes: x: [tokens, width] contiguous (width >= heads * d), heads 0..heads of each row
+//         modified in place, the rest untouched; d even;
 //         cos_sin: [max_pos, d] contiguous (cos in columns 0..d/2, sin in d/2..d);
 //         positions: [tokens] u32. A token whose position is >= max_pos is SKIPPED (left
 //         as it is, nothing out of bounds is read); the CPU port reports it as an error.
@@ -15,12 +18,12 @@
 //         heads * (d/2) / V (one unit of V consecutive pairs per thread, grid-stride over
 //         the token's heads);
 //         shared = d * 4 bytes: the token's cos/sin row as f32, loaded once per block.
-//         V (pairs per unit): with `vec` (x 16-byte aligned and (d/2) % V == 0) neox takes
+//         V (pairs per unit): with `vec` (the row 16-byte aligned and (d/2) % V == 0) neox takes
 //         V = 16 / sizeof(T) (one 16-byte load of x1s and one of x2s), interleaved V = 8 /
 //         sizeof(T) (one 16-byte load of V pairs); else V = 1 (scalar).
 // Kernels: rope_f32, rope_f16, rope_bf16
-//          (T* x, const T* cos_sin, const uint32 positions*, int64 tokens, int heads,
-//           int d, int64 max_pos, int neox, int vec).
+//          (T* x, const T* cos_sin, const uint32 positions*, int64 tokens, int64 width,
+//           int heads, int d, int64 max_pos, int neox, int vec).
 #include "common.cuh"
 
 namespace {
@@ -73,8 +76,8 @@ __device__ __forceinline__ void token(T* xt, const float* cs, int heads, int d) 
 
 template <typename T>
 __device__ void rope(T* __restrict__ x, const T* __restrict__ cos_sin,
-                     const uint32_t* __restrict__ positions, int64_t tokens, int heads, int d,
-                     int64_t max_pos, int neox, int vec) {
+                     const uint32_t* __restrict__ positions, int64_t tokens, int64_t width,
+                     int heads, int d, int64_t max_pos, int neox, int vec) {
     extern __shared__ float cs[];  // d floats
     const int64_t t = blockIdx.x;
     if (t >= tokens) return;
@@ -83,13 +86,13 @@ __device__ void rope(T* __restrict__ x, const T* __restrict__ cos_sin,
     const T* row = cos_sin + (int64_t)pos * d;
     for (int i = threadIdx.x; i < d; i += blockDim.x) cs[i] = to_f32(row[i]);
     __syncthreads();
-    T* xt = x + t * heads * d;
+    T* xt = x + t * width;
     constexpr int VN = 16 / sizeof(T);  // neox: V pairs = V x1s (16 bytes) + V x2s
     constexpr int VI = 8 / sizeof(T);   // interleaved: V pairs = 2V elements (16 bytes)
     const int half = d / 2;
     // The host decides `vec` (it sizes the block from it); re-checked here so that a wrong
     // flag can only cost speed, never a misaligned access.
-    const bool aligned = (reinterpret_cast<uintptr_t>(x) & 15) == 0;
+    const bool aligned = (reinterpret_cast<uintptr_t>(xt) & 15) == 0;
     if (neox) {
         if (vec && aligned && half % VN == 0) token<T, VN, true>(xt, cs, heads, d);
         else token<T, 1, true>(xt, cs, heads, d);
@@ -103,8 +106,8 @@ __device__ void rope(T* __restrict__ x, const T* __restrict__ cos_sin,
 
 #define ROPE(T, S)                                                                             \
     extern "C" __global__ void __launch_bounds__(512)                                          \
-        rope_##S(T* x, const T* cos_sin, const uint32_t* positions, int64_t tokens, int heads, \
-                 int d, int64_t max_pos, int neox, int vec) {                                  \
-        rope<T>(x, cos_sin, positions, tokens, heads, d, max_pos, neox, vec);                  \
+        rope_##S(T* x, const T* cos_sin, const uint32_t* positions, int64_t tokens,             \
+                 int64_t width, int heads, int d, int64_t max_pos, int neox, int vec) {          \
+        rope<T>(x, cos_sin, positions, tokens, width, heads, d, max_pos, neox, vec);            \
     }
 INSTANTIATE_FLOAT(ROPE)

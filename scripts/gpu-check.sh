@@ -6,7 +6,7 @@
 #  - greedy tokens of a mixed batch vs each sequence alone (cuda)
 #  - compute-sanitizer memcheck over a short run
 # Usage: bash scripts/gpu-check.sh [layers]   (results also under $OUT when set)
-#        KERNELS=candle|fused|auto picks the GPU runs' hot-path ops (default auto: fused)
+#        KERNELS=candle|fused|auto picks the GPU runs' hot-path ops (default auto: candle until a fused GPU run is recorded)
 set -uo pipefail
 LAYERS=${1:-4}
 OUT=${OUT:-/tmp/gpu-check}

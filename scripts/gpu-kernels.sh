@@ -8,6 +8,7 @@
 #   bash scripts/gpu-kernels.sh e2e [batches] [runs]
 #                                          # engine bench --kernels fused vs candle, same session
 #   bash scripts/gpu-kernels.sh check      # the decoder: fused vs candle vs CPU vs transformers
+#   bash scripts/gpu-kernels.sh sample     # the sampler: checks, 100,000-draw chi-square, bench
 #
 # Output also goes under $OUT (default /tmp/gpu-kernels).
 set -uo pipefail
@@ -47,8 +48,21 @@ case "$PHASE" in
   check)
     KERNELS=fused bash scripts/gpu-check.sh 4
     ;;
+  sample)
+    # docs/kernels.md, "The sampler": every dtype against the reference and the CPU port
+    # (same tokens), rows alone / reversed; the chi-square of 100,000 draws per knob on the
+    # device (max_abs = smallest p-value); time at batch 128 x 128256 against the copy
+    # ceiling (mix 1 greedy, 2 T 0.7 / top-p 0.9, 3 + top-k 50 / min-p / logprobs, 4 T 1).
+    {
+      $E kernels test sample --device cuda
+      $E kernels test sample --device cuda --dtype f32 --shapes '100000,256,5'
+      $E kernels test sample --device cuda --dtype bf16 --shapes '100000,4096,5'
+      $E kernels bench sample --device cuda --dtype bf16
+      $E kernels bench sample --device cuda --dtype f32
+    } 2>&1 | tee "$OUT/sample.txt"
+    ;;
   *)
-    echo "unknown phase $PHASE: test, sanitize, bench, e2e or check" >&2
+    echo "unknown phase $PHASE: test, sanitize, bench, e2e, check or sample" >&2
     exit 2
     ;;
 esac

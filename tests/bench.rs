@@ -19,6 +19,17 @@ fn engine(args: &[&str]) -> Output {
     out
 }
 
+/// Every line of the table at the top of `text` (up to the analysis, whose first line
+/// starts with `[`) fits in `width` columns.
+fn assert_fits(text: &str, width: usize) {
+    for line in text.lines().take_while(|l| !l.starts_with('[')) {
+        assert!(
+            line.chars().count() <= width,
+            "line wider than {width}: {line:?}\n{text}"
+        );
+    }
+}
+
 fn read(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
@@ -65,8 +76,15 @@ fn check_out_dir(dir: &Path, configs: usize) -> serde_json::Value {
         lines.iter().all(|l| l.split(',').count() == width),
         "ragged CSV:\n{csv}"
     );
-    assert!(read(&dir.join("report.md")).starts_with("# Benchmark report"));
+    let md = read(&dir.join("report.md"));
+    assert!(md.starts_with("# Benchmark report"));
     for p in PLOTS {
+        // A plot with nothing to show is not drawn, and report.md shows what was.
+        let drawn = dir.join(p).is_file();
+        assert_eq!(drawn, md.contains(&format!("]({p})")), "{p} vs report.md");
+        if !drawn {
+            continue;
+        }
         let svg = read(&dir.join(p));
         assert!(
             svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"),
@@ -117,7 +135,17 @@ fn static_batches_on_the_default_model_write_every_file() {
         table.contains("knee (sweet spot)") && table.contains("latency budget 2.5s"),
         "{table}"
     );
+    assert_fits(&table, 120);
     let r = check_out_dir(&dir, 3);
+    assert_eq!(
+        r["environment"]["driver"], "no GPU (CPU run)",
+        "a CPU run has no driver to report"
+    );
+    assert!(dir.join("latency_vs_batch.svg").is_file());
+    assert!(
+        !dir.join("latency_vs_output_len.svg").exists(),
+        "one output length: nothing to plot against it"
+    );
     for c in r["configs"].as_array().into_iter().flatten() {
         assert_eq!(c["status"]["status"], "ok");
         assert_eq!(c["runs"].as_array().map(Vec::len), Some(2));
@@ -144,9 +172,25 @@ fn static_batches_on_the_default_model_write_every_file() {
     // Re-render into a fresh directory, and compare the run with itself.
     let again = tmp.path().join("again");
     engine(&["report", d, "--out", again.to_str().expect("utf-8")]);
-    for p in PLOTS.iter().chain(&["summary.csv", "report.md"]) {
+    for p in ["dashboard.svg", "summary.csv", "report.md"] {
         assert!(again.join(p).is_file(), "report did not write {p}");
     }
+    // Without --out the run's own files stay as they are, unless --in-place.
+    let summary = dir.join("summary.csv");
+    std::fs::write(&summary, "marker").expect("write");
+    let out = engine(&["report", d]);
+    assert!(dir.join("report").join("report.md").is_file());
+    assert_eq!(
+        read(&summary),
+        "marker",
+        "report DIR rewrote DIR/summary.csv"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--in-place"));
+    engine(&["report", d, "--in-place"]);
+    assert!(
+        read(&summary).starts_with("mode,load"),
+        "--in-place rewrites"
+    );
     let cmp = engine(&["report", d, d]);
     let cmp = String::from_utf8_lossy(&cmp.stdout);
     assert!(cmp.contains("B/A") && cmp.contains("1.000"), "{cmp}");
@@ -179,7 +223,8 @@ fn run_tiny(dir: &Path, model: &str, name: &str, extra: &[&str]) -> (serde_json:
         out.to_str().expect("utf-8"),
     ];
     args.extend_from_slice(extra);
-    engine(&args);
+    let run = engine(&args);
+    assert_fits(&String::from_utf8_lossy(&run.stdout), 120);
     let n = serde_json::from_str::<serde_json::Value>(&read(&out.join("results.json")))
         .ok()
         .and_then(|v| v["configs"].as_array().map(Vec::len))
@@ -226,7 +271,7 @@ fn serving_modes_slo_budget_and_does_not_fit() {
     }
     assert!(r["analysis"][0]["best_load_p50_within_budget"].is_number());
 
-    let (r, _) = run_tiny(
+    let (r, open) = run_tiny(
         tmp.path(),
         &model,
         "open",
@@ -235,6 +280,22 @@ fn serving_modes_slo_budget_and_does_not_fit() {
     assert!(r["configs"][0]["summary"]["requests_per_s"]
         .as_f64()
         .is_some_and(|v| v > 0.0));
+
+    // A concurrency run against a rate run: nothing to compare, said plainly.
+    let closed = tmp.path().join("closed");
+    let out = Command::new(env!("CARGO_BIN_EXE_engine"))
+        .args(["report"])
+        .args([&closed, &open])
+        .output()
+        .expect("run engine");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(out.stdout.is_empty(), "no table for nothing");
+    assert!(
+        stderr.starts_with("error: nothing to compare")
+            && stderr.contains("A ran closed-loop concurrency, B ran open-loop request rates"),
+        "{stderr}"
+    );
 
     // 4 blocks of 16 tokens hold 4 sequences of 8 + 8 tokens, not 64.
     let (r, _) = run_tiny(

@@ -15,37 +15,14 @@ fn engine(args: &[&str]) -> Output {
         .expect("run engine")
 }
 
-/// Assert a failed run with exactly one `error:` line mentioning every needle.
+/// Assert a failed run (exit 1) with exactly one `error:` line mentioning every needle.
 fn assert_clean_error(out: &Output, needles: &[&str]) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "expected failure, got success; stderr: {stderr}"
-    );
-    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
-    assert!(
-        !stderr.contains("panicked") && !stderr.contains("backtrace"),
-        "panic: {stderr}"
-    );
-    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
-    assert_eq!(errors.len(), 1, "expected one error line, got: {stderr}");
-    for n in needles {
-        assert!(
-            errors[0].contains(n),
-            "error line lacks {n:?}: {}",
-            errors[0]
-        );
-    }
+    support::assert_rejected(out, 1, needles);
 }
 
 /// A tiny model manifest with a short context, for input checks that need a model.
 fn tiny_manifest(dir: &Path) -> String {
-    let path = dir.join("tiny.json");
-    let cfg = r#"{"name":"tiny","config":{"model_type":"llama","vocab_size":300,"hidden_size":32,
-      "intermediate_size":64,"num_hidden_layers":2,"num_attention_heads":4,"num_key_value_heads":2,
-      "rms_norm_eps":1e-5,"max_position_embeddings":32,"bos_token_id":256,"eos_token_id":257}}"#;
-    std::fs::write(&path, cfg).unwrap();
-    format!("dummy:{}", path.display())
+    support::tiny_manifest(dir, 32)
 }
 
 #[test]
@@ -114,6 +91,99 @@ fn info_reports_config_and_sizes_without_loading_weights() {
         "{stdout}"
     );
     assert!(stdout.contains("llama3 scaling"), "{stdout}");
+    assert!(stdout.contains("rms norm eps:        1e-5\n"), "{stdout}");
+}
+
+fn json_of(out: &Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON on stdout")
+}
+
+#[test]
+fn tokenize_round_trips_and_counts_what_generate_counts() {
+    let gguf = default_model();
+    let model = gguf.to_str().unwrap();
+    let text = "The capital of France is Paris.\n  Ünïcödé 2024 🦀 <b>";
+    let v = json_of(&engine(&["tokenize", "--model", model, "--json", text]));
+    let ids: Vec<String> = v["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i.to_string())
+        .collect();
+    assert_eq!(v["count"].as_u64(), Some(ids.len() as u64));
+    assert_eq!(v["pieces"].as_array().map(Vec::len), Some(ids.len()));
+    let back = json_of(&engine(&[
+        "tokenize",
+        "--model",
+        model,
+        "--json",
+        "--decode",
+        &ids.join(","),
+    ]));
+    assert_eq!(
+        back["text"].as_str(),
+        Some(text),
+        "decode(encode(text)) == text"
+    );
+
+    // The count is the engine's: generate reports the same prompt tokens, plain and chat.
+    for chat in [false, true] {
+        let prompt = "What is the capital of France?";
+        let mut args = vec!["tokenize", "--model", model, "--json", prompt];
+        let mut gen = vec![
+            "generate",
+            "--model",
+            model,
+            "--prompt",
+            prompt,
+            "--max-tokens",
+            "1",
+        ];
+        if chat {
+            args.push("--chat");
+            gen.push("--chat");
+        }
+        let v = json_of(&engine(&args));
+        if chat {
+            assert!(v["rendered"]
+                .as_str()
+                .is_some_and(|r| r.contains("<|im_start|>user")));
+        }
+        let out = engine(&gen);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let needle = format!("prompt tokens: {} |", v["count"]);
+        assert!(
+            stderr.contains(&needle),
+            "chat={chat}: {needle} not in {stderr}"
+        );
+    }
+}
+
+#[test]
+fn tokenize_prints_ids_pieces_and_count_and_rejects_bad_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_manifest(dir.path());
+    let out = engine(&["tokenize", "--model", &model, "Hi"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    // Byte-level fallback: BOS, then one token per byte.
+    for line in [
+        "256  \"\"",
+        "<bos>",
+        "72  \"H\"",
+        "<0x48>",
+        "105  \"i\"",
+        "3 tokens",
+    ] {
+        assert!(stdout.contains(line), "{line:?} missing:\n{stdout}");
+    }
+    let out = engine(&["tokenize", "--model", &model, "--decode", "72,9999"]);
+    assert_clean_error(&out, &["--decode", "9999", "outside the vocabulary"]);
 }
 
 #[test]
@@ -238,11 +308,7 @@ fn prompt_longer_than_the_context() {
     ]);
     assert_clean_error(
         &out,
-        &[
-            "request rejected",
-            "prompt (101 tokens)",
-            "context of 32 tokens",
-        ],
+        &["this model's context is 32 tokens; the prompt has 101 and max_tokens asks for 4"],
     );
 }
 
@@ -251,14 +317,23 @@ fn bad_sampling_values() {
     let dir = tempfile::tempdir().unwrap();
     let model = tiny_manifest(dir.path());
     let cases: &[(&str, &str, &str)] = &[
-        ("--temperature", "-1", "temperature must be >= 0"),
-        ("--top-p", "1.5", "top_p"),
-        ("--top-p", "0", "top_p"),
-        ("--min-p", "2", "min_p"),
+        ("--temperature", "-1", "must be a finite number in [0, inf)"),
+        ("--top-p", "1.5", "(0, 1]"),
+        ("--top-p", "0", "(0, 1]"),
+        ("--min-p", "2", "[0, 1]"),
     ];
     for (flag, value, needle) in cases {
+        // Range-checked where clap parses the flag: a usage error (exit 2) naming it.
         let out = engine(&["generate", "--model", &model, "--prompt", "hi", flag, value]);
-        assert_clean_error(&out, &[needle, value]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
+        let line = stderr
+            .lines()
+            .find(|l| l.starts_with("error:"))
+            .unwrap_or("");
+        for n in [needle, flag, value] {
+            assert!(line.contains(n), "{line} lacks {n}");
+        }
     }
 }
 

@@ -33,12 +33,7 @@ fn spawn_engine(args: &[String]) -> Child {
 
 /// A tiny seeded llama with the byte-level tokenizer (prompts are bytes).
 fn tiny_model(dir: &Path) -> String {
-    let path = dir.join("tiny.json");
-    let cfg = r#"{"name":"tiny","config":{"model_type":"llama","vocab_size":300,"hidden_size":32,
-      "intermediate_size":64,"num_hidden_layers":2,"num_attention_heads":4,"num_key_value_heads":2,
-      "rms_norm_eps":1e-5,"max_position_embeddings":256,"bos_token_id":256,"eos_token_id":257}}"#;
-    std::fs::write(&path, cfg).unwrap();
-    format!("dummy:{}", path.display())
+    support::tiny_manifest(dir, 256)
 }
 
 fn write_lines(path: &Path, lines: &[String]) {
@@ -145,9 +140,9 @@ const BAD_LINES: [(&str, &str); 20] = [
     (r#"{"id": "g-10", "prompt": "again"}"#, "duplicate id"),
     (r#"{"id": 11, "prompt": "again"}"#, "duplicate id"),
     (r#"{"id": "g-20", "prompt": "again"}"#, "duplicate id"),
-    ("LONG \"long-0\"", "exceeds the model's context"),
-    ("LONG \"long-1\"", "exceeds the model's context"),
-    ("LONG 99999", "exceeds the model's context"),
+    ("LONG \"long-0\"", "this model's context is"),
+    ("LONG \"long-1\"", "this model's context is"),
+    ("LONG 99999", "this model's context is"),
     (
         r#"{"id": "t", "prompt": "a", "temperature": -1}"#,
         "temperature must be >= 0",

@@ -23,6 +23,11 @@ fn main() {
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", kernels_dir.display()))
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "cu"))
+        // kernels/quant_*.cu belong to engine-quant, whose build.rs compiles them.
+        .filter(|p| {
+            !p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("quant_"))
+        })
         .collect();
     sources.sort();
     let headers: Vec<PathBuf> = std::fs::read_dir(&kernels_dir)

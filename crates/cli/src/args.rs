@@ -1,5 +1,7 @@
-//! Command-line arguments shared by the subcommands.
+//! Command-line arguments shared by the subcommands; numeric flags are range-checked
+//! by the value parsers in `validate.rs`.
 
+use crate::validate;
 use clap::Args;
 use std::path::PathBuf;
 
@@ -27,7 +29,7 @@ pub struct ModelArgs {
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
     /// Tokens per KV-cache block.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 16, value_parser = validate::block_size)]
     pub block_size: usize,
     /// Hot-path ops: `fused` (engine-kernels: fused norm, rope, cache writes, paged
     /// attention), `candle` (plain candle ops, the baseline), or `auto`: fused on CUDA,
@@ -65,23 +67,27 @@ pub const DEFAULT_MAX_NUM_SEQS: usize = 256;
 #[derive(Debug, Clone, Args)]
 pub struct EngineArgs {
     /// KV-cache blocks (default: from --kv-cache-memory, or the engine's default sizing).
-    #[arg(long)]
+    #[arg(long, value_parser = validate::num_blocks)]
     pub num_blocks: Option<usize>,
     /// KV-cache memory, e.g. 2GiB, 512MiB or a byte count.
     #[arg(long, value_parser = parse_bytes)]
     pub kv_cache_memory: Option<u64>,
     /// Most sequences per step (default 256; `bench` raises it to its largest load).
-    #[arg(long)]
+    #[arg(long, value_parser = validate::batch_size)]
     pub max_num_seqs: Option<usize>,
     /// Most tokens per step (prefill is chunked to fit).
-    #[arg(long, default_value_t = 2048)]
+    #[arg(long, default_value_t = 2048, value_parser = validate::token_count)]
     pub max_num_batched_tokens: usize,
     /// Disable prefix caching.
     #[arg(long)]
     pub no_prefix_caching: bool,
     /// On CUDA, the fraction of device memory the engine may use.
-    #[arg(long, default_value_t = 0.9)]
+    #[arg(long, default_value_t = 0.9, value_parser = validate::fraction)]
     pub gpu_memory_utilization: f64,
+    /// Run every step eagerly: no CUDA graphs for decode steps (with --kernels fused on
+    /// CUDA, decode steps otherwise replay graphs captured at start-up).
+    #[arg(long)]
+    pub enforce_eager: bool,
 }
 
 /// Parse a size: `2GiB`, `512MiB`, `1.5GB` or a plain byte count.
@@ -99,12 +105,16 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
         .iter()
         .find_map(|(u, m)| t.strip_suffix(u).map(|n| (n, *m)))
         .unwrap_or((t, 1));
+    // At least one byte, at most 1 EiB (larger is a typo, and would overflow later).
     num.trim()
         .parse::<f64>()
         .ok()
-        .filter(|v| v.is_finite() && *v > 0.0)
-        .map(|v| (v * scale as f64) as u64)
-        .ok_or_else(|| format!("`{s}`: expected a size like 2GiB, 512MiB or a byte count"))
+        .map(|v| v * scale as f64)
+        .filter(|&b| b.is_finite() && (1.0..=(1u64 << 60) as f64).contains(&b))
+        .map(|b| b as u64)
+        .ok_or_else(|| {
+            format!("`{s}`: expected a size from 1 byte to 1EiB, like 2GiB, 512MiB or a byte count")
+        })
 }
 
 impl EngineArgs {
@@ -118,6 +128,8 @@ impl EngineArgs {
             enable_prefix_caching: !self.no_prefix_caching,
             gpu_memory_utilization: self.gpu_memory_utilization,
             seed,
+            enforce_eager: self.enforce_eager,
+            ..Default::default()
         }
     }
 }

@@ -25,22 +25,22 @@ pub struct GenerateArgs {
     #[arg(long, requires = "chat")]
     pub system: Option<String>,
     /// Maximum tokens to generate.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, value_parser = crate::validate::token_count)]
     pub max_tokens: usize,
     /// Sampling temperature; 0 is greedy.
-    #[arg(long, default_value_t = 0.7, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 0.7, allow_negative_numbers = true, value_parser = crate::validate::temperature)]
     pub temperature: f32,
     /// Nucleus sampling: keep the smallest set of tokens with this much probability, in (0, 1].
-    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true, value_parser = crate::validate::top_p)]
     pub top_p: f32,
     /// Keep only the K most likely tokens (0: off).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = crate::validate::top_k)]
     pub top_k: usize,
     /// Drop tokens less likely than min_p times the most likely one, in [0, 1].
-    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true, value_parser = crate::validate::min_p)]
     pub min_p: f32,
     /// Stop when this string appears (repeatable); it is not printed.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::validate::stop_string)]
     pub stop: Vec<String>,
     /// Keep generating after the end-of-sequence token.
     #[arg(long)]

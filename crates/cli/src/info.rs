@@ -12,11 +12,26 @@ pub struct InfoArgs {
     #[command(flatten)]
     pub engine: EngineArgs,
     /// Context lengths for the concurrency table (default: powers of 2 up to the model's).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', value_parser = crate::validate::token_count)]
     pub context_len: Vec<usize>,
     /// Print as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// A float at its meaningful precision: configs store f32 values (rms eps 1e-5) that
+/// reach us widened to f64 (9.999999747378752e-6); print the shortest decimal that
+/// reads back as the same f32 when the value is one.
+fn float(v: f64) -> String {
+    let narrow = v as f32;
+    let exact_f32 = f64::from(narrow) == v;
+    let a = v.abs();
+    match (exact_f32, a != 0.0 && !(1e-3..1e7).contains(&a)) {
+        (true, true) => format!("{narrow:e}"),
+        (true, false) => format!("{narrow}"),
+        (false, true) => format!("{v:e}"),
+        (false, false) => format!("{v}"),
+    }
 }
 
 fn gib(bytes: u64) -> String {
@@ -32,12 +47,8 @@ pub fn run(a: InfoArgs) -> anyhow::Result<()> {
     let params = cfg.num_parameters();
     let weight_bytes = params * dtype.size_in_bytes() as u64;
     let kv_per_token = cfg.kv_bytes_per_token(dtype);
-    let kv_bytes = kv_cache_bytes(&a.engine, &device, weight_bytes, cfg, dtype);
     let per_block = kv_per_token * a.model.block_size as u64;
-    let num_blocks = match a.engine.num_blocks {
-        Some(n) => n,
-        None => (kv_bytes / per_block.max(1)) as usize,
-    };
+    let num_blocks = kv_cache_blocks(&a, &device, weight_bytes, cfg, dtype);
     let contexts = if a.context_len.is_empty() {
         let mut v: Vec<usize> = (10..=20)
             .map(|p| 1usize << p)
@@ -79,7 +90,7 @@ pub fn run(a: InfoArgs) -> anyhow::Result<()> {
     println!("context:             {}", cfg.max_position_embeddings);
     println!(
         "rope theta:          {}{}",
-        cfg.rope_theta,
+        float(cfg.rope_theta),
         if cfg.rope_scaling.is_some() {
             " (llama3 scaling)"
         } else {
@@ -95,7 +106,7 @@ pub fn run(a: InfoArgs) -> anyhow::Result<()> {
         "qkv bias / tied emb: {} / {}",
         cfg.qkv_bias, cfg.tie_word_embeddings
     );
-    println!("rms norm eps:        {:e}", cfg.rms_norm_eps);
+    println!("rms norm eps:        {}", float(cfg.rms_norm_eps));
     println!(
         "parameters:          {params} ({:.3} B)",
         params as f64 / 1e9
@@ -125,29 +136,32 @@ pub fn run(a: InfoArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The KV cache the engine would get: explicit flags, else on CUDA the memory left by
-/// `--gpu-memory-utilization` after the weights, else 1 GiB.
-fn kv_cache_bytes(
-    e: &EngineArgs,
+/// The blocks the engine would allocate: its own sizing function, given the device's
+/// memory figure less the weights it would load (CUDA), or none (CPU).
+fn kv_cache_blocks(
+    a: &InfoArgs,
     device: &candle_core::Device,
     weight_bytes: u64,
     cfg: &engine_model::DecoderConfig,
     dtype: candle_core::DType,
-) -> u64 {
-    if let Some(b) = e.kv_cache_memory {
-        return b;
-    }
-    match engine_core::device::memory_info(device) {
-        Some((free, total)) => {
-            let reserve = engine_core::device::activation_reserve_bytes(
-                cfg,
-                dtype.size_in_bytes() as u64,
-                e.max_num_batched_tokens,
-                e.max_num_seqs.unwrap_or(crate::args::DEFAULT_MAX_NUM_SEQS),
-            );
-            let used = total - free + weight_bytes + reserve;
-            ((total as f64 * e.gpu_memory_utilization) as u64).saturating_sub(used)
-        }
-        None => 1 << 30,
+) -> usize {
+    let memory = engine_profiler::plan::device_figure(device, weight_bytes);
+    let engine = a.engine.engine_config(a.model.block_size, a.model.seed);
+    engine_core::kv_sizing::kv_cache_size(&engine, cfg, dtype, dtype, memory).num_blocks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::float;
+
+    #[test]
+    fn floats_print_at_their_precision() {
+        assert_eq!(float(f64::from(1e-5f32)), "1e-5");
+        assert_eq!(float(1e-6), "1e-6");
+        assert_eq!(float(f64::from(100_000f32)), "100000");
+        assert_eq!(float(500_000.0), "500000");
+        assert_eq!(float(0.1), "0.1");
+        assert_eq!(float(f64::from(0.1f32)), "0.1");
+        assert_eq!(float(1e-5 + 1e-12), "1.0000001e-5");
     }
 }

@@ -118,7 +118,6 @@ fn test(t: TestArgs) -> Result<()> {
         d => vec![crate::parse_dtype(Some(d), &dev)?],
     };
     let kernels = selected(&t.common)?;
-    engine_kernels::set_poison(true);
     println!("device: {}", crate::bench::device_label(&dev));
     println!(
         "{:<18} {:<5} {:<28} {:>10} {:>10} {:>8} {:>5}  result",

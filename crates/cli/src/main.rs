@@ -3,13 +3,18 @@
 mod args;
 mod bench;
 mod bench_endpoint;
+mod cuda_visible;
 mod device;
 mod generate;
 mod info;
 mod kernels;
+mod logging;
+mod plan;
 mod report;
 mod run;
 mod serve;
+mod tokenize;
+mod validate;
 mod verify;
 
 use clap::{Parser, Subcommand};
@@ -38,6 +43,9 @@ enum Command {
     Generate(generate::GenerateArgs),
     /// Print the resolved architecture, config, sizes and KV-cache cost per token.
     Info(info::InfoArgs),
+    /// Capacity planning: KV blocks the engine would allocate on a GPU's memory, the
+    /// concurrent users at 1k-128k context, and the concurrency cliff.
+    Plan(plan::PlanArgs),
     /// Write a dummy model (a manifest's shape, seeded weights) as a Hugging Face
     /// directory, so other frameworks can load the same weights.
     ExportDummy(verify::ExportArgs),
@@ -50,21 +58,27 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Fused kernels: list, test against references, benchmark against the copy ceiling.
     Kernels(kernels::KernelsArgs),
+    /// Token ids, pieces and count of a text as the engine encodes it (--chat: through the
+    /// chat template); --decode turns ids back into text.
+    Tokenize(tokenize::TokenizeArgs),
 }
 
 fn main() {
     let cli = Cli::parse();
+    logging::init();
     let result = match cli.command {
         Command::Bench(a) => bench::run(*a),
         Command::Report(a) => report::run(a),
         Command::Device(a) => device::run(a),
         Command::Generate(a) => generate::run(a),
         Command::Info(a) => info::run(a),
+        Command::Plan(a) => plan::run(a),
         Command::ExportDummy(a) => verify::export(a),
         Command::Logits(a) => verify::logits(a),
         Command::Run(a) => run::run(a),
         Command::Kernels(a) => kernels::run(a),
         Command::Serve(a) => serve::run(a),
+        Command::Tokenize(a) => tokenize::run(a),
     };
     if let Err(e) = result {
         // One line, the whole cause chain, no backtrace.
@@ -78,7 +92,7 @@ pub fn parse_device(s: &str) -> anyhow::Result<candle_core::Device> {
     match s {
         "cpu" => Ok(candle_core::Device::Cpu),
         "auto" if candle_core::utils::cuda_is_available() => {
-            Ok(candle_core::Device::new_cuda(0).unwrap_or(candle_core::Device::Cpu))
+            Ok(engine_core::device::open_cuda(0).unwrap_or(candle_core::Device::Cpu))
         }
         "auto" => Ok(candle_core::Device::Cpu),
         s if s == "cuda" || s.starts_with("cuda:") => {
@@ -93,7 +107,13 @@ pub fn parse_device(s: &str) -> anyhow::Result<candle_core::Device> {
                     "--device {s}: this build has no CUDA support (rebuild with --features cuda)"
                 );
             }
-            Ok(candle_core::Device::new_cuda(ordinal)?)
+            let visible = std::env::var("CUDA_VISIBLE_DEVICES").ok();
+            if let Some(note) =
+                cuda_visible::check(ordinal, visible.as_deref()).map_err(anyhow::Error::msg)?
+            {
+                say(&note);
+            }
+            Ok(engine_core::device::open_cuda(ordinal)?)
         }
         other => anyhow::bail!("--device {other}: expected auto, cpu, cuda or cuda:N"),
     }
@@ -115,7 +135,7 @@ pub fn parse_dtype(
     }
 }
 
-/// Progress lines go to stderr.
+/// Progress lines (`loading ...`): info events, on stderr (see [`logging`]).
 pub fn say(msg: &str) {
-    eprintln!("{msg}");
+    tracing::info!("{msg}");
 }

@@ -2,54 +2,40 @@
 //! and engine flag of the other subcommands. See docs/serving.md.
 
 use crate::args::{EngineArgs, ModelArgs};
-use anyhow::Context;
 use clap::Args;
 use engine_core::Engine;
 use engine_model::load_model;
-use engine_profiler::analysis::parse_duration;
 use engine_server::{serve, ServerConfig};
 use std::time::Duration;
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    #[command(flatten)]
-    pub model: ModelArgs,
-    #[command(flatten)]
-    pub engine: EngineArgs,
     /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1")]
+    #[arg(long, default_value = "127.0.0.1", help_heading = "Server")]
     pub host: String,
     /// Port to listen on (0: any free port; the `serving ... on` line says which).
-    #[arg(long, default_value_t = 8000)]
+    #[arg(long, default_value_t = 8000, help_heading = "Server")]
     pub port: u16,
     /// The model name clients send and /v1/models lists (default: the --model value).
-    #[arg(long)]
+    #[arg(long, help_heading = "Server")]
     pub served_model_name: Option<String>,
     /// Requests allowed to wait for the engine; beyond that, 429 with Retry-After.
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = 1024, value_parser = crate::validate::request_count,
+        help_heading = "Server")]
     pub max_waiting: usize,
     /// Abort requests still running this long after arrival, e.g. 30s or 500ms
     /// (default: none).
-    #[arg(long)]
-    pub request_timeout: Option<String>,
+    #[arg(long, value_parser = crate::validate::duration, help_heading = "Server")]
+    pub request_timeout: Option<Duration>,
+    #[command(flatten, next_help_heading = "Model")]
+    pub model: ModelArgs,
+    #[command(flatten, next_help_heading = "Engine")]
+    pub engine: EngineArgs,
 }
 
 pub fn run(a: ServeArgs) -> anyhow::Result<()> {
     let device = crate::parse_device(&a.model.device)?;
     let dtype = crate::parse_dtype(a.model.dtype.as_deref(), &device)?;
-    let request_timeout = a
-        .request_timeout
-        .as_deref()
-        .map(parse_duration)
-        .transpose()
-        .context("--request-timeout")?
-        .map(Duration::from_secs_f64);
-    if request_timeout.is_some_and(|t| t.is_zero()) {
-        anyhow::bail!("--request-timeout 0: give a positive duration, or omit it for none");
-    }
-    if a.max_waiting == 0 {
-        anyhow::bail!("--max-waiting 0: at least one request must be able to wait");
-    }
     let cfg = ServerConfig {
         host: a.host.clone(),
         port: a.port,
@@ -58,7 +44,7 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
             .clone()
             .unwrap_or_else(|| a.model.model.clone()),
         max_waiting: a.max_waiting,
-        request_timeout,
+        request_timeout: a.request_timeout,
     };
     let spec = a.model.model.clone();
     let opts = a.model.load_options(device, dtype);

@@ -1,25 +1,32 @@
 //! The Engine: requests in, streamed outputs and timing records out.
 //!
 //! ```text
-//!  Engine::step
+//!  Engine::step                      (step.rs)
 //!    Scheduler::schedule()          -> SchedulerOutput (who runs, how many tokens each)
-//!    ModelRunner::prepare_inputs()  -> input_ids, positions, slot_mapping, block tables
-//!    ModelRunner::execute()         -> logits of the sequences that sample
-//!    sampler::sample()              -> one token per sampling sequence
-//!    Scheduler::update_from_output()-> append tokens, stop checks, free blocks
-//!    detokenize, stop strings       -> Vec<RequestOutput>, one StepRecord
+//!    ModelRunner::prepare()         -> StepBatch: ids, positions, slot_mapping, attention
+//!                                      metadata, built and checked once (one hop)
+//!    ModelRunner::execute()         -> Decoder::forward (ONE layer loop), the greedy id of
+//!                                      every row on the device, host logits of the rows
+//!                                      that sample or want logprobs (those rows alone)
+//!    sampler::sample()              -> the host-sampled rows' tokens (+ logprobs)
+//!    detokenize, stop strings       -> text deltas, stop-string hits
+//!    Scheduler::update_from_output()-> append tokens; the ONE place a request finishes
+//!  -> Vec<RequestOutput>, one StepRecord
 //! ```
-//! One owner, `&mut self`, no locks. Each request keeps its own RNG, so preemption and
-//! batch composition do not change what it samples.
+//! One owner, `&mut self`, no locks. Each request keeps its own RNG, and each row's
+//! sampling decision is its own, so preemption and batch composition do not change what
+//! it generates.
 
 use crate::error::{EngineError, Result};
+use crate::graphs::GraphReport;
+use crate::kv_sizing::{kv_cache_size, DeviceMemory};
 use crate::records::{RequestTimeline, StepRecord};
 use crate::rng::SeqRng;
 use crate::runner::ModelRunner;
 use crate::sampler::SampledToken;
 use crate::stop::StopText;
 use engine_model::chat::ChatMessage;
-use engine_model::{Decoder, LoadedModel, StreamDecoder, Tokenizer};
+use engine_model::{Decoder, KernelChoice, LoadedModel, StreamDecoder, Tokenizer};
 use engine_scheduler::{FinishReason, SamplingParams, Scheduler, SchedulerConfig, SeqId, Sequence};
 use std::collections::HashMap;
 use std::time::Instant;
@@ -42,6 +49,13 @@ pub struct EngineConfig {
     pub gpu_memory_utilization: f64,
     /// Seeds requests that do not bring their own.
     pub seed: u64,
+    /// Run every step eagerly: no decode graphs (vLLM's `--enforce-eager`).
+    pub enforce_eager: bool,
+    /// Longest context a decode-graph step takes; longer steps run eagerly.
+    pub graph_max_context: usize,
+    /// Run the decode-graph path on the CPU too (eagerly, nothing to capture): tests of
+    /// its bucketing, padding and refill without a GPU. Graphs are captured on CUDA.
+    pub graphs_on_cpu: bool,
 }
 
 impl Default for EngineConfig {
@@ -55,6 +69,9 @@ impl Default for EngineConfig {
             enable_prefix_caching: true,
             gpu_memory_utilization: 0.9,
             seed: 0,
+            enforce_eager: false,
+            graph_max_context: 8192,
+            graphs_on_cpu: false,
         }
     }
 }
@@ -114,33 +131,14 @@ pub struct Engine {
     pub(crate) epoch: Instant,
 }
 
-/// Blocks for the configured count or memory, at least one. On CUDA without either,
-/// the KV cache gets `gpu_memory_utilization` of the device's memory minus what is in
-/// use (weights, other processes) and an activation reserve.
+/// Blocks for the configured count or memory, at least one: [`kv_cache_size`] with
+/// this decoder's shape and dtype and the memory figure its device reports (CUDA), the
+/// same function the capacity planner calls with a given figure.
 pub fn num_blocks_for(cfg: &EngineConfig, decoder: &Decoder) -> usize {
-    if let Some(n) = cfg.num_blocks {
-        return n.max(1);
-    }
-    let per_block = decoder.config().kv_bytes_per_token(decoder.dtype()) * cfg.block_size as u64;
-    let bytes = match (
-        cfg.kv_cache_memory_bytes,
-        crate::device::memory_info(decoder.device()),
-    ) {
-        (Some(b), _) => b,
-        (None, Some((free, total))) => {
-            let used = total - free;
-            let dtype_bytes = decoder.dtype().size_in_bytes() as u64;
-            let reserve = crate::device::activation_reserve_bytes(
-                decoder.config(),
-                dtype_bytes,
-                cfg.max_num_batched_tokens,
-                cfg.max_num_seqs,
-            );
-            ((total as f64 * cfg.gpu_memory_utilization) as u64).saturating_sub(used + reserve)
-        }
-        (None, None) => 1 << 30,
-    };
-    ((bytes / per_block.max(1)) as usize).max(1)
+    let memory = crate::device::memory_info(decoder.device())
+        .map(|(free, total)| DeviceMemory { free, total });
+    let dtype = decoder.dtype();
+    kv_cache_size(cfg, decoder.config(), dtype, dtype, memory).num_blocks
 }
 
 impl Engine {
@@ -151,6 +149,7 @@ impl Engine {
             ));
         }
         let num_blocks = num_blocks_for(&cfg, &model.decoder);
+        crate::admission::check_kv_cache(&cfg, &model.decoder, num_blocks)?;
         let sched_cfg = SchedulerConfig {
             max_num_seqs: cfg.max_num_seqs,
             max_num_batched_tokens: cfg.max_num_batched_tokens,
@@ -159,8 +158,17 @@ impl Engine {
             num_blocks,
             enable_prefix_caching: cfg.enable_prefix_caching,
         };
+        let mut runner = ModelRunner::new(model.decoder, num_blocks, cfg.block_size)?;
+        let dec = runner.decoder();
+        let graphs = !cfg.enforce_eager
+            && dec.kernels() == KernelChoice::Fused
+            && (dec.device().is_cuda() || cfg.graphs_on_cpu);
+        if graphs {
+            let max_context = cfg.graph_max_context.min(sched_cfg.max_model_len);
+            runner.enable_graphs(cfg.max_num_seqs, max_context)?;
+        }
         Ok(Self {
-            runner: ModelRunner::new(model.decoder, num_blocks, cfg.block_size)?,
+            runner,
             tokenizer: model.tokenizer,
             scheduler: Scheduler::new(sched_cfg),
             cfg,
@@ -179,6 +187,12 @@ impl Engine {
 
     pub fn decoder(&self) -> &Decoder {
         self.runner.decoder()
+    }
+
+    /// The decode graphs' buckets, capture time and memory; `None` when every step runs
+    /// eagerly (`enforce_eager`, the candle op set, or the CPU).
+    pub fn graph_report(&self) -> Option<&GraphReport> {
+        self.runner.graphs().map(|g| g.report())
     }
 
     pub fn tokenizer(&self) -> &Tokenizer {
@@ -229,6 +243,11 @@ impl Engine {
     pub fn add_request(&mut self, prompt: Prompt, params: SamplingParams) -> Result<RequestId> {
         params.validate()?;
         let ids = self.tokenize(&prompt)?;
+        crate::admission::check_context(
+            ids.len(),
+            params.max_tokens,
+            self.scheduler.config().max_model_len,
+        )?;
         let id = self.next_id;
         let seed = params
             .seed

@@ -16,6 +16,13 @@ pub enum EngineError {
         prompt_tokens: usize,
         max_model_len: usize,
     },
+    /// The prompt plus `max_tokens` does not fit in the context (HTTP 400 when serving).
+    #[error("this model's context is {max_model_len} tokens; the prompt has {prompt_tokens} and max_tokens asks for {max_tokens}")]
+    ContextLength {
+        max_model_len: usize,
+        prompt_tokens: usize,
+        max_tokens: usize,
+    },
     #[error("token id {token} is outside the model's vocabulary ({vocab_size})")]
     TokenOutOfRange { token: u32, vocab_size: usize },
     #[error("the KV cache is full: {needed} blocks needed, {free} free")]
@@ -26,6 +33,8 @@ pub enum EngineError {
     Config(String),
     #[error("internal error: {0}")]
     Internal(String),
+    #[error(transparent)]
+    Kernel(#[from] engine_kernels::KernelError),
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }

@@ -1,14 +1,19 @@
 //! The engine: continuous batching over the paged decoder, sampling, stop handling and
 //! per-step / per-request timing records.
 //!
-//! The hot path, `Engine::step` (see `engine.rs` and `step.rs`):
-//! `Scheduler::schedule` -> `ModelRunner::prepare_inputs` -> `ModelRunner::execute`
-//! (`Decoder::forward`) -> [`sampler::sample`] -> `Scheduler::update_from_output` ->
-//! detokenize and stop strings -> `Vec<RequestOutput>` and one [`StepRecord`].
+//! The hot path, `Engine::step` (step.rs; the picture is in engine.rs):
+//! `Scheduler::schedule` -> `ModelRunner::prepare` (the step's batch, one hop) ->
+//! `ModelRunner::execute` (`Decoder::forward`, greedy ids on the device) ->
+//! [`sampler::sample`] for the rows that sample or want logprobs -> detokenize and stop
+//! strings -> `Scheduler::update_from_output` (where requests finish) ->
+//! `Vec<RequestOutput>` and one [`StepRecord`].
 
+pub mod admission;
 pub mod device;
 pub mod engine;
 pub mod error;
+pub mod graphs;
+pub mod kv_sizing;
 pub mod records;
 pub mod rng;
 pub mod runner;

@@ -86,6 +86,9 @@ pub struct StepRecord {
     pub cached_prefix_tokens: usize,
     pub num_preempted: usize,
     pub num_waiting: usize,
+    /// The decode-graph bucket this step ran (0: it ran eagerly).
+    #[serde(default)]
+    pub graph_bucket: usize,
 }
 
 impl StepRecord {

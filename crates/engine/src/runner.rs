@@ -1,17 +1,43 @@
-//! ModelRunner: turns a [`SchedulerOutput`] into the model's inputs, runs the forward
-//! pass over the paged KV cache, and returns the logits of the rows to sample.
+//! ModelRunner: turns a [`SchedulerOutput`] into the step's batch in one hop, runs the
+//! forward pass over the paged KV cache, and hands back what sampling needs: every
+//! sampling row's greedy token (taken on the device) and the host logits of only the
+//! rows that sample or want logprobs.
 //!
-//! Building the inputs touches only the scheduled sequences' new tokens and block
+//! Building the batch touches only the scheduled sequences' new tokens and block
 //! tables, so its cost grows with the batch, not with the cache.
 
 use crate::error::Result;
-use engine_model::{Decoder, ForwardInputs, KvCache, SeqInput};
+use crate::graphs::DecodeGraphs;
+use candle_core::Tensor;
+use engine_model::{Decoder, KvCache, SeqInput, StepBatch};
 use engine_scheduler::{Scheduler, SchedulerOutput};
 
-/// The decoder and the KV cache tensors it reads and writes.
+/// The decoder, the KV cache tensors it reads and writes, and the decode graphs.
 pub struct ModelRunner {
     decoder: Decoder,
     kv: KvCache,
+    graphs: Option<DecodeGraphs>,
+}
+
+/// A step ready to run: an eager batch, or a decode graph bucket already filled.
+pub enum Prepared {
+    Eager(Box<StepBatch>),
+    Graph {
+        bucket: usize,
+        /// Real (unpadded) rows.
+        num_seqs: usize,
+        bucket_size: usize,
+    },
+}
+
+/// What a step's forward pass hands to sampling, for the sampling rows in batch order.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StepLogits {
+    /// Each sampling row's greedy token (engine_kernels::argmax's rule).
+    pub greedy: Vec<u32>,
+    /// The f32 logits of the rows asked for in [`ModelRunner::execute`]'s `host_rows`,
+    /// in that order.
+    pub host: Vec<Vec<f32>>,
 }
 
 impl ModelRunner {
@@ -23,7 +49,25 @@ impl ModelRunner {
             decoder.dtype(),
             decoder.device(),
         )?;
-        Ok(Self { decoder, kv })
+        Ok(Self {
+            decoder,
+            kv,
+            graphs: None,
+        })
+    }
+
+    /// Set up decode graphs for up to `max_num_seqs` sequences and `max_context` tokens
+    /// (captured on CUDA, replayed eagerly on the CPU; see [`DecodeGraphs`]).
+    pub fn enable_graphs(&mut self, max_num_seqs: usize, max_context: usize) -> Result<()> {
+        let bs = self.kv.block_size();
+        let mut g = DecodeGraphs::new(&self.decoder, bs, max_num_seqs, max_context)?;
+        g.capture(&self.decoder, &mut self.kv)?;
+        self.graphs = Some(g);
+        Ok(())
+    }
+
+    pub fn graphs(&self) -> Option<&DecodeGraphs> {
+        self.graphs.as_ref()
     }
 
     pub fn decoder(&self) -> &Decoder {
@@ -34,12 +78,9 @@ impl ModelRunner {
         &self.kv
     }
 
-    /// Flatten the scheduled sequences into one batch.
-    pub fn prepare_inputs(
-        &self,
-        out: &SchedulerOutput,
-        sched: &Scheduler,
-    ) -> Result<ForwardInputs> {
+    /// Flatten the scheduled sequences into the step's inputs, checked once: a decode
+    /// graph's buffers (one copy) when the step qualifies, else an eager batch.
+    pub fn prepare(&mut self, out: &SchedulerOutput, sched: &Scheduler) -> Result<Prepared> {
         let mut seqs = Vec::with_capacity(out.scheduled.len());
         for s in &out.scheduled {
             let Some(seq) = sched.seq(s.seq_id) else {
@@ -53,36 +94,60 @@ impl ModelRunner {
                 want_logits: s.samples,
             });
         }
-        Ok(self.decoder.inputs(&seqs, self.kv.block_size())?)
+        if let Some(g) = &mut self.graphs {
+            if let Some(bucket) = g.bucket_for(&seqs) {
+                g.fill(bucket, &seqs)?;
+                return Ok(Prepared::Graph {
+                    bucket,
+                    num_seqs: seqs.len(),
+                    bucket_size: g.bucket_size(bucket),
+                });
+            }
+        }
+        let mut batch = self
+            .decoder
+            .batch(self.kv.block_size(), out.num_batched_tokens);
+        for s in seqs {
+            batch.push(s)?;
+        }
+        Ok(Prepared::Eager(Box::new(
+            batch.finish(self.decoder.device())?,
+        )))
     }
 
-    /// Forward pass. With `all_greedy`, the argmax of each sampling row is taken on the
-    /// device and only the token ids are copied to the host (at batch 128 and a 128k
-    /// vocabulary that is 512 bytes instead of 64 MB, and no host-side scan); otherwise
-    /// one host row of f32 logits per sampling sequence, in batch order. Either copy to
-    /// the host synchronizes the device.
-    pub fn execute(&mut self, inputs: &ForwardInputs, all_greedy: bool) -> Result<StepLogits> {
-        let logits = self.decoder.forward(inputs, &mut self.kv)?;
+    /// Forward pass, then the greedy token of every logits row on the device and the
+    /// host logits of `host_rows` (indices into the logits rows) only: at batch 128 and
+    /// a 128k vocabulary a greedy batch copies 512 bytes to the host, not 64 MB. The
+    /// copies to the host synchronize the device, so step timings are complete.
+    pub fn execute(&mut self, step: &Prepared, host_rows: &[u32]) -> Result<StepLogits> {
+        let batch = match step {
+            Prepared::Eager(batch) => batch,
+            Prepared::Graph {
+                bucket, num_seqs, ..
+            } => {
+                let Some(g) = &mut self.graphs else {
+                    return Err(crate::EngineError::Internal("no decode graphs".into()));
+                };
+                g.run(*bucket, &self.decoder, &mut self.kv)?;
+                return g.outputs(*num_seqs, host_rows);
+            }
+        };
+        let logits = self.decoder.forward(batch, &mut self.kv)?; // [S, vocab] f32
         if logits.dim(0)? == 0 {
-            // No copy to the host to wait on: synchronize so step timings are complete.
             self.decoder.device().synchronize()?;
-            return Ok(StepLogits::Rows(Vec::new()));
+            return Ok(StepLogits::default());
         }
-        if all_greedy {
-            let ids = logits.argmax(candle_core::D::Minus1)?; // [S] u32
-            return Ok(StepLogits::Greedy(ids.to_vec1::<u32>()?));
-        }
-        Ok(StepLogits::Rows(logits.to_vec2::<f32>()?))
+        let greedy = engine_kernels::argmax::argmax(&logits)?; // [S] u32, launched first
+        let host = match host_rows.len() {
+            0 => Vec::new(),
+            n => {
+                let rows = Tensor::from_slice(host_rows, n, logits.device())?;
+                logits.index_select(&rows, 0)?.to_vec2::<f32>()?
+            }
+        };
+        let greedy = greedy.to_vec1::<u32>()?;
+        Ok(StepLogits { greedy, host })
     }
-}
-
-/// What a step's forward pass hands to sampling.
-#[derive(Debug, Clone, PartialEq)]
-pub enum StepLogits {
-    /// One row of logits per sampling sequence.
-    Rows(Vec<Vec<f32>>),
-    /// Each sampling sequence's argmax token (every one of them was greedy).
-    Greedy(Vec<u32>),
 }
 
 /// Logits of a prompt's last position and of each of `generated` fed back one at a time
@@ -116,10 +181,10 @@ pub fn full_logits(
             block_table: &table,
             want_logits: true,
         };
-        let inputs = decoder.inputs(&[seq], block_size)?;
+        let batch = decoder.inputs(&[seq], block_size)?;
         rows.push(
             decoder
-                .forward(&inputs, &mut kv)?
+                .forward(&batch, &mut kv)?
                 .squeeze(0)?
                 .to_vec1::<f32>()?,
         );

@@ -7,6 +7,7 @@
 use crate::cpu::{self, with_float, Float};
 use crate::error::{input_err, same_device, Result};
 use crate::harness::{self, BenchCase, Check, KernelSpec};
+use crate::Fill;
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp3, DType, Device, Layout, Shape, Tensor, WithDType};
 
@@ -21,6 +22,18 @@ pub fn add_rms_norm(
     residual: &Tensor,
     weight: &Tensor,
     eps: f32,
+) -> Result<(Tensor, Tensor)> {
+    add_rms_norm_with(x, residual, weight, eps, Fill::Uninit)
+}
+
+/// [`add_rms_norm`] with its output buffer filled as `fill` says before the kernel runs
+/// (the harness poisons it).
+pub fn add_rms_norm_with(
+    x: &Tensor,
+    residual: &Tensor,
+    weight: &Tensor,
+    eps: f32,
+    fill: Fill,
 ) -> Result<(Tensor, Tensor)> {
     if x.rank() == 0 {
         input_err!("add_rms_norm: x must have a hidden dimension, got a scalar");
@@ -73,7 +86,7 @@ pub fn add_rms_norm(
         residual.contiguous()?,
         weight.contiguous()?,
     );
-    let out = x.apply_op3_no_bwd(&residual, &weight, &AddRmsNorm { eps })?;
+    let out = x.apply_op3_no_bwd(&residual, &weight, &AddRmsNorm { eps, fill })?;
     Ok((
         out.narrow(0, 0, 1)?.squeeze(0)?,
         out.narrow(0, 1, 1)?.squeeze(0)?,
@@ -136,6 +149,7 @@ fn block_sum(lanes: &[f32]) -> f32 {
 
 struct AddRmsNorm {
     eps: f32,
+    fill: Fill,
 }
 
 /// The CPU port: one row as one CUDA block does it (per-thread partial sums over the
@@ -188,7 +202,7 @@ impl CustomOp3 for AddRmsNorm {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         with_float!(s1.dtype(), T => {
             let (x, r, w) = (cpu::slice::<T>(s1, l1)?, cpu::slice::<T>(s2, l2)?, cpu::slice::<T>(s3, l3)?);
-            let mut out = cpu::out_vec::<T>(2 * x.len());
+            let mut out = cpu::out_vec::<T>(2 * x.len(), self.fill);
             cpu_rows(x, r, w, &mut out, self.eps);
             Ok((T::to_cpu_storage_owned(out), out_shape(l1)))
         })
@@ -211,7 +225,7 @@ impl CustomOp3 for AddRmsNorm {
         let n = l1.shape().elem_count();
         let hidden = l3.shape().elem_count();
         let rows = n / hidden.max(1);
-        let out = cuda::alloc_storage(dev, dtype, 2 * n)?;
+        let out = cuda::alloc_storage(dev, dtype, 2 * n, self.fill)?;
         if rows == 0 {
             return Ok((out, out_shape(l1)));
         }
@@ -301,7 +315,7 @@ impl KernelSpec for Spec {
         let (x, xh) = harness::random_input(&[t, h], 2.0, seed, dtype, dev)?;
         let (r, rh) = harness::random_input(&[t, h], 2.0, seed + 1, dtype, dev)?;
         let (w, wh) = harness::random_input(&[h], 1.5, seed + 2, dtype, dev)?;
-        let (normed, sum) = add_rms_norm(&x, &r, &w, EPS)?;
+        let (normed, sum) = add_rms_norm_with(&x, &r, &w, EPS, Fill::Poison)?;
         let (rn, rs) = reference(&xh, &rh, &wh, EPS, round_to(dtype));
         let cn = harness::compare(&harness::host_f32(&normed)?, &rn, harness::tolerance(dtype));
         // The sum is one rounded add: it must match exactly (mismatches count as `nan`).

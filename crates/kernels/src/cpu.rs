@@ -1,12 +1,9 @@
 //! Host helpers shared by the CPU ports: typed views of contiguous storage, f32
 //! conversion of the float element types, poisoned output buffers.
 
+use crate::Fill;
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, Layout, Storage, Tensor, WithDType};
-use std::sync::atomic::AtomicBool;
-
-pub(crate) static POISON: AtomicBool = AtomicBool::new(false);
-
 /// A float element the kernels accept (f32, f16, bf16); CPU ports compute in f32 like
 /// the CUDA kernels do and round once when storing.
 pub(crate) trait Float: WithDType + Copy + Send + Sync {
@@ -105,11 +102,11 @@ pub(crate) fn with_host<T: WithDType, R>(
     }
 }
 
-/// An output buffer: NaN when poisoning (see [`crate::set_poison`]), else zeros.
-pub(crate) fn out_vec<T: Float>(n: usize) -> Vec<T> {
-    let fill = match crate::poison_enabled() {
-        true => f32::NAN,
-        false => 0.0,
+/// An output buffer: NaN with [`Fill::Poison`], else zeros.
+pub(crate) fn out_vec<T: Float>(n: usize, fill: Fill) -> Vec<T> {
+    let value = match fill {
+        Fill::Poison => f32::NAN,
+        Fill::Uninit => 0.0,
     };
-    vec![T::from_f(fill); n]
+    vec![T::from_f(value); n]
 }

@@ -2,6 +2,7 @@
 //! output allocation. Everything runs on candle's one stream per device, so kernels are
 //! ordered with candle's own work and need no extra synchronization.
 
+use crate::Fill;
 use candle_core::backend::BackendStorage;
 use candle_core::cuda::cudarc::driver::{
     result, CudaFunction, CudaSlice, DevicePtr, DeviceRepr, LaunchArgs,
@@ -96,12 +97,12 @@ pub(crate) fn tensor_ptr(t: &Tensor) -> R<u64> {
 }
 
 /// An uninitialized output of `n` elements; filled with 0xFF bytes (NaN for every float
-/// type) when poisoning is on (see [`crate::set_poison`]).
-pub(crate) fn alloc<T: DeviceRepr>(dev: &CudaDevice, n: usize) -> R<CudaSlice<T>> {
+/// type) with [`Fill::Poison`].
+pub(crate) fn alloc<T: DeviceRepr>(dev: &CudaDevice, n: usize, fill: Fill) -> R<CudaSlice<T>> {
     // SAFETY: the memory is uninitialized; every op writes each element it returns
     // (the harness checks this by poisoning).
     let slice = unsafe { dev.alloc::<T>(n.max(1))? };
-    if crate::poison_enabled() {
+    if fill == Fill::Poison {
         let stream = dev.cuda_stream();
         let p = base(&slice, dev);
         // SAFETY: `p` addresses `n.max(1) * size_of::<T>()` bytes just allocated.
@@ -119,14 +120,30 @@ pub(crate) fn alloc<T: DeviceRepr>(dev: &CudaDevice, n: usize) -> R<CudaSlice<T>
 }
 
 /// An uninitialized output of `n` elements of a float dtype, as candle storage.
-pub(crate) fn alloc_storage(dev: &CudaDevice, dtype: DType, n: usize) -> R<CudaStorage> {
+pub(crate) fn alloc_storage(
+    dev: &CudaDevice,
+    dtype: DType,
+    n: usize,
+    fill: Fill,
+) -> R<CudaStorage> {
     let dev2 = dev.clone();
     Ok(match dtype {
-        DType::F32 => CudaStorage::wrap_cuda_slice(alloc::<f32>(dev, n)?, dev2),
-        DType::F16 => CudaStorage::wrap_cuda_slice(alloc::<half::f16>(dev, n)?, dev2),
-        DType::BF16 => CudaStorage::wrap_cuda_slice(alloc::<half::bf16>(dev, n)?, dev2),
+        DType::F32 => CudaStorage::wrap_cuda_slice(alloc::<f32>(dev, n, fill)?, dev2),
+        DType::F16 => CudaStorage::wrap_cuda_slice(alloc::<half::f16>(dev, n, fill)?, dev2),
+        DType::BF16 => CudaStorage::wrap_cuda_slice(alloc::<half::bf16>(dev, n, fill)?, dev2),
         d => return Err(err(format!("unsupported output dtype {d:?}"))),
     })
+}
+
+/// The device's streaming multiprocessors.
+pub(crate) fn sm_count(dev: &CudaDevice) -> crate::Result<usize> {
+    use candle_core::cuda::cudarc::driver::sys::CUdevice_attribute;
+    let n = dev
+        .cuda_stream()
+        .context()
+        .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+        .map_err(|e| err(format!("multiprocessor count: {e:?}")))?;
+    Ok(n.max(1) as usize)
 }
 
 /// Blocks of `threads` covering `n` items.
@@ -141,8 +158,8 @@ pub(crate) fn copy_case(
 ) -> crate::Result<crate::harness::BenchCase> {
     use candle_core::cuda::cudarc::driver::{LaunchConfig, PushKernelArg};
     let words = bytes / 16;
-    let src = alloc::<u8>(dev, words * 16)?;
-    let dst = alloc::<u8>(dev, words * 16)?;
+    let src = alloc::<u8>(dev, words * 16, Fill::Uninit)?;
+    let dst = alloc::<u8>(dev, words * 16, Fill::Uninit)?;
     let f = func(dev, "copy", "copy_u4")?;
     let dev = dev.clone();
     Ok(crate::harness::BenchCase {

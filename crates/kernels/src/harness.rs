@@ -3,8 +3,10 @@
 //! reference with a threshold per dtype, timing, and the copy-bandwidth ceiling.
 //!
 //! Error metric: `max |out - ref| / max |ref|` over the output (the error relative to
-//! the output's scale), and any NaN fails: outputs are poisoned with NaN before the run
-//! ([`crate::set_poison`]), so an element a kernel forgets to write is caught.
+//! the output's scale), and any NaN fails, in the output or in the reference: every
+//! `check` allocates its outputs poisoned with NaN ([`crate::Fill::Poison`]), so an
+//! element a kernel forgets to write is caught, and a reference that produced NaN has
+//! checked nothing.
 
 use crate::error::{KernelError, Result};
 use candle_core::{DType, Device, Tensor};
@@ -22,7 +24,8 @@ pub trait KernelSpec: Sync {
     fn test_shapes(&self) -> Vec<Vec<usize>>;
     /// Shapes `bench` runs when none are given (realistic model sizes).
     fn bench_shapes(&self) -> Vec<Vec<usize>>;
-    /// Run the op on `dev` on seeded random inputs and compare with the reference.
+    /// Run the op on `dev` on seeded random inputs, its outputs poisoned with NaN
+    /// ([`crate::Fill::Poison`]), and compare with the reference.
     fn check(&self, dev: &Device, dtype: DType, shape: &[usize], seed: u64) -> Result<Check>;
     /// Inputs on `dev` and the op to time, with the bytes it must move and its flops.
     fn bench(&self, dev: &Device, dtype: DType, shape: &[usize]) -> Result<BenchCase>;
@@ -37,6 +40,8 @@ pub fn registry() -> Vec<&'static dyn KernelSpec> {
         &crate::reshape_and_cache::Spec,
         &crate::paged_decode::Spec,
         &crate::paged_prefill::Spec,
+        &crate::argmax::Spec,
+        &crate::sample::Spec,
     ]
 }
 
@@ -68,7 +73,7 @@ pub struct Check {
     /// `max_abs / max |ref|`.
     pub max_rel: f32,
     pub tol: f32,
-    /// Elements that are NaN in the output but not in the reference.
+    /// Elements that are NaN in the output or in the reference (either fails).
     pub nan: usize,
     pub elems: usize,
 }
@@ -88,7 +93,10 @@ pub fn tolerance(dtype: DType) -> f32 {
     }
 }
 
-/// Compare an output with its reference (same length).
+/// Compare an output with its reference (same length). A NaN on either side counts in
+/// [`Check::nan`] and fails the check: NaN in the output is an element the kernel did
+/// not write (or computed wrongly); NaN in the reference means it checks nothing there.
+/// (`f32::max` drops NaN, so the scale and the error are taken over finite pairs only.)
 pub fn compare(out: &[f32], reference: &[f32], tol: f32) -> Check {
     let mut c = Check {
         max_abs: 0.0,
@@ -103,7 +111,7 @@ pub fn compare(out: &[f32], reference: &[f32], tol: f32) -> Check {
     }
     let mut scale = 0f32;
     for (&o, &r) in out.iter().zip(reference) {
-        if o.is_nan() && !r.is_nan() {
+        if o.is_nan() || r.is_nan() {
             c.nan += 1;
             continue;
         }
@@ -165,7 +173,6 @@ pub const DTYPES: [DType; 3] = [DType::F32, DType::F16, DType::BF16];
 /// Check every test shape in every dtype with poisoned outputs; fail with a table of
 /// the failures.
 pub fn check_all_shapes(spec: &dyn KernelSpec, dev: &Device) -> Result<()> {
-    crate::set_poison(true);
     let mut failures = Vec::new();
     for dtype in DTYPES {
         for (i, shape) in spec.test_shapes().iter().enumerate() {
@@ -258,5 +265,34 @@ fn copy_case(dev: &Device) -> Result<BenchCase> {
                 flops: 0,
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compare_fails_on_nan_on_either_side() {
+        let ok = compare(&[1.0, 2.0], &[1.0, 2.0], 0.0);
+        assert!(ok.pass(), "{ok:?}");
+        // A kernel that left an element unwritten (poison) fails.
+        let out_nan = compare(&[1.0, f32::NAN], &[1.0, 2.0], 1.0);
+        assert!(!out_nan.pass() && out_nan.nan == 1, "{out_nan:?}");
+        // A reference that produced NaN has checked nothing there: it fails too (this
+        // passed before: f32::max dropped the NaN from both the scale and the error).
+        let ref_nan = compare(&[1.0, 5.0], &[1.0, f32::NAN], 1.0);
+        assert!(!ref_nan.pass() && ref_nan.nan == 1, "{ref_nan:?}");
+        let both = compare(&[f32::NAN], &[f32::NAN], 1.0);
+        assert!(!both.pass(), "{both:?}");
+    }
+
+    #[test]
+    fn compare_measures_error_relative_to_the_reference_scale() {
+        let c = compare(&[1.0, 2.1], &[1.0, 2.0], 0.06);
+        assert!((c.max_abs - 0.1).abs() < 1e-6 && (c.max_rel - 0.05).abs() < 1e-6);
+        assert!(c.pass());
+        assert!(!compare(&[1.0, 2.2], &[1.0, 2.0], 0.06).pass());
+        assert!(!compare(&[1.0], &[1.0, 2.0], 1.0).pass(), "length mismatch");
     }
 }

@@ -11,28 +11,38 @@
 //!
 //! | kernel              | op                                                   |
 //! |---------------------|------------------------------------------------------|
-//! | `silu_mul`          | `out = silu(gate) * up`                              |
+//! | `silu_mul`          | `out = silu(gate) * up` of rows `[gate \| up]`       |
 //! | `add_rms_norm`      | `r = x + residual; out = rms_norm(r) * w` (both out) |
 //! | `rope`              | rotary embedding in place, half-split or interleaved |
 //! | `reshape_and_cache` | scatter new K or V rows into the paged cache by slot |
 //! | `paged_decode`      | one query per sequence over its paged context, split-K |
 //! | `paged_prefill`     | varlen causal attention over the paged cache (flash) |
+//! | `argmax`            | greedy id per logits row (NaN never, lowest id on ties) |
+//! | `sample`            | per row: temperature, top-k/p, min-p, draw, logprobs |
+//!
+//! [`paged`] holds the paged cache's slot formula and visibility rule, the one copy the
+//! decoder's metadata, the candle attention path, the CPU ports and the references use.
 //!
 //! [`harness`] holds the registry that `engine kernels test|bench` and the criterion
 //! benches iterate: random inputs, poisoned outputs, error thresholds per dtype, timing
 //! and bandwidth against the device's copy ceiling. docs/kernels.md is the guide.
 
 pub mod add_rms_norm;
+pub mod argmax;
 mod cpu;
 #[cfg(feature = "cuda")]
 mod cuda;
 pub mod error;
 pub mod harness;
+pub mod paged;
 pub mod paged_decode;
 pub mod paged_prefill;
+pub mod philox;
 pub mod reshape_and_cache;
 pub mod rope;
+pub mod sample;
 pub mod silu_mul;
+pub mod upload;
 
 pub use error::{KernelError, Result};
 
@@ -43,17 +53,25 @@ pub enum KernelChoice {
     Candle,
     /// The fused ops of this crate (CUDA kernels on a GPU, their CPU ports on the host).
     Fused,
-    /// Fused on CUDA, candle on the CPU.
+    /// The measured choice for the device: candle everywhere for now (see
+    /// [`KernelChoice::resolve`]).
     #[default]
     Auto,
 }
 
+/// Whether a GPU run of the fused path is recorded in benches/results/ (correctness
+/// and speed against the candle path). Until it is, `auto` picks candle on CUDA too:
+/// an unmeasured path is never the default. The commit that records the run flips this.
+const FUSED_MEASURED_ON_CUDA: bool = false;
+
 impl KernelChoice {
-    /// Resolve `Auto` for a device.
+    /// Resolve `Auto` for a device: `Candle` on the CPU (the fused ops run there as
+    /// single-threaded CPU ports, for checking); on CUDA `Fused` once its GPU run is
+    /// recorded, `Candle` until then.
     pub fn resolve(self, device: &candle_core::Device) -> KernelChoice {
         match (self, device.is_cuda()) {
-            (KernelChoice::Auto, true) => KernelChoice::Fused,
-            (KernelChoice::Auto, false) => KernelChoice::Candle,
+            (KernelChoice::Auto, true) if FUSED_MEASURED_ON_CUDA => KernelChoice::Fused,
+            (KernelChoice::Auto, _) => KernelChoice::Candle,
             (k, _) => k,
         }
     }
@@ -81,30 +99,44 @@ impl std::str::FromStr for KernelChoice {
     }
 }
 
-/// Poison the outputs the ops allocate (NaN bits, 0xFF bytes) before the kernel runs,
-/// so an element the kernel forgets to write shows up as NaN in a comparison. Off by
-/// default (it costs a memset); the harness turns it on.
-pub fn set_poison(on: bool) {
-    cpu::POISON.store(on, std::sync::atomic::Ordering::Relaxed);
+/// Streaming multiprocessors of a CUDA device (what sizes a grid that fills it); 0 on
+/// the CPU.
+pub fn device_sm_count(device: &candle_core::Device) -> Result<usize> {
+    match device {
+        #[cfg(feature = "cuda")]
+        candle_core::Device::Cuda(dev) => cuda::sm_count(dev),
+        _ => Ok(0),
+    }
 }
 
-pub(crate) fn poison_enabled() -> bool {
-    cpu::POISON.load(std::sync::atomic::Ordering::Relaxed)
+/// How an op fills the outputs it allocates before its kernel runs. The decoder asks
+/// for [`Fill::Uninit`] (no memset); the test harness asks for [`Fill::Poison`] (NaN
+/// bits, 0xFF bytes), so an element the kernel forgets to write shows up as NaN in a
+/// comparison. A parameter, not a process-wide switch: two callers never see each
+/// other's choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Fill {
+    /// Uninitialized device memory on CUDA, zeros on the CPU.
+    #[default]
+    Uninit,
+    /// Every byte 0xFF (NaN for every float type).
+    Poison,
 }
 
 /// A tensor whose contents the caller will overwrite completely (an attention output
 /// that the decode and prefill kernels fill between them): uninitialized device memory
-/// on CUDA (NaN when poisoning), zeros (NaN when poisoning) on the CPU.
-pub fn uninit(
+/// on CUDA, zeros on the CPU; NaN everywhere with [`Fill::Poison`].
+pub fn output(
     shape: &[usize],
     dtype: candle_core::DType,
     device: &candle_core::Device,
+    fill: Fill,
 ) -> Result<candle_core::Tensor> {
     match device {
         #[cfg(feature = "cuda")]
         candle_core::Device::Cuda(dev) => {
             let n = shape.iter().product();
-            let storage = cuda::alloc_storage(dev, dtype, n)?;
+            let storage = cuda::alloc_storage(dev, dtype, n, fill)?;
             Ok(candle_core::Tensor::from_storage(
                 candle_core::Storage::Cuda(storage),
                 shape,
@@ -113,11 +145,11 @@ pub fn uninit(
             ))
         }
         _ => {
-            let fill = match poison_enabled() {
-                true => f64::NAN,
-                false => 0.0,
+            let value = match fill {
+                Fill::Poison => f64::NAN,
+                Fill::Uninit => 0.0,
             };
-            Ok(candle_core::Tensor::full(fill, shape, device)?.to_dtype(dtype)?)
+            Ok(candle_core::Tensor::full(value, shape, device)?.to_dtype(dtype)?)
         }
     }
 }

@@ -12,16 +12,23 @@
 
 use crate::cpu::{self, with_float};
 use crate::error::{input_err, same_device, shares_storage, Result};
-use crate::harness::{self, BenchCase, Check, KernelSpec};
+use crate::paged::QueryRows;
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, DType, Device, InplaceOp3, Layout, Tensor};
 
 #[path = "paged_decode_cpu.rs"]
 mod cpu_port;
+#[path = "paged_decode_spec.rs"]
+mod spec;
 pub use cpu_port::{reference, Geometry};
+pub use spec::Spec;
 
-/// Tokens per split-K partition unless the caller sets [`DecodeMeta::partition_size`].
+/// The largest split-K partition (tokens), and the partition when the device's size is
+/// unknown (the CPU).
 pub const PARTITION_SIZE: usize = 512;
+/// The smallest partition [`auto_partition_size`] picks: below this the merge of the
+/// partials costs more than the parallelism brings.
+pub const MIN_PARTITION_SIZE: usize = 64;
 /// Threads per block of the CUDA kernel (fixed: the smem layout depends on it).
 const THREADS: usize = 128;
 /// Query heads one block handles at most (a GQA group larger than this is tiled).
@@ -44,8 +51,12 @@ pub struct DecodeMeta {
     pub block_size: usize,
     /// Key j is visible from query position p = ctx - 1 iff p - j < W (Hugging Face).
     pub sliding_window: Option<usize>,
-    /// Tokens per split-K partition (any >= 1; default [`PARTITION_SIZE`]).
-    pub partition_size: usize,
+    /// Tokens per split-K partition (any >= 1); `None`: chosen per launch by
+    /// [`auto_partition_size`] so that the grid fills the device.
+    pub partition_size: Option<usize>,
+    /// Thread blocks that fill the device (2 per SM on CUDA, 0 on the CPU, where the
+    /// partition stays [`PARTITION_SIZE`]).
+    pub target_blocks: usize,
 }
 
 impl DecodeMeta {
@@ -90,17 +101,7 @@ impl DecodeMeta {
                 );
             }
         }
-        let max_blocks = block_tables
-            .iter()
-            .map(|t| t.as_ref().len())
-            .max()
-            .unwrap_or(0)
-            .max(1);
-        let mut tables = vec![0u32; b * max_blocks];
-        for (dst, t) in tables.chunks_mut(max_blocks).zip(block_tables) {
-            let t = t.as_ref();
-            dst[..t.len()].copy_from_slice(t);
-        }
+        let (tables, max_blocks) = crate::paged::pad_tables(block_tables);
         Ok(Self {
             rows: Tensor::from_slice(rows, b, device)?,
             block_tables: Tensor::from_vec(tables, (b, max_blocks), device)?,
@@ -108,9 +109,29 @@ impl DecodeMeta {
             max_context_len: context_lens.iter().copied().max().unwrap_or(0) as usize,
             block_size,
             sliding_window,
-            partition_size: PARTITION_SIZE,
+            partition_size: None,
+            target_blocks: crate::device_sm_count(device)? * 2,
         })
     }
+}
+
+/// Tokens per partition so that the grid holds about `target_blocks` thread blocks:
+/// batch 1 and 8 split their contexts finer than large batches, which fill the device
+/// with sequences alone. `blocks_per_part`: blocks one partition of every sequence takes
+/// (batch x kv heads x head tiles). A multiple of 32 in
+/// [`MIN_PARTITION_SIZE`]..=[`PARTITION_SIZE`]; `PARTITION_SIZE` when `target_blocks`
+/// is 0 (the CPU).
+pub fn auto_partition_size(
+    blocks_per_part: usize,
+    max_context_len: usize,
+    target_blocks: usize,
+) -> usize {
+    if target_blocks == 0 || blocks_per_part == 0 {
+        return PARTITION_SIZE;
+    }
+    let parts = target_blocks.div_ceil(blocks_per_part).max(1);
+    let size = max_context_len.div_ceil(parts).div_ceil(32) * 32;
+    size.clamp(MIN_PARTITION_SIZE, PARTITION_SIZE)
 }
 
 /// Sizes of one call, shared by the CPU port and the launch.
@@ -118,6 +139,8 @@ impl DecodeMeta {
 struct Params {
     batch: usize,
     num_tokens: usize,
+    /// Elements between two query rows (>= heads * head_dim).
+    q_stride: usize,
     heads: usize,
     kv_heads: usize,
     head_dim: usize,
@@ -161,6 +184,30 @@ pub fn paged_decode(
     v_cache: &Tensor,
     meta: &DecodeMeta,
 ) -> Result<()> {
+    let (t, heads, head_dim) = match q.dims() {
+        &[t, h, d] => (t, h, d),
+        s => input_err!("paged_decode: q has shape {s:?}; expected [tokens, heads, head_dim]"),
+    };
+    let rows = q.contiguous()?.reshape((t, heads * head_dim))?;
+    let q = QueryRows {
+        rows: &rows,
+        heads,
+        head_dim,
+    };
+    paged_decode_rows(out, q, k_cache, v_cache, meta)
+}
+
+/// [`paged_decode`] with the queries read in place from rows of a wider matrix (the
+/// fused qkv output): `q.rows` [T, width] with `q.heads` heads of `q.head_dim` first.
+pub fn paged_decode_rows(
+    out: &Tensor,
+    q: QueryRows,
+    k_cache: &Tensor,
+    v_cache: &Tensor,
+    meta: &DecodeMeta,
+) -> Result<()> {
+    let (heads, d) = (q.heads, q.head_dim);
+    let q = q.rows;
     let dtype = q.dtype();
     if !matches!(dtype, DType::F32 | DType::F16 | DType::BF16) {
         input_err!("paged_decode: q is {dtype:?}; expected f32, f16 or bf16");
@@ -170,20 +217,22 @@ pub fn paged_decode(
             input_err!("paged_decode: q is {dtype:?} but {name} is {:?}", t.dtype());
         }
     }
-    let (num_tokens, heads, d) = match q.dims() {
-        &[t, h, d] => (t, h, d),
-        s => input_err!("paged_decode: q has shape {s:?}; expected [tokens, heads, head_dim]"),
+    let (num_tokens, q_stride) = match q.dims() {
+        &[t, w] if w >= heads * d && heads > 0 => (t, w),
+        s => input_err!(
+            "paged_decode: q rows {s:?} must be [tokens, width] with width >= {heads} heads x {d}"
+        ),
     };
     if d % 8 != 0 || d == 0 || d > 256 {
         input_err!("paged_decode: head_dim {d} must be a multiple of 8 in 8..=256");
     }
-    if !matches!(out.dims(), &[t, w] if t == num_tokens && w == heads * d) && out.dims() != q.dims()
+    if !matches!(out.dims(), &[t, w] if t == num_tokens && w == heads * d)
+        && out.dims() != [num_tokens, heads, d]
     {
         input_err!(
-            "paged_decode: out has shape {:?}; expected [{num_tokens}, {}] or {:?} like q",
+            "paged_decode: out has shape {:?}; expected [{num_tokens}, {}] or [{num_tokens}, {heads}, {d}]",
             out.dims(),
             heads * d,
-            q.dims()
         );
     }
     let (num_slots, width) = match k_cache.dims() {
@@ -241,7 +290,13 @@ pub fn paged_decode(
     if shares_storage(out, v_cache) {
         input_err!("paged_decode: out shares storage with v_cache");
     }
-    let (bs, ps) = (meta.block_size, meta.partition_size);
+    let group = heads / kv_heads;
+    let head_tile = group.div_ceil(group.div_ceil(MAX_HEAD_TILE));
+    let blocks_per_part = b * kv_heads * group.div_ceil(head_tile);
+    let bs = meta.block_size;
+    let ps = meta.partition_size.unwrap_or_else(|| {
+        auto_partition_size(blocks_per_part, meta.max_context_len, meta.target_blocks)
+    });
     if bs == 0 || ps == 0 || meta.sliding_window == Some(0) {
         input_err!("paged_decode: block_size, partition_size and sliding_window must be >= 1");
     }
@@ -255,11 +310,11 @@ pub fn paged_decode(
             max_blocks * bs
         );
     }
-    let group = heads / kv_heads;
     let num_parts = meta.max_context_len.div_ceil(ps);
     let p = Params {
         batch: b,
         num_tokens,
+        q_stride,
         heads,
         kv_heads,
         head_dim: d,
@@ -269,7 +324,7 @@ pub fn paged_decode(
         partition_size: ps,
         num_parts,
         ctx_cap: (max_blocks * bs).min(num_parts * ps),
-        head_tile: group.div_ceil(group.div_ceil(MAX_HEAD_TILE)),
+        head_tile,
     };
     let smem = p.shared_bytes(dtype);
     if smem > MAX_SHARED_BYTES {
@@ -280,7 +335,7 @@ pub fn paged_decode(
         );
     }
     let too_big = [
-        num_tokens * heads * d,
+        num_tokens * q_stride,
         max_blocks * bs,
         num_parts * ps,
         b * max_blocks,
@@ -295,7 +350,10 @@ pub fn paged_decode(
         tables: meta.block_tables.contiguous()?,
         ctx_lens: meta.context_lens.contiguous()?,
     };
-    Ok(out.inplace_op3(&q.contiguous()?, k_cache, &op)?)
+    if !q.is_contiguous() {
+        input_err!("paged_decode: q rows must be contiguous");
+    }
+    Ok(out.inplace_op3(q, k_cache, &op)?)
 }
 
 /// The op on `out` (dst) with operands (q, k_cache); V and the metadata are held.
@@ -371,14 +429,27 @@ impl InplaceOp3 for PagedDecode {
             )));
         }
         // Partials [B, heads, num_parts] max, sum, then [B, heads, num_parts, d] acc.
+        // No scratch when every sequence owns one partition (the kernel never touches it:
+        // null pointers).
         let np = p.batch * p.heads * p.num_parts;
-        let n = match p.num_parts > 1 {
-            true => np * (2 + p.head_dim),
-            false => 0,
+        let n = np * (2 + p.head_dim);
+        let scratch = match p.num_parts > 1 {
+            true => Some(cuda::alloc_storage(
+                &dev,
+                DType::F32,
+                n,
+                crate::Fill::Uninit,
+            )?),
+            false => None,
         };
-        let scratch = cuda::alloc_storage(&dev, DType::F32, n)?;
-        let pmax = cuda::ptr(&scratch, &Layout::contiguous(n.max(1)))?;
-        let (psum, pacc) = (pmax + 4 * np as u64, pmax + 8 * np as u64);
+        let pmax = match &scratch {
+            Some(s) => cuda::ptr(s, &Layout::contiguous(n))?,
+            None => 0,
+        };
+        let (psum, pacc) = match pmax {
+            0 => (0, 0),
+            base => (base + 4 * np as u64, base + 8 * np as u64),
+        };
         let h = [1, 2, 4, 8]
             .into_iter()
             .find(|&h| h >= p.head_tile)
@@ -395,6 +466,7 @@ impl InplaceOp3 for PagedDecode {
             p.num_tokens, p.heads, p.kv_heads, p.head_dim, p.max_blocks, p.block_size,
             p.ctx_cap, p.window, p.partition_size, p.num_parts, p.head_tile,
         ].map(|x| x as i32);
+        let q_stride = p.q_stride as i64;
         let mut b = f.builder();
         let ptrs = [o, q, k, v, rows, tables, ctx, pmax, psum, pacc];
         for a in ptrs.iter() {
@@ -403,11 +475,13 @@ impl InplaceOp3 for PagedDecode {
         for a in ints.iter() {
             b.arg(a);
         }
+        b.arg(&q_stride);
         b.arg(&scale);
         // SAFETY: pointers address the tensors the wrapper checked (contiguous, shapes,
-        // dtypes, u32 metadata, 16-byte aligned caches); the scratch holds `n` f32 and is
-        // only touched when num_parts > 1; the wrapper checked the shared memory size and
-        // the 32-bit index ranges; the argument list matches kernels/paged_decode.cu.
+        // dtypes, u32 metadata, 16-byte aligned caches); the scratch holds `n` f32, exists
+        // only when num_parts > 1 and is only touched then (else the pointers are null);
+        // the wrapper checked the shared memory size and the 32-bit index ranges; the
+        // argument list matches kernels/paged_decode.cu.
         unsafe { b.launch(cfg) }.map_err(|e| msg(format!("paged_decode: {e:?}")))?;
         if p.num_parts > 1 {
             let f = cuda::func(&dev, "paged_decode", &format!("paged_decode_reduce_{sfx}"))?;
@@ -435,50 +509,5 @@ impl InplaceOp3 for PagedDecode {
         }
         drop(scratch); // stream-ordered free, after both kernels
         Ok(())
-    }
-}
-
-/// `engine kernels test|bench paged_decode`.
-pub struct Spec;
-
-impl KernelSpec for Spec {
-    fn name(&self) -> &'static str {
-        "paged_decode"
-    }
-    fn about(&self) -> &'static str {
-        "one query per sequence over its paged KV cache, split-K partitions merged (GQA, window)"
-    }
-    fn shape_names(&self) -> &'static str {
-        "batch,context,heads,kv_heads,head_dim,block_size,partition,window"
-    }
-    fn test_shapes(&self) -> Vec<Vec<usize>> {
-        // Sequence i has context max(context - 37 i, 1); window 0 = none.
-        vec![
-            vec![1, 1, 4, 4, 64, 16, 16, 0],
-            vec![3, 300, 8, 2, 64, 16, 32, 0],
-            vec![5, 257, 7, 1, 128, 8, 16, 0],
-            vec![4, 100, 28, 4, 128, 16, 512, 0],
-            vec![6, 200, 16, 1, 64, 16, 32, 0],
-            vec![3, 150, 12, 1, 64, 16, 16, 75],
-            vec![2, 77, 12, 4, 8, 5, 13, 0],
-            vec![2, 64, 4, 2, 256, 32, 32, 0],
-            vec![4, 130, 4, 1, 72, 16, 32, 17],
-            vec![5, 200, 8, 2, 64, 16, 32, 89],
-            vec![2, 40, 4, 2, 16, 4, 1, 0],
-            vec![9, 300, 32, 8, 128, 16, 64, 0],
-        ]
-    }
-    fn bench_shapes(&self) -> Vec<Vec<usize>> {
-        [1, 8, 32, 128]
-            .iter()
-            .map(|&b| vec![b, 2048, 32, 8, 128, 16, PARTITION_SIZE, 0])
-            .collect()
-    }
-    fn check(&self, dev: &Device, dtype: DType, shape: &[usize], seed: u64) -> Result<Check> {
-        let dims = harness::dims::<8>(shape, self.shape_names())?;
-        cpu_port::check(dev, dtype, dims, seed)
-    }
-    fn bench(&self, dev: &Device, dtype: DType, shape: &[usize]) -> Result<BenchCase> {
-        cpu_port::bench(dev, dtype, harness::dims::<8>(shape, self.shape_names())?)
     }
 }

@@ -1,11 +1,10 @@
 //! paged_decode on the host: the CPU port (same partitions and merge as
-//! kernels/paged_decode.cu), the reference (plain loops) and the test batches.
+//! kernels/paged_decode.cu) and the reference (plain loops); the test batches are in
+//! paged_decode_spec.rs.
 
-use super::{paged_decode, DecodeMeta, Params};
+use super::Params;
 use crate::cpu::Float;
-use crate::error::Result;
-use crate::harness::{self, BenchCase, Check};
-use candle_core::{DType, Device, Tensor};
+use crate::paged;
 
 /// The operands of the CPU port (host slices of the op's tensors).
 pub(super) struct Inputs<'a, T> {
@@ -26,10 +25,7 @@ struct SeqRange {
 }
 
 fn seq_range(ctx: usize, p: &Params) -> SeqRange {
-    let start = match p.window > 0 && ctx > p.window {
-        true => ctx - p.window,
-        false => 0,
-    };
+    let start = paged::first_visible(ctx - 1, (p.window > 0).then_some(p.window));
     SeqRange {
         ctx,
         start,
@@ -45,9 +41,9 @@ fn err(msg: String) -> candle_core::Error {
 /// The CPU port. Per (sequence, kv head, partition, head tile, head): logits of the
 /// partition's visible keys, their max and exp-sum, the normalized partial output; a
 /// sequence with one partition writes `out` directly, else its partitions are merged
-/// with `w_i = sum_i * exp(max_i - max)` like `paged_decode_reduce`. Unlike the kernel
-/// (which clamps or skips), it fails on a row past `q`, a context of 0 or past the cap,
-/// and a block past the cache.
+/// with `w_i = sum_i * exp(max_i - max)` like `paged_decode_reduce`. A context of 0 (a
+/// padding row) writes zeros, as the kernel does. Unlike the kernel (which clamps or
+/// skips), it fails on a row past `q`, a context past the cap and a block past the cache.
 pub(super) fn forward<T: Float>(
     out: &mut [T],
     x: &Inputs<'_, T>,
@@ -76,11 +72,16 @@ pub(super) fn forward<T: Float>(
             )));
         }
         let ctx = x.ctx_lens[b] as usize;
-        if ctx == 0 || ctx > p.ctx_cap {
+        if ctx > p.ctx_cap {
             return Err(err(format!(
-                "paged_decode: context_lens[{b}] = {ctx}: must be in 1..={} (max_context_len, block table)",
+                "paged_decode: context_lens[{b}] = {ctx}: must be at most {} (max_context_len, block table)",
                 p.ctx_cap
             )));
+        }
+        if ctx == 0 {
+            // A padding row (a decode graph's unused slot): zeros, as the kernel writes.
+            out[row * h * d..(row + 1) * h * d].fill(T::from_f(0.0));
+            continue;
         }
         let r = seq_range(ctx, p);
         let direct = r.end_part - r.first_part == 1;
@@ -90,7 +91,7 @@ pub(super) fn forward<T: Float>(
             let p1 = ((part + 1) * ps).min(r.ctx);
             let mut slots = Vec::with_capacity(p1 - p0);
             for pos in p0..p1 {
-                let slot = table[pos / p.block_size] as usize * p.block_size + pos % p.block_size;
+                let slot = paged::slot(table, p.block_size, pos);
                 if slot >= num_slots {
                     return Err(err(format!(
                         "paged_decode: block_tables[{b}][{}] = {} is past the cache's {num_slots} slots",
@@ -104,7 +105,7 @@ pub(super) fn forward<T: Float>(
                 for tile in 0..p.ntiles() {
                     let g0 = tile * p.head_tile;
                     for hh in kvh * group + g0..kvh * group + group.min(g0 + p.head_tile) {
-                        let qh: Vec<f32> = x.q[(row * h + hh) * d..][..d]
+                        let qh: Vec<f32> = x.q[row * p.q_stride + hh * d..][..d]
                             .iter()
                             .map(|e| e.f() * scale)
                             .collect();
@@ -197,10 +198,8 @@ pub fn reference(
     let mut out = Vec::with_capacity(rows.len() * h * d);
     for ((&row, &ctx), table) in rows.iter().zip(context_lens).zip(block_tables) {
         let ctx = ctx as usize;
-        let first = geo.sliding_window.map_or(0, |w| ctx.saturating_sub(w));
-        let slots: Vec<usize> = (first..ctx)
-            .map(|j| table[j / bs] as usize * bs + j % bs)
-            .collect();
+        let first = paged::first_visible(ctx.saturating_sub(1), geo.sliding_window);
+        let slots: Vec<usize> = (first..ctx).map(|j| paged::slot(table, bs, j)).collect();
         for head in 0..h {
             let qh = &q[(row as usize * h + head) * d..][..d];
             let off = (head / group) * d;
@@ -224,137 +223,11 @@ pub fn reference(
     out
 }
 
-/// A test batch: mixed context lengths, shuffled distinct blocks, decoding rows spread
-/// among other rows.
-pub(super) struct TestCase {
-    pub num_tokens: usize,
-    pub num_slots: usize,
-    pub rows: Vec<u32>,
-    pub ctx: Vec<u32>,
-    pub tables: Vec<Vec<u32>>,
-}
-
-impl TestCase {
-    /// Sequence i: context max(context - 37 i, 1); rows 2B, 2B - 2, ..., 2 of 2B + 1
-    /// (rows 0 and odd rows belong to nobody); blocks a seeded permutation of the cache
-    /// (3 spare blocks).
-    pub fn new(batch: usize, context: usize, block_size: usize, seed: u64) -> Self {
-        let ctx: Vec<u32> = (0..batch)
-            .map(|i| context.saturating_sub(37 * i).max(1) as u32)
-            .collect();
-        let rows = (0..batch).map(|i| (2 * (batch - i)) as u32).collect();
-        Self::build(2 * batch + 1, rows, ctx, block_size, 3, seed)
-    }
-
-    /// Benchmark batch: every sequence at `context`, rows 0..B.
-    pub fn uniform(batch: usize, context: usize, block_size: usize, seed: u64) -> Self {
-        let rows = (0..batch as u32).collect();
-        Self::build(
-            batch,
-            rows,
-            vec![context as u32; batch],
-            block_size,
-            0,
-            seed,
-        )
-    }
-
-    fn build(
-        num_tokens: usize,
-        rows: Vec<u32>,
-        ctx: Vec<u32>,
-        bs: usize,
-        spare: usize,
-        seed: u64,
-    ) -> Self {
-        let need: Vec<usize> = ctx.iter().map(|&c| (c as usize).div_ceil(bs)).collect();
-        let num_blocks = need.iter().sum::<usize>() + spare;
-        let keys = crate::harness::random(num_blocks, 1.0, seed ^ 0x5eed);
-        let mut perm: Vec<u32> = (0..num_blocks as u32).collect();
-        perm.sort_by(|&a, &b| keys[a as usize].total_cmp(&keys[b as usize]));
-        let mut next = perm.into_iter();
-        let tables = need
-            .iter()
-            .map(|&n| next.by_ref().take(n).collect())
-            .collect();
-        Self {
-            num_tokens,
-            num_slots: num_blocks * bs,
-            rows,
-            ctx,
-            tables,
-        }
-    }
-}
-
-/// `Spec::check`: a [`TestCase`] batch, poisoned `out`, the decoding rows against the
-/// reference and every other row still NaN (violations counted as `nan`).
-pub(super) fn check(dev: &Device, dtype: DType, dims: [usize; 8], seed: u64) -> Result<Check> {
-    let [b, ctx, heads, kvh, d, bs, ps, win] = dims;
-    let case = TestCase::new(b, ctx, bs, seed);
-    let t = case.num_tokens;
-    let (q, qh) = harness::random_input(&[t, heads, d], 2.0, seed, dtype, dev)?;
-    let (k, kh) = harness::random_input(&[case.num_slots, kvh * d], 1.0, seed + 1, dtype, dev)?;
-    let (v, vh) = harness::random_input(&[case.num_slots, kvh * d], 1.0, seed + 2, dtype, dev)?;
-    let window = (win > 0).then_some(win);
-    let mut meta = DecodeMeta::new(&case.rows, &case.ctx, &case.tables, bs, window, dev)?;
-    meta.partition_size = ps;
-    let out = Tensor::full(f32::NAN, (t, heads * d), &Device::Cpu)?
-        .to_dtype(dtype)?
-        .to_device(dev)?;
-    paged_decode(&out, &q, &k, &v, &meta)?;
-    let got = harness::host_f32(&out)?;
-    let geo = Geometry {
-        heads,
-        kv_heads: kvh,
-        head_dim: d,
-        block_size: bs,
-        sliding_window: window,
-    };
-    let want = reference(&qh, &kh, &vh, &geo, &case.rows, &case.ctx, &case.tables);
-    let w = heads * d;
-    let got_rows: Vec<f32> = case
-        .rows
-        .iter()
-        .flat_map(|&r| got[r as usize * w..][..w].to_vec())
-        .collect();
-    let mut c = harness::compare(&got_rows, &want, harness::tolerance(dtype));
-    // Rows that do not decode must still hold the NaN poison.
-    let touched = (0..t as u32)
-        .filter(|r| !case.rows.contains(r))
-        .flat_map(|r| got[r as usize * w..][..w].iter())
-        .filter(|x| !x.is_nan())
-        .count();
-    c.nan += touched;
-    c.elems = got.len();
-    Ok(c)
-}
-
-/// `Spec::bench`: B sequences at the same context; bytes = K and V of every visible
-/// token once + q + out.
-pub(super) fn bench(dev: &Device, dtype: DType, dims: [usize; 8]) -> Result<BenchCase> {
-    let [b, ctx, heads, kvh, d, bs, ps, win] = dims;
-    let case = TestCase::uniform(b, ctx, bs, 7);
-    let (q, _) = harness::random_input(&[b, heads, d], 2.0, 1, dtype, dev)?;
-    // Zeros: the kernel's traffic and work do not depend on the values.
-    let k = Tensor::zeros((case.num_slots, kvh * d), dtype, dev)?;
-    let v = Tensor::zeros((case.num_slots, kvh * d), dtype, dev)?;
-    let out = Tensor::zeros((b, heads * d), dtype, dev)?;
-    let window = (win > 0).then_some(win);
-    let mut meta = DecodeMeta::new(&case.rows, &case.ctx, &case.tables, bs, window, dev)?;
-    meta.partition_size = ps;
-    let seen = window.map_or(ctx, |w| w.min(ctx));
-    let size = dtype.size_in_bytes();
-    Ok(BenchCase {
-        run: Box::new(move || paged_decode(&out, &q, &k, &v, &meta)),
-        bytes: ((2 * b * seen * kvh * d + 2 * b * heads * d) * size) as u64,
-        flops: (4 * b * heads * seen * d) as u64,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::super::*;
+    use crate::harness::{self, KernelSpec};
+    use candle_core::{DType, Device, Tensor};
 
     #[test]
     fn cpu_port_matches_reference_in_every_dtype() -> anyhow::Result<()> {
@@ -382,7 +255,7 @@ mod tests {
         let (out, q, k, v, mut meta) = small(8, 2, 32)?;
         let mut results = Vec::new();
         for ps in [1, 3, 16, 40, 512] {
-            meta.partition_size = ps;
+            meta.partition_size = Some(ps);
             paged_decode(&out, &q, &k, &v, &meta)?;
             results.push(harness::host_f32(&out)?);
         }
@@ -419,10 +292,10 @@ mod tests {
         assert!(err_of(paged_decode(&out, &q, &k, &v, &long)).contains("max_context_len 49"));
         let mut short = meta.clone();
         short.max_context_len = 20; // context_lens[0] = 40 > 32 partitions: the CPU port fails
-        short.partition_size = 16;
+        short.partition_size = Some(16);
         assert!(err_of(paged_decode(&out, &q, &k, &v, &short)).contains("context_lens[0] = 40"));
         let mut huge = meta.clone();
-        huge.partition_size = 100_000;
+        huge.partition_size = Some(100_000);
         assert!(err_of(paged_decode(&out, &q, &k, &v, &huge)).contains("shared memory"));
         let e = DecodeMeta::new(
             &[1, 1],
@@ -464,5 +337,24 @@ mod tests {
     #[ignore = "requires a CUDA device"]
     fn cuda_matches_reference_in_every_dtype() -> anyhow::Result<()> {
         Ok(harness::check_all_shapes(&Spec, &Device::new_cuda(0)?)?)
+    }
+
+    #[test]
+    fn auto_partitions_fill_the_device_at_small_batches() {
+        use super::super::auto_partition_size as auto;
+        // H100/H200: 132 SMs -> 264 blocks. Batch 1, 8 kv heads: 8 blocks per partition
+        // -> 33 partitions; a 256-token context splits into 64-token partitions (the
+        // floor), a 32k one into 1024 -> capped at 512.
+        assert_eq!(auto(8, 256, 264), 64);
+        assert_eq!(auto(8, 4096, 264), 128);
+        assert_eq!(auto(8, 32768, 264), 512);
+        // Batch 128 fills the device with sequences: one partition per 512 tokens.
+        assert_eq!(auto(128 * 8, 2048, 264), 512);
+        // The CPU keeps the default.
+        assert_eq!(auto(8, 256, 0), PARTITION_SIZE);
+        for (b, ctx) in [(1, 1), (3, 300), (64, 100_000)] {
+            let ps = auto(b * 8, ctx, 264);
+            assert!((MIN_PARTITION_SIZE..=PARTITION_SIZE).contains(&ps) && ps.is_multiple_of(32));
+        }
     }
 }

@@ -11,13 +11,17 @@
 
 use crate::cpu::{self, with_float};
 use crate::error::{input_err, same_device, shares_storage, Result};
-use crate::harness::{self, BenchCase, Check, KernelSpec};
+use crate::paged::QueryRows;
+
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, DType, Device, InplaceOp3, Layout, Tensor};
 
 #[path = "paged_prefill_cpu.rs"]
 mod cpu_port;
+#[path = "paged_prefill_spec.rs"]
+mod spec;
 pub use cpu_port::{reference, HostBatch};
+pub use spec::Spec;
 
 /// Query rows per tile (CUDA: one block; 4 warps of 4 rows).
 const BM: usize = 16;
@@ -80,7 +84,7 @@ impl PrefillMeta {
         if sliding_window == Some(0) {
             input_err!("paged_prefill: sliding_window must be > 0 (None for no window)");
         }
-        let (mut rows_end, mut blocks_end, mut max_blocks) = (0usize, 0usize, 1usize);
+        let (mut rows_end, mut blocks_end) = (0usize, 0usize);
         let mut spans = Vec::with_capacity(s);
         for i in 0..s {
             let (start, n, ctx) = (
@@ -112,7 +116,6 @@ impl PrefillMeta {
                 blocks_end = blocks_end.max(b as usize + 1);
             }
             rows_end = rows_end.max(start + n);
-            max_blocks = max_blocks.max(table.len());
             spans.push((start, start + n, i));
         }
         spans.sort_unstable();
@@ -125,11 +128,7 @@ impl PrefillMeta {
                 );
             }
         }
-        let mut tables = vec![0u32; s * max_blocks];
-        for (i, t) in block_tables.iter().enumerate() {
-            let t = t.as_ref();
-            tables[i * max_blocks..i * max_blocks + t.len()].copy_from_slice(t);
-        }
+        let (tables, max_blocks) = crate::paged::pad_tables(block_tables);
         Ok(Self {
             query_start: Tensor::from_slice(query_start, s, device)?,
             query_len: Tensor::from_slice(query_len, s, device)?,
@@ -160,11 +159,40 @@ pub fn paged_prefill(
     v_cache: &Tensor,
     meta: &PrefillMeta,
 ) -> Result<()> {
+    let (t, heads, head_dim) = match q.dims() {
+        &[t, h, d] => (t, h, d),
+        dims => input_err!("paged_prefill: q is {dims:?}, expected [tokens, heads, head_dim]"),
+    };
+    let rows = q.contiguous()?.reshape((t, heads * head_dim))?;
+    let q = QueryRows {
+        rows: &rows,
+        heads,
+        head_dim,
+    };
+    paged_prefill_rows(out, q, k_cache, v_cache, meta)
+}
+
+/// [`paged_prefill`] with the queries read in place from rows of a wider matrix (the
+/// fused qkv output): `q.rows` [T, width] with `q.heads` heads of `q.head_dim` first.
+pub fn paged_prefill_rows(
+    out: &Tensor,
+    q: QueryRows,
+    k_cache: &Tensor,
+    v_cache: &Tensor,
+    meta: &PrefillMeta,
+) -> Result<()> {
+    let (heads, d) = (q.heads, q.head_dim);
+    let q = q.rows;
     let dtype = q.dtype();
     if !matches!(dtype, DType::F32 | DType::F16 | DType::BF16) {
         input_err!("paged_prefill: q is {dtype:?}, expected f32, f16 or bf16");
     }
-    for (name, t) in [("out", out), ("k_cache", k_cache), ("v_cache", v_cache)] {
+    for (name, t) in [
+        ("out", out),
+        ("k_cache", k_cache),
+        ("v_cache", v_cache),
+        ("q", q),
+    ] {
         if t.dtype() != dtype {
             input_err!(
                 "paged_prefill: q is {dtype:?} but {name} is {:?}",
@@ -176,9 +204,11 @@ pub fn paged_prefill(
             input_err!("paged_prefill: {name} must be contiguous");
         }
     }
-    let (t, heads, d) = match q.dims() {
-        &[t, h, d] => (t, h, d),
-        dims => input_err!("paged_prefill: q is {dims:?}, expected [tokens, heads, head_dim]"),
+    let (t, q_stride) = match q.dims() {
+        &[t, w] if w >= heads * d => (t, w),
+        dims => input_err!(
+            "paged_prefill: q rows {dims:?} must be [tokens, width] with width >= {heads} heads x {d}"
+        ),
     };
     if d == 0 || !d.is_multiple_of(8) || d > MAX_HEAD_DIM {
         input_err!(
@@ -190,10 +220,9 @@ pub fn paged_prefill(
     }
     if out.dims().first() != Some(&t) || out.elem_count() != t * heads * d {
         input_err!(
-            "paged_prefill: out is {:?}, expected [{t}, {}] like q {:?}",
+            "paged_prefill: out is {:?}, expected [{t}, {}]",
             out.dims(),
             heads * d,
-            q.dims()
         );
     }
     let num_slots = k_cache.dims().first().copied().unwrap_or(0);
@@ -265,9 +294,9 @@ pub fn paged_prefill(
         heads,
         kv_heads,
         head_dim: d,
+        q_stride,
     };
-    let q = q.contiguous()?;
-    Ok(out.inplace_op3(&q, k_cache, &op)?)
+    Ok(out.inplace_op3(q, k_cache, &op)?)
 }
 
 /// The op on `out` with operands (q, k_cache); it holds v_cache and the meta tensors.
@@ -277,6 +306,8 @@ struct PagedPrefill {
     heads: usize,
     kv_heads: usize,
     head_dim: usize,
+    /// Elements between two query rows (>= heads * head_dim).
+    q_stride: usize,
 }
 
 impl InplaceOp3 for PagedPrefill {
@@ -298,7 +329,7 @@ impl InplaceOp3 for PagedPrefill {
             let (q, k) = (cpu::slice::<T>(qs, ql)?, cpu::slice::<T>(ks, kl)?);
             let out = cpu::slice_mut::<T>(dst, dst_l)?;
             cpu::with_host::<T, _>(&self.v_cache, |v| {
-                cpu_port::run(out, q, k, v, &batch);
+                cpu_port::run(out, (q, self.q_stride), k, v, &batch);
                 Ok(())
             })
         })
@@ -367,84 +398,17 @@ impl InplaceOp3 for PagedPrefill {
             d as i32,
             m.block_size as i32,
             window,
+            self.q_stride as i64,
             scale_log2
         );
         // SAFETY: the wrapper checked shapes, dtypes and contiguity: q and out hold
         // rows_end <= T rows of heads * d, the caches num_slots rows of kv_heads * d with
         // every block id the tables use (first ceil(context_len / block_size) entries) in
         // range, the meta tensors S (x max_blocks) u32; (BM + BN) * d * 4 <= 48 KiB of
-        // dynamic shared memory (d <= 256). The signature matches paged_prefill.cu.
+        // dynamic shared memory (d <= 256); q rows are q_stride apart (>= heads * d). The
+        // signature matches paged_prefill.cu.
         unsafe { b.launch(cfg) }
             .map_err(|e| candle_core::Error::Msg(format!("paged_prefill: {e:?}")))?;
         Ok(())
-    }
-}
-
-/// `engine kernels test|bench paged_prefill`.
-pub struct Spec;
-
-impl KernelSpec for Spec {
-    fn name(&self) -> &'static str {
-        "paged_prefill"
-    }
-    fn about(&self) -> &'static str {
-        "varlen causal prefill attention over the paged KV cache (tiles + online softmax)"
-    }
-    fn shape_names(&self) -> &'static str {
-        // Sequence i: query_len - 5i (>= 1) new tokens, context_len - 5i (>= its query_len)
-        // in the cache; window 0 = none.
-        "seqs,query_len,context_len,heads,kv_heads,head_dim,block_size,window"
-    }
-    fn test_shapes(&self) -> Vec<Vec<usize>> {
-        vec![
-            vec![1, 37, 37, 4, 4, 64, 16, 0],    // full prefill, odd length
-            vec![1, 20, 75, 8, 2, 128, 16, 0],   // chunk after a cached prefix, GQA 4
-            vec![3, 23, 50, 7, 1, 80, 8, 0],     // several sequences, GQA 7, d 80
-            vec![4, 1, 9, 4, 1, 64, 4, 0],       // 1-token prefills
-            vec![5, 12, 12, 2, 1, 64, 16, 0],    // lengths 12, 7, 2, 1, 1
-            vec![2, 45, 70, 4, 2, 64, 16, 13],   // sliding window shorter than a key tile
-            vec![1, 70, 70, 2, 2, 32, 8, 40],    // window across tiles, full prefill
-            vec![2, 33, 40, 2, 1, 256, 32, 0],   // d 256 (48 KiB of shared memory)
-            vec![1, 5, 5, 1, 1, 8, 1, 0],        // d 8, block_size 1
-            vec![2, 100, 300, 4, 1, 128, 16, 0], // longer chunk, several key tiles
-            vec![3, 64, 200, 8, 8, 64, 32, 50],  // window, query tiles of exactly BM
-        ]
-    }
-    fn bench_shapes(&self) -> Vec<Vec<usize>> {
-        vec![
-            vec![1, 512, 512, 32, 8, 128, 16, 0],
-            vec![1, 2048, 2048, 32, 8, 128, 16, 0],
-            vec![4, 512, 2048, 32, 8, 128, 16, 0],
-        ]
-    }
-    fn check(&self, dev: &Device, dtype: DType, shape: &[usize], seed: u64) -> Result<Check> {
-        let c = cpu_port::Case::new(shape, self.shape_names(), seed)?;
-        let b = &c.batch;
-        let (q, qh) = harness::random_input(&[c.rows, b.heads, b.head_dim], 3.0, seed, dtype, dev)?;
-        let (k, kh) = c.cache(seed + 1, dtype, dev)?;
-        let (v, vh) = c.cache(seed + 2, dtype, dev)?;
-        let out = Tensor::full(f32::NAN, (c.rows, b.heads * b.head_dim), dev)?.to_dtype(dtype)?;
-        paged_prefill(&out, &q, &k, &v, &c.meta(dev)?)?;
-        let want = reference(&qh, &kh, &vh, b);
-        Ok(c.compare(&harness::host_f32(&out)?, &want, harness::tolerance(dtype)))
-    }
-    fn bench(&self, dev: &Device, dtype: DType, shape: &[usize]) -> Result<BenchCase> {
-        let c = cpu_port::Case::new(shape, self.shape_names(), 1)?;
-        let b = &c.batch;
-        let (q, _) = harness::random_input(&[c.rows, b.heads, b.head_dim], 3.0, 1, dtype, dev)?;
-        let (k, _) = c.cache(2, dtype, dev)?;
-        let (v, _) = c.cache(3, dtype, dev)?;
-        let out = Tensor::zeros((c.rows, b.heads * b.head_dim), dtype, dev)?;
-        let meta = c.meta(dev)?;
-        let size = dtype.size_in_bytes();
-        let tokens: usize = b.query_len.iter().map(|&n| n as usize).sum();
-        let ctx: usize = b.context_len.iter().map(|&n| n as usize).sum();
-        let bytes = (2 * tokens * b.heads + 2 * ctx * b.kv_heads) * b.head_dim * size;
-        let flops = 4 * b.head_dim * b.heads * c.visible_pairs();
-        Ok(BenchCase {
-            run: Box::new(move || paged_prefill(&out, &q, &k, &v, &meta)),
-            bytes: bytes as u64,
-            flops: flops as u64,
-        })
     }
 }

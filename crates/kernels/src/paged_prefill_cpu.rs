@@ -6,6 +6,7 @@ use super::{PrefillMeta, BM, BN};
 use crate::cpu::{self, Float};
 use crate::error::Result;
 use crate::harness::{self, Check};
+use crate::paged;
 use candle_core::{DType, Device, Tensor};
 
 /// Host copy of a prefill batch: what [`PrefillMeta::new`] takes, plus the head geometry.
@@ -25,13 +26,12 @@ pub struct HostBatch {
 impl HostBatch {
     /// Cache slot of position `pos` of sequence `s`.
     fn slot(&self, s: usize, pos: usize) -> usize {
-        self.block_tables[s][pos / self.block_size] as usize * self.block_size
-            + pos % self.block_size
+        paged::slot(&self.block_tables[s], self.block_size, pos)
     }
 
     /// Whether query position `pos` sees key `key`.
     fn visible(&self, pos: usize, key: usize) -> bool {
-        key <= pos && self.sliding_window.is_none_or(|w| pos - key < w)
+        paged::visible(pos, key, self.sliding_window)
     }
 }
 
@@ -74,12 +74,11 @@ pub fn reference(q: &[f32], k_cache: &[f32], v_cache: &[f32], b: &HostBatch) -> 
             for h in 0..heads {
                 let qv = &q[(row * heads + h) * d..][..d];
                 let kv_off = (h / group) * d;
-                let slot = |j: usize| {
-                    let block = b.block_tables[s][j / b.block_size] as usize;
-                    (block * b.block_size + j % b.block_size) * kv_width + kv_off
-                };
-                let window = b.sliding_window.unwrap_or(usize::MAX);
-                let keys: Vec<usize> = (0..=pos).filter(|&j| pos - j < window).collect();
+                let slot =
+                    |j: usize| paged::slot(&b.block_tables[s], b.block_size, j) * kv_width + kv_off;
+                let keys: Vec<usize> = (0..=pos)
+                    .filter(|&j| paged::visible(pos, j, b.sliding_window))
+                    .collect();
                 let scores: Vec<f32> = keys
                     .iter()
                     .map(|&j| {
@@ -105,10 +104,16 @@ pub fn reference(q: &[f32], k_cache: &[f32], v_cache: &[f32], b: &HostBatch) -> 
 /// The CPU port: tiles of BM query rows per (sequence, head) loop over tiles of BN keys
 /// from the tile's first visible key (window) to its last row's position (causal), with
 /// the kernel's masking and online softmax (exp2 of log2(e)-prescaled scores). Writes
-/// only the sequences' rows of `out` ([T, heads * d]).
-pub(super) fn run<T: Float>(out: &mut [T], q: &[T], k: &[T], v: &[T], b: &HostBatch) {
+/// only the sequences' rows of `out` ([T, heads * d]); q rows are `q_stride` apart.
+pub(super) fn run<T: Float>(
+    out: &mut [T],
+    (q, q_stride): (&[T], usize),
+    k: &[T],
+    v: &[T],
+    b: &HostBatch,
+) {
     let (heads, d) = (b.heads, b.head_dim);
-    let (group, q_stride, kv_stride) = (heads / b.kv_heads, heads * d, b.kv_heads * d);
+    let (group, out_stride, kv_stride) = (heads / b.kv_heads, heads * d, b.kv_heads * d);
     let scale_log2 = std::f32::consts::LOG2_E / (d as f32).sqrt();
     let (mut qs, mut ks, mut vs) = (vec![0f32; BM * d], vec![0f32; BN * d], vec![0f32; BN * d]);
     let mut acc = vec![0f32; BM * d];
@@ -118,7 +123,7 @@ pub(super) fn run<T: Float>(out: &mut [T], q: &[T], k: &[T], v: &[T], b: &HostBa
         for q0 in (0..qlen).step_by(BM) {
             let q1 = (q0 + BM).min(qlen);
             let (p_lo, p_hi) = (first_pos + q0, first_pos + q1 - 1);
-            let kv_begin = b.sliding_window.map_or(0, |w| (p_lo + 1).saturating_sub(w));
+            let kv_begin = paged::first_visible(p_lo, b.sliding_window);
             let kv_end = p_hi + 1;
             for h in 0..heads {
                 let kv_off = (h / group) * d;
@@ -183,7 +188,7 @@ pub(super) fn run<T: Float>(out: &mut [T], q: &[T], k: &[T], v: &[T], b: &HostBa
                     }
                 }
                 for r in 0..q1 - q0 {
-                    let o = &mut out[(row0 + q0 + r) * q_stride + h * d..][..d];
+                    let o = &mut out[(row0 + q0 + r) * out_stride + h * d..][..d];
                     let inv = 1.0 / l[r];
                     o.iter_mut()
                         .zip(&acc[r * d..][..d])

@@ -1,5 +1,7 @@
 //! Scatter new tokens' K (or V) rows into the paged cache by slot, in place
-//! (kernels/reshape_and_cache.cu). The decoder calls it twice per layer (K and V).
+//! (kernels/reshape_and_cache.cu). The decoder calls it twice per layer (K and V), with
+//! [`reshape_and_cache_cols`] reading K and V straight out of the fused qkv projection's
+//! rows (no copy).
 
 use crate::cpu::{self, with_float, Float};
 use crate::error::{input_err, same_device, Result};
@@ -21,6 +23,26 @@ pub const SKIP_SLOT: u32 = u32::MAX;
 ///
 /// Two tokens with the same slot: one of them wins (which is unspecified on CUDA).
 pub fn reshape_and_cache(cache: &Tensor, src: &Tensor, slots: &Tensor) -> Result<()> {
+    let t = src.dims().first().copied().unwrap_or(0);
+    let width = src.dims().iter().skip(1).product::<usize>();
+    if src.rank() < 2 {
+        input_err!(
+            "reshape_and_cache: src {:?} must be [tokens, width] or [tokens, kv_heads, head_dim]",
+            src.shape()
+        );
+    }
+    reshape_and_cache_cols(cache, &src.contiguous()?.reshape((t, width))?, 0, slots)
+}
+
+/// `cache[slots[t]] = src[t, col..col + width]` (width: the cache's row), the rules of
+/// [`reshape_and_cache`] otherwise. `src`: `[T, src_width]`, contiguous, e.g. the fused
+/// qkv rows with `col` at the K (or V) heads.
+pub fn reshape_and_cache_cols(
+    cache: &Tensor,
+    src: &Tensor,
+    col: usize,
+    slots: &Tensor,
+) -> Result<()> {
     if cache.rank() < 2 {
         input_err!(
             "reshape_and_cache: cache must be [num_slots, width], got {:?}",
@@ -29,15 +51,17 @@ pub fn reshape_and_cache(cache: &Tensor, src: &Tensor, slots: &Tensor) -> Result
     }
     let num_slots = cache.dims()[0];
     let width = cache.dims()[1..].iter().product::<usize>();
-    if src.rank() < 2 || src.dims()[1..].iter().product::<usize>() != width {
+    let (t, src_width) = match src.dims() {
+        &[t, w] => (t, w),
+        d => input_err!("reshape_and_cache: src {d:?} must be [tokens, width]"),
+    };
+    if col + width > src_width {
         input_err!(
-            "reshape_and_cache: src {:?} must be [tokens, {width}] or [tokens, kv_heads, head_dim] \
-             with kv_heads * head_dim = {width} (cache {:?})",
-            src.shape(),
+            "reshape_and_cache: columns {col}..{} of src rows of {src_width} (cache {:?})",
+            col + width,
             cache.shape()
         );
     }
-    let t = src.dims()[0];
     if !matches!(cache.dtype(), DType::F32 | DType::F16 | DType::BF16) {
         input_err!(
             "reshape_and_cache: cache is {:?}; expected f32, f16 or bf16",
@@ -51,10 +75,11 @@ pub fn reshape_and_cache(cache: &Tensor, src: &Tensor, slots: &Tensor) -> Result
             src.dtype()
         );
     }
-    if !cache.is_contiguous() {
+    if !cache.is_contiguous() || !src.is_contiguous() {
         input_err!(
-            "reshape_and_cache: cache {:?} must be contiguous (written in place)",
-            cache.shape()
+            "reshape_and_cache: cache {:?} and src {:?} must be contiguous",
+            cache.shape(),
+            src.shape()
         );
     }
     if slots.dims() != [t] || slots.dtype() != DType::U32 {
@@ -79,8 +104,8 @@ pub fn reshape_and_cache(cache: &Tensor, src: &Tensor, slots: &Tensor) -> Result
     if t == 0 {
         return Ok(());
     }
-    let (src, slots) = (src.contiguous()?, slots.contiguous()?);
-    Ok(cache.inplace_op3(&src, &slots, &ReshapeAndCache)?)
+    let slots = slots.contiguous()?;
+    Ok(cache.inplace_op3(src, &slots, &ReshapeAndCache { col })?)
 }
 
 /// The first slot that is neither in range nor [`SKIP_SLOT`].
@@ -104,7 +129,10 @@ pub fn reference(cache: &[f32], src: &[f32], slots: &[u32], width: usize) -> Vec
     out
 }
 
-struct ReshapeAndCache;
+struct ReshapeAndCache {
+    /// First column of the rows copied out of src.
+    col: usize,
+}
 
 /// Units per row (16-byte vectors or single elements) as the .cu header describes.
 fn units(width: usize, vec: bool, elem_size: usize) -> (usize, usize) {
@@ -118,7 +146,7 @@ fn units(width: usize, vec: bool, elem_size: usize) -> (usize, usize) {
 /// The CPU port: per token (block), the row's units copied in the kernel's order.
 fn cpu_scatter<T: Float>(
     cache: &mut [T],
-    src: &[T],
+    (src, src_width, col): (&[T], usize, usize),
     slots: &[u32],
     width: usize,
 ) -> candle_core::Result<()> {
@@ -133,7 +161,7 @@ fn cpu_scatter<T: Float>(
         if slot as usize >= num_slots {
             continue; // SKIP_SLOT
         }
-        let (s, d) = (t * width, slot as usize * width);
+        let (s, d) = (t * src_width + col, slot as usize * width);
         for u in 0..n {
             cache[d + u * p..d + (u + 1) * p].copy_from_slice(&src[s + u * p..s + (u + 1) * p]);
         }
@@ -156,8 +184,10 @@ impl InplaceOp3 for ReshapeAndCache {
         l3: &Layout,
     ) -> candle_core::Result<()> {
         let width = l1.shape().elem_count() / l1.dims()[0].max(1);
+        let src_width = l2.dims().get(1).copied().unwrap_or(width);
         with_float!(s1.dtype(), T => {
             let (src, slots) = (cpu::slice::<T>(s2, l2)?, cpu::slice::<u32>(s3, l3)?);
+            let src = (src, src_width, self.col);
             cpu_scatter(cpu::slice_mut::<T>(s1, l1)?, src, slots, width)
         })
     }
@@ -178,9 +208,13 @@ impl InplaceOp3 for ReshapeAndCache {
         let width = l1.shape().elem_count() / num_slots.max(1);
         let t = l3.shape().elem_count();
         let dtype = s1.dtype();
+        let src_width = l2.dims().get(1).copied().unwrap_or(width);
+        let size = dtype.size_in_bytes();
         let cache = cuda::ptr(s1, l1)?;
-        let (src, slots) = (cuda::ptr(s2, l2)?, cuda::ptr(s3, l3)?);
-        let vec = cache % 16 == 0 && src % 16 == 0;
+        let src = cuda::ptr(s2, l2)? + (self.col * size) as u64;
+        let slots = cuda::ptr(s3, l3)?;
+        let vec =
+            cache % 16 == 0 && src.is_multiple_of(16) && (src_width * size).is_multiple_of(16);
         let (n, _) = units(width, vec, dtype.size_in_bytes());
         let threads = (n.div_ceil(32) * 32).clamp(32, 512);
         let f = cuda::func(
@@ -194,12 +228,14 @@ impl InplaceOp3 for ReshapeAndCache {
             shared_mem_bytes: 0,
         };
         let (t, width, num_slots, vec) = (t as i64, width as i64, num_slots as i64, vec as i32);
+        let src_width = src_width as i64;
         let mut b = f.builder();
-        candle_core::builder_arg!(b, cache, src, slots, t, width, num_slots, vec);
-        // SAFETY: cache addresses num_slots * width elements of `dtype`, src t * width,
-        // slots t u32 (contiguous, shapes checked by the wrapper; candle locks the cache
-        // mutably and rejects operands sharing its storage). Slots >= num_slots are
-        // skipped by the kernel. Signature: (T*, const T*, const u32*, i64, i64, i64, i32).
+        candle_core::builder_arg!(b, cache, src, slots, t, width, src_width, num_slots, vec);
+        // SAFETY: cache addresses num_slots * width elements of `dtype`; src (offset by
+        // `col`) t rows of src_width with col + width <= src_width; slots t u32
+        // (contiguous, shapes checked by the wrapper; candle locks the cache mutably and
+        // rejects operands sharing its storage). Slots >= num_slots are skipped by the
+        // kernel. Signature: (T*, const T*, const u32*, i64, i64, i64, i64, i32).
         unsafe { b.launch(cfg) }
             .map_err(|e| candle_core::Error::Msg(format!("reshape_and_cache: {e:?}")))?;
         Ok(())

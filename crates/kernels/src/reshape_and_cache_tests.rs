@@ -56,7 +56,7 @@ fn out_of_range_slot_is_an_error_and_leaves_the_cache_alone() -> anyhow::Result<
     assert!(harness::host_f32(&cache)?.iter().all(|&v| v == 0.0));
     // The CPU port checks too (before writing anything).
     let mut c = vec![0f32; 32];
-    assert!(cpu_scatter(&mut c, &[1f32; 16], &[0, 7], 8).is_err());
+    assert!(cpu_scatter(&mut c, (&[1f32; 16], 8, 0), &[0, 7], 8).is_err());
     assert!(c.iter().all(|&v| v == 0.0));
     Ok(())
 }
@@ -135,5 +135,34 @@ fn cuda_skips_out_of_range_slots() -> anyhow::Result<()> {
     let got = harness::host_f32(&cache)?;
     assert!(got[16..24].iter().all(|&v| v == 1.0));
     assert_eq!(got.iter().filter(|&&v| v != 0.0).count(), 8);
+    Ok(())
+}
+
+#[test]
+fn columns_of_wider_rows_equal_the_same_rows_copied_out() -> anyhow::Result<()> {
+    // qkv rows [q: 24 | k: 8 | v: 8]: caching columns 24..32 and 32..40 equals caching
+    // contiguous copies of k and v.
+    let dev = &Device::Cpu;
+    let (t, num_slots) = (5, 12);
+    for dtype in harness::DTYPES {
+        let (qkv, _) = harness::random_input(&[t, 40], 1.0, 3, dtype, dev)?;
+        let slots = Tensor::from_vec(vec![7u32, SKIP_SLOT, 0, 11, 4], t, dev)?;
+        for col in [24, 32] {
+            let a = Tensor::zeros((num_slots, 8), dtype, dev)?;
+            let b = Tensor::zeros((num_slots, 8), dtype, dev)?;
+            reshape_and_cache_cols(&a, &qkv, col, &slots)?;
+            reshape_and_cache(&b, &qkv.narrow(1, col, 8)?.contiguous()?, &slots)?;
+            assert_eq!(
+                harness::host_f32(&a)?,
+                harness::host_f32(&b)?,
+                "{dtype:?} {col}"
+            );
+        }
+        let c = Tensor::zeros((num_slots, 8), dtype, dev)?;
+        let err = reshape_and_cache_cols(&c, &qkv, 33, &slots)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("columns 33..41"), "{err}");
+    }
     Ok(())
 }

@@ -1,9 +1,11 @@
 //! Rotary position embedding in place, half-split (NeoX / Hugging Face) or interleaved
 //! (GPT-J / original Meta) (kernels/rope.cu).
 //!
-//! One call rotates one tensor (the decoder calls it for q and for k) by the cos/sin
-//! rows of its tokens' positions, computed in f32 from the stored cos/sin and rounded
-//! once.
+//! One call rotates the first `heads` heads of every row of a `[T, width]` matrix by
+//! the cos/sin rows of its tokens' positions, computed in f32 from the stored cos/sin
+//! and rounded once: the decoder rotates q and k together, in place in the fused qkv
+//! projection's output (rows `[q heads | k heads | v heads]`), with no copy.
+//! [`rope_inplace`] is the same on a `[T, heads, d]` tensor.
 
 use crate::cpu::{self, with_float, Float};
 use crate::error::{input_err, same_device, Result};
@@ -34,8 +36,43 @@ pub fn rope_inplace(x: &Tensor, cos_sin: &Tensor, positions: &Tensor, neox: bool
             x.shape()
         ),
     };
+    if !x.is_contiguous() {
+        input_err!(
+            "rope: x {:?} must be contiguous (it is rotated in place)",
+            x.shape()
+        );
+    }
+    rope_rows_inplace(
+        &x.reshape((t, heads * d))?,
+        cos_sin,
+        positions,
+        heads,
+        d,
+        neox,
+    )
+}
+
+/// Rotate the first `heads` heads of `head_dim` of every row of `x` `[T, width]` in
+/// place (`width >= heads * head_dim`; the rest of each row is left as it is), with the
+/// rules of [`rope_inplace`]. `x` contiguous.
+pub fn rope_rows_inplace(
+    x: &Tensor,
+    cos_sin: &Tensor,
+    positions: &Tensor,
+    heads: usize,
+    head_dim: usize,
+    neox: bool,
+) -> Result<()> {
+    let d = head_dim;
+    let (t, width) = match x.dims() {
+        &[t, w] => (t, w),
+        _ => input_err!("rope: x must be [tokens, width], got {:?}", x.shape()),
+    };
     if d == 0 || !d.is_multiple_of(2) || d > MAX_HEAD_DIM {
         input_err!("rope: head_dim {d} must be even and in 2..={MAX_HEAD_DIM}");
+    }
+    if heads == 0 || heads * d > width {
+        input_err!("rope: {heads} heads of {d} do not fit in rows of {width}");
     }
     if heads * d / 2 > i32::MAX as usize {
         input_err!("rope: heads * head_dim / 2 = {} exceeds i32", heads * d / 2);
@@ -85,7 +122,7 @@ pub fn rope_inplace(x: &Tensor, cos_sin: &Tensor, positions: &Tensor, neox: bool
         return Ok(());
     }
     let (cos_sin, positions) = (cos_sin.contiguous()?, positions.contiguous()?);
-    Ok(x.inplace_op3(&cos_sin, &positions, &Rope { neox })?)
+    Ok(x.inplace_op3(&cos_sin, &positions, &Rope { neox, heads, d })?)
 }
 
 /// The reference, with plain loops: `x` `[T, heads, d]`, `cos_sin` `[max_pos, d]`.
@@ -131,16 +168,18 @@ fn pairs_per_unit(half: usize, neox: bool, vec: bool, elem_size: usize) -> usize
 
 struct Rope {
     neox: bool,
+    heads: usize,
+    d: usize,
 }
 
 /// The CPU port: per token, its cos/sin row as f32, then the units of V pairs as the
 /// kernel's threads take them.
 fn cpu_rope<T: Float>(
     x: &mut [T],
+    row_stride: usize,
     cs: &[T],
     pos: &[u32],
-    heads: usize,
-    d: usize,
+    (heads, d): (usize, usize),
     neox: bool,
 ) -> candle_core::Result<()> {
     let max_pos = cs.len() / d;
@@ -157,7 +196,7 @@ fn cpu_rope<T: Float>(
         for (c, &s) in c.iter_mut().zip(&cs[p as usize * d..(p as usize + 1) * d]) {
             *c = s.f();
         }
-        let xt = &mut x[t * heads * d..(t + 1) * heads * d];
+        let xt = &mut x[t * row_stride..t * row_stride + heads * d];
         for u in 0..heads * per_head {
             let h = u / per_head;
             let i0 = (u - h * per_head) * v;
@@ -190,10 +229,11 @@ impl InplaceOp3 for Rope {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> candle_core::Result<()> {
-        let (_, heads, d) = l1.shape().dims3()?;
+        let (_, width) = l1.shape().dims2()?;
+        let geo = (self.heads, self.d);
         with_float!(s1.dtype(), T => {
             let (cs, pos) = (cpu::slice::<T>(s2, l2)?, cpu::slice::<u32>(s3, l3)?);
-            cpu_rope(cpu::slice_mut::<T>(s1, l1)?, cs, pos, heads, d, self.neox)
+            cpu_rope(cpu::slice_mut::<T>(s1, l1)?, width, cs, pos, geo, self.neox)
         })
     }
 
@@ -209,12 +249,13 @@ impl InplaceOp3 for Rope {
     ) -> candle_core::Result<()> {
         use crate::cuda;
         use candle_core::cuda::cudarc::driver::{LaunchConfig, PushKernelArg};
-        let (t, heads, d) = l1.shape().dims3()?;
+        let (t, width) = l1.shape().dims2()?;
+        let (heads, d) = (self.heads, self.d);
         let max_pos = l2.shape().dims2()?.0;
         let dtype = s1.dtype();
         let x = cuda::ptr(s1, l1)?;
         let (cs, pos) = (cuda::ptr(s2, l2)?, cuda::ptr(s3, l3)?);
-        let vec = x % 16 == 0;
+        let vec = x % 16 == 0 && (width * dtype.size_in_bytes()).is_multiple_of(16);
         let units = heads * (d / 2 / pairs_per_unit(d / 2, self.neox, vec, dtype.size_in_bytes()));
         let threads = (units.div_ceil(32) * 32).clamp(32, 512);
         let f = cuda::func(
@@ -227,15 +268,15 @@ impl InplaceOp3 for Rope {
             block_dim: (threads as u32, 1, 1),
             shared_mem_bytes: (d * 4) as u32,
         };
-        let (t, heads, d, max_pos) = (t as i64, heads as i32, d as i32, max_pos as i64);
-        let (neox, vec) = (self.neox as i32, vec as i32);
+        let (t, width, heads, d) = (t as i64, width as i64, heads as i32, d as i32);
+        let (max_pos, neox, vec) = (max_pos as i64, self.neox as i32, vec as i32);
         let mut b = f.builder();
-        candle_core::builder_arg!(b, x, cs, pos, t, heads, d, max_pos, neox, vec);
-        // SAFETY: x addresses t * heads * d elements of `dtype`, cos_sin max_pos * d,
-        // positions t u32 (contiguous, shapes checked by the wrapper; candle locks x
-        // mutably and rejects operands sharing its storage). Positions >= max_pos are
-        // skipped by the kernel. Shared memory: d f32 (d <= MAX_HEAD_DIM). Signature:
-        // (T*, const T*, const u32*, i64, i32, i32, i64, i32, i32).
+        candle_core::builder_arg!(b, x, cs, pos, t, width, heads, d, max_pos, neox, vec);
+        // SAFETY: x addresses t rows of `width` elements of `dtype` (heads * d <= width),
+        // cos_sin max_pos * d, positions t u32 (contiguous, shapes checked by the wrapper;
+        // candle locks x mutably and rejects operands sharing its storage). Positions >=
+        // max_pos are skipped by the kernel. Shared memory: d f32 (d <= MAX_HEAD_DIM).
+        // Signature: (T*, const T*, const u32*, i64, i64, i32, i32, i64, i32, i32).
         unsafe { b.launch(cfg) }.map_err(|e| candle_core::Error::Msg(format!("rope: {e:?}")))?;
         Ok(())
     }

@@ -93,7 +93,7 @@ fn out_of_range_position_is_an_error_and_leaves_x_alone() -> anyhow::Result<()> 
     assert_eq!(harness::host_f32(&x)?, xh);
     // The CPU port checks too (before writing anything).
     let (mut xs, cs2) = (xh.clone(), cos_sin_table(4, 8));
-    assert!(cpu_rope(&mut xs, &cs2, &[0, 1, 9], 2, 8, false).is_err());
+    assert!(cpu_rope(&mut xs, 16, &cs2, &[0, 1, 9], (2, 8), false).is_err());
     assert_eq!(xs, xh);
     Ok(())
 }
@@ -176,5 +176,34 @@ fn cuda_skips_out_of_range_positions() -> anyhow::Result<()> {
     let cs = Tensor::from_vec(cos_sin_table(4, 8), (4, 8), dev)?;
     rope_inplace(&x, &cs, &Tensor::new(&[0u32, 4, u32::MAX], dev)?, true)?;
     assert_eq!(harness::host_f32(&x)?, xh); // pos 0: identity; 4 and MAX: skipped
+    Ok(())
+}
+
+#[test]
+fn rows_rotate_the_leading_heads_in_place_and_leave_the_rest() -> anyhow::Result<()> {
+    // Rows [q: 4 heads | k: 2 heads | v: 2 heads] of d = 16: rotating the first 6 heads of
+    // each row equals rotating copies of q and k alone; v is untouched.
+    let dev = &Device::Cpu;
+    let (t, d) = (7, 16);
+    for dtype in harness::DTYPES {
+        for neox in [true, false] {
+            let (qkv, _) = harness::random_input(&[t, 8 * d], 2.0, 11, dtype, dev)?;
+            let cs = Tensor::from_vec(cos_sin_table(40, d), (40, d), dev)?.to_dtype(dtype)?;
+            let pos = Tensor::from_vec((0..t as u32).map(|i| i * 5).collect::<Vec<_>>(), t, dev)?;
+            let qk = qkv.narrow(1, 0, 6 * d)?.reshape((t, 6, d))?.contiguous()?;
+            let v = harness::host_f32(&qkv.narrow(1, 6 * d, 2 * d)?)?;
+            rope_inplace(&qk, &cs, &pos, neox)?;
+            rope_rows_inplace(&qkv, &cs, &pos, 6, d, neox)?;
+            let got_qk = harness::host_f32(&qkv.narrow(1, 0, 6 * d)?)?;
+            assert_eq!(got_qk, harness::host_f32(&qk)?, "{dtype:?} neox={neox}");
+            assert_eq!(harness::host_f32(&qkv.narrow(1, 6 * d, 2 * d)?)?, v);
+        }
+    }
+    let x = Tensor::zeros((2, 10), DType::F32, dev)?;
+    let cs = Tensor::zeros((4, 4), DType::F32, dev)?;
+    let err = rope_rows_inplace(&x, &cs, &Tensor::zeros(2, DType::U32, dev)?, 3, 4, true)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("do not fit"), "{err}");
     Ok(())
 }

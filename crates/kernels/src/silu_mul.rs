@@ -1,4 +1,6 @@
-//! `out = silu(gate) * up`, the SwiGLU activation, in one pass (kernels/silu_mul.cu).
+//! `out = silu(gate) * up` of the MLP's fused gate/up projection, in one pass
+//! (kernels/silu_mul.cu; vLLM's `silu_and_mul`): the input row is `[gate | up]`, the
+//! output row half as wide, so the gate/up matmul stays one GEMM and no copy splits it.
 //!
 //! This module is the template for a kernel: the public op, the candle `CustomOp`
 //! (CPU port in `cpu_fwd`, CUDA launch in `cuda_fwd`), the reference, the
@@ -7,59 +9,80 @@
 use crate::cpu::{self, with_float, Float};
 use crate::error::{input_err, Result};
 use crate::harness::{self, BenchCase, Check, KernelSpec};
+use crate::Fill;
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp2, DType, Device, Layout, Shape, Tensor, WithDType};
+use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Shape, Tensor, WithDType};
 
-/// `silu(gate) * up` elementwise. `gate`, `up`: same shape and float dtype.
-pub fn silu_mul(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
-    if gate.shape() != up.shape() {
-        input_err!(
-            "silu_mul: gate {:?} and up {:?} differ in shape",
-            gate.shape(),
-            up.shape()
-        );
-    }
-    if gate.dtype() != up.dtype() {
-        input_err!(
-            "silu_mul: gate is {:?}, up is {:?}",
-            gate.dtype(),
-            up.dtype()
-        );
-    }
-    let (gate, up) = (gate.contiguous()?, up.contiguous()?);
-    Ok(gate.apply_op2_no_bwd(&up, &SiluMul)?)
+/// `silu(gate) * up` of `gate_up` = `[.., 2 * I]` (gate the first `I` columns of each
+/// row, up the last `I`); returns `[.., I]`. A float dtype (f32, f16, bf16).
+pub fn silu_mul(gate_up: &Tensor) -> Result<Tensor> {
+    silu_mul_with(gate_up, Fill::Uninit)
 }
 
-/// The reference, written the obvious way in f32.
-pub fn reference(gate: &[f32], up: &[f32]) -> Vec<f32> {
-    gate.iter()
-        .zip(up)
-        .map(|(&g, &u)| g / (1.0 + (-g).exp()) * u)
+/// [`silu_mul`] with its output filled as `fill` says before the kernel runs (the
+/// harness poisons it).
+pub fn silu_mul_with(gate_up: &Tensor, fill: Fill) -> Result<Tensor> {
+    let width = gate_up.dims().last().copied().unwrap_or(0);
+    if gate_up.rank() == 0 || width == 0 || width % 2 != 0 {
+        input_err!(
+            "silu_mul: gate_up {:?} must be [.., 2 * intermediate] with intermediate >= 1",
+            gate_up.shape()
+        );
+    }
+    if !matches!(gate_up.dtype(), DType::F32 | DType::F16 | DType::BF16) {
+        input_err!(
+            "silu_mul: dtype {:?} unsupported (f32, f16, bf16)",
+            gate_up.dtype()
+        );
+    }
+    Ok(gate_up.contiguous()?.apply_op1_no_bwd(&SiluMul { fill })?)
+}
+
+/// The reference, written the obvious way in f32: rows of `[gate | up]` of width `2 i`.
+pub fn reference(gate_up: &[f32], i: usize) -> Vec<f32> {
+    gate_up
+        .chunks(2 * i)
+        .flat_map(|row| {
+            let (gate, up) = row.split_at(i);
+            gate.iter()
+                .zip(up)
+                .map(|(&g, &u)| g / (1.0 + (-g).exp()) * u)
+        })
         .collect()
 }
 
-struct SiluMul;
+/// The output shape: the input's with the last dimension halved.
+fn half_shape(l: &Layout) -> Shape {
+    let mut dims = l.dims().to_vec();
+    if let Some(last) = dims.last_mut() {
+        *last /= 2;
+    }
+    Shape::from(dims)
+}
 
-impl CustomOp2 for SiluMul {
+struct SiluMul {
+    fill: Fill,
+}
+
+impl CustomOp1 for SiluMul {
     fn name(&self) -> &'static str {
         "silu_mul"
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let shape = half_shape(l1);
+        let i = shape.dims().last().copied().unwrap_or(1).max(1);
         with_float!(s1.dtype(), T => {
-            let (g, u) = (cpu::slice::<T>(s1, l1)?, cpu::slice::<T>(s2, l2)?);
-            let mut out = cpu::out_vec::<T>(g.len());
-            for ((o, &g), &u) in out.iter_mut().zip(g).zip(u) {
-                let g = g.f();
-                *o = T::from_f(g / (1.0 + (-g).exp()) * u.f());
+            let x = cpu::slice::<T>(s1, l1)?;
+            let mut out = cpu::out_vec::<T>(x.len() / 2, self.fill);
+            for (o, row) in out.chunks_mut(i).zip(x.chunks(2 * i)) {
+                let (gate, up) = row.split_at(i);
+                for ((o, &g), &u) in o.iter_mut().zip(gate).zip(up) {
+                    let g = g.f();
+                    *o = T::from_f(g / (1.0 + (-g).exp()) * u.f());
+                }
             }
-            Ok((T::to_cpu_storage_owned(out), l1.shape().clone()))
+            Ok((T::to_cpu_storage_owned(out), shape))
         })
     }
 
@@ -68,20 +91,16 @@ impl CustomOp2 for SiluMul {
         &self,
         s1: &candle_core::CudaStorage,
         l1: &Layout,
-        s2: &candle_core::CudaStorage,
-        l2: &Layout,
     ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
         use crate::cuda;
         use candle_core::cuda::cudarc::driver::{LaunchConfig, PushKernelArg};
         let dev = &s1.device;
-        let n = l1.shape().elem_count();
+        let shape = half_shape(l1);
+        let n = shape.elem_count();
+        let i = shape.dims().last().copied().unwrap_or(1).max(1);
         let dtype = s1.dtype();
-        let out = cuda::alloc_storage(dev, dtype, n)?;
-        let (g, u, o) = (
-            cuda::ptr(s1, l1)?,
-            cuda::ptr(s2, l2)?,
-            cuda::ptr(&out, &Layout::contiguous(n))?,
-        );
+        let out = cuda::alloc_storage(dev, dtype, n, self.fill)?;
+        let (x, o) = (cuda::ptr(s1, l1)?, cuda::ptr(&out, &Layout::contiguous(n))?);
         let f = cuda::func(
             dev,
             "silu_mul",
@@ -93,12 +112,13 @@ impl CustomOp2 for SiluMul {
             shared_mem_bytes: 0,
         };
         let mut b = f.builder();
-        candle_core::builder_arg!(b, g, u, o, n as i64);
-        // SAFETY: g, u, o address n elements of `dtype` each (checked contiguous, same
-        // shape by the wrapper); the kernel's signature is (T*, T*, T*, int64).
+        candle_core::builder_arg!(b, x, o, n as i64, i as i64);
+        // SAFETY: x addresses 2 * n elements of `dtype` (rows of [gate | up], checked
+        // contiguous by the wrapper), o the n fresh output elements; the kernel's
+        // signature is (const T*, T*, int64 n, int64 i).
         unsafe { b.launch(cfg) }
             .map_err(|e| candle_core::Error::Msg(format!("silu_mul: {e:?}")))?;
-        Ok((out, l1.shape().clone()))
+        Ok((out, shape))
     }
 }
 
@@ -110,13 +130,19 @@ impl KernelSpec for Spec {
         "silu_mul"
     }
     fn about(&self) -> &'static str {
-        "out = silu(gate) * up (SwiGLU activation), one pass"
+        "out = silu(gate) * up of rows [gate | up] (SwiGLU activation), one pass"
     }
     fn shape_names(&self) -> &'static str {
         "tokens,intermediate"
     }
     fn test_shapes(&self) -> Vec<Vec<usize>> {
-        vec![vec![1, 8], vec![3, 77], vec![17, 1000], vec![64, 14336]]
+        vec![
+            vec![1, 8],
+            vec![3, 77],
+            vec![2, 3],
+            vec![17, 1000],
+            vec![64, 14336],
+        ]
     }
     fn bench_shapes(&self) -> Vec<Vec<usize>> {
         vec![
@@ -128,22 +154,20 @@ impl KernelSpec for Spec {
     }
     fn check(&self, dev: &Device, dtype: DType, shape: &[usize], seed: u64) -> Result<Check> {
         let [t, i] = harness::dims::<2>(shape, self.shape_names())?;
-        let (gate, g) = harness::random_input(&[t, i], 4.0, seed, dtype, dev)?;
-        let (up, u) = harness::random_input(&[t, i], 2.0, seed + 1, dtype, dev)?;
-        let out = harness::host_f32(&silu_mul(&gate, &up)?)?;
+        let (gate_up, x) = harness::random_input(&[t, 2 * i], 4.0, seed, dtype, dev)?;
+        let out = harness::host_f32(&silu_mul_with(&gate_up, Fill::Poison)?)?;
         Ok(harness::compare(
             &out,
-            &reference(&g, &u),
+            &reference(&x, i),
             harness::tolerance(dtype),
         ))
     }
     fn bench(&self, dev: &Device, dtype: DType, shape: &[usize]) -> Result<BenchCase> {
         let [t, i] = harness::dims::<2>(shape, self.shape_names())?;
-        let (gate, _) = harness::random_input(&[t, i], 4.0, 1, dtype, dev)?;
-        let (up, _) = harness::random_input(&[t, i], 2.0, 2, dtype, dev)?;
+        let (gate_up, _) = harness::random_input(&[t, 2 * i], 4.0, 1, dtype, dev)?;
         let bytes = 3 * t * i * dtype.size_in_bytes();
         Ok(BenchCase {
-            run: Box::new(move || silu_mul(&gate, &up).map(|_| ())),
+            run: Box::new(move || silu_mul(&gate_up).map(|_| ())),
             bytes: bytes as u64,
             flops: (5 * t * i) as u64,
         })
@@ -160,13 +184,31 @@ mod tests {
     }
 
     #[test]
-    fn rejects_mismatched_inputs() -> anyhow::Result<()> {
+    fn splits_each_row_into_gate_and_up() -> anyhow::Result<()> {
+        // Rows [g0 g1 | u0 u1]: out = [silu(g0) u0, silu(g1) u1].
+        let x = Tensor::new(
+            &[[1.0f32, -2.0, 3.0, 0.5], [0.0, 4.0, 7.0, -1.0]],
+            &Device::Cpu,
+        )?;
+        let got = silu_mul(&x)?.to_vec2::<f32>()?;
+        let silu = |g: f32| g / (1.0 + (-g).exp());
+        let want = [
+            [silu(1.0) * 3.0, silu(-2.0) * 0.5],
+            [silu(0.0) * 7.0, -silu(4.0)],
+        ];
+        for (g, w) in got.iter().flatten().zip(want.iter().flatten()) {
+            assert!((g - w).abs() < 1e-6, "{got:?} vs {want:?}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn rejects_odd_widths_and_integer_dtypes() -> anyhow::Result<()> {
         let a = Tensor::zeros((2, 3), DType::F32, &Device::Cpu)?;
-        let b = Tensor::zeros((3, 2), DType::F32, &Device::Cpu)?;
-        let err = silu_mul(&a, &b).unwrap_err().to_string();
-        assert!(err.contains("differ in shape"), "{err}");
-        let c = Tensor::zeros((2, 3), DType::BF16, &Device::Cpu)?;
-        assert!(silu_mul(&a, &c).is_err());
+        let err = silu_mul(&a).unwrap_err().to_string();
+        assert!(err.contains("2 * intermediate"), "{err}");
+        let b = Tensor::zeros((2, 4), DType::U32, &Device::Cpu)?;
+        assert!(silu_mul(&b).is_err());
         Ok(())
     }
 

@@ -1,68 +1,50 @@
-//! Attention over the paged KV cache with candle ops (the `--kernels candle` path; the
-//! fused path is engine-kernels' paged_decode / paged_prefill).
+//! Attention over the paged KV cache with candle ops: the math of the `--kernels
+//! candle` path (ops/candle.rs; the fused path is engine-kernels' paged_decode /
+//! paged_prefill).
 //!
-//! The batch is flattened: every scheduled token of every sequence is one row. For each
-//! sequence the new tokens are the last `query_len` of its `context_len` positions; they
-//! attend to the sequence's cached context plus themselves (causal), read through its
-//! block table, optionally restricted to a sliding window. Prefill, chunked prefill and
-//! decode are the same computation with different `query_len`.
+//! For each sequence the new tokens are the last `query_len` of its `context_len`
+//! positions; they attend to the sequence's cached context plus themselves (causal),
+//! read through its block table, optionally restricted to a sliding window (the rule is
+//! engine_kernels::paged's, shared with the kernels). Decode rows are attended to
+//! together over a padded gather of their blocks; prefill chunks one at a time.
 
-use crate::inputs::CandleAttn;
 use crate::kv_cache::KvCache;
 use crate::Result;
-use candle_core::{DType, Tensor};
+use candle_core::{DType, Device, Tensor};
+use engine_kernels::paged;
 
-/// Host-side description of one sequence in a forward batch.
-#[derive(Debug, Clone)]
-pub struct SeqSlice {
-    /// First row of this sequence's tokens in the flattened batch.
-    pub query_start: usize,
-    /// Number of new tokens this step.
-    pub query_len: usize,
-    /// Tokens in the cache after this step (cached + new).
-    pub context_len: usize,
-    /// The sequence's blocks, in order: [num_blocks] u32.
-    pub block_table: Tensor,
-}
-
-/// The decoding sequences of a batch (one new token each), attended to together over a
-/// padded gather of their blocks: a handful of kernels however many sequences decode.
-#[derive(Debug, Clone)]
-pub struct DecodeBatch {
-    /// Rows of these sequences' tokens in the flattened batch: [B] u32.
-    pub rows: Tensor,
-    /// Block tables padded to the longest: [B, max_blocks] u32.
-    pub block_tables: Tensor,
-    /// Additive mask over the padded context: [B, 1, 1, max_blocks * block_size] f32
-    /// (0 for positions the query may see, -inf for padding and outside the window).
-    pub mask: Tensor,
-}
-
-impl DecodeBatch {
-    /// Build from host data: each entry is (row, context_len, block_table).
-    pub fn build(
-        entries: &[(u32, usize, &[u32])],
-        block_size: usize,
-        sliding_window: Option<usize>,
-        device: &candle_core::Device,
-    ) -> Result<Self> {
-        let b = entries.len();
-        let max_blocks = entries.iter().map(|e| e.2.len()).max().unwrap_or(1).max(1);
-        let width = max_blocks * block_size;
-        let mut tables = vec![0u32; b * max_blocks];
-        let mut mask = vec![f32::NEG_INFINITY; b * width];
-        for (i, (_, ctx, table)) in entries.iter().enumerate() {
-            tables[i * max_blocks..i * max_blocks + table.len()].copy_from_slice(table);
-            let first = sliding_window.map_or(0, |w| ctx.saturating_sub(w));
-            mask[i * width + first..i * width + ctx].fill(0.0);
-        }
-        let rows: Vec<u32> = entries.iter().map(|e| e.0).collect();
-        Ok(Self {
-            rows: Tensor::from_vec(rows, b, device)?,
-            block_tables: Tensor::from_vec(tables, (b, max_blocks), device)?,
-            mask: Tensor::from_vec(mask, (b, 1, 1, width), device)?,
-        })
+/// Additive mask for decode rows over their padded gathered contexts:
+/// [B, 1, 1, width] f32, 0 where row b's query (at position ctx_b - 1) sees the key,
+/// -inf for keys outside its window and for padding.
+pub fn decode_mask(
+    context_lens: &[u32],
+    width: usize,
+    sliding_window: Option<usize>,
+    device: &Device,
+) -> Result<Tensor> {
+    let b = context_lens.len();
+    let mut mask = vec![f32::NEG_INFINITY; b * width];
+    for (row, &ctx) in mask.chunks_mut(width.max(1)).zip(context_lens) {
+        let ctx = (ctx as usize).min(width);
+        let first = paged::first_visible(ctx.saturating_sub(1), sliding_window);
+        row[first..ctx].fill(0.0);
     }
+    Ok(Tensor::from_vec(mask, (b, 1, 1, width), device)?)
+}
+
+/// Gather one sequence's first `context_len` tokens of one layer through its block
+/// table ([num_blocks] u32). Returns K and V as [context_len, kv_heads, head_dim].
+pub fn gather(
+    kv: &KvCache,
+    layer: usize,
+    block_table: &Tensor,
+    context_len: usize,
+) -> Result<(Tensor, Tensor)> {
+    let nb = block_table.dim(0)?;
+    let (k, v) = kv.gather_blocks(layer, block_table)?; // [nb * block_size, kv_heads, d]
+    let (k, v) = (k.narrow(0, 0, context_len)?, v.narrow(0, 0, context_len)?);
+    debug_assert!(nb * kv.block_size() >= context_len);
+    Ok((k, v))
 }
 
 /// Attention of B decoding queries over their padded contexts.
@@ -82,10 +64,10 @@ pub fn decode_sdpa(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor) -> Result<
     Ok(probs.matmul(&v)?.reshape((b, heads * d))?) // [B, kv_heads, group, d] -> [B, heads*d]
 }
 
-/// Additive mask [query_len, context_len]: 0 where allowed, -inf elsewhere.
+/// Additive mask [query_len, context_len] (row-major): 0 where allowed, -inf elsewhere.
 /// Query `i` sits at absolute position `context_len - query_len + i`; key `j` is allowed
-/// when `j <= pos` and, with a window `w`, `pos - j < w` (the Hugging Face convention:
-/// a window of `w` positions including the query's own).
+/// when [`paged::visible`]. `None` when nothing is hidden (a lone query with its whole
+/// context in the window).
 pub fn attention_mask(
     query_len: usize,
     context_len: usize,
@@ -97,12 +79,10 @@ pub fn attention_mask(
         return None;
     }
     let mut mask = vec![0f32; query_len * context_len];
-    for i in 0..query_len {
-        let pos = first + i;
-        for j in 0..context_len {
-            let in_window = sliding_window.is_none_or(|w| pos - j.min(pos) < w);
-            if j > pos || !in_window {
-                mask[i * context_len + j] = f32::NEG_INFINITY;
+    for (i, row) in mask.chunks_mut(context_len).enumerate() {
+        for (j, m) in row.iter_mut().enumerate() {
+            if !paged::visible(first + i, j, sliding_window) {
+                *m = f32::NEG_INFINITY;
             }
         }
     }
@@ -112,7 +92,8 @@ pub fn attention_mask(
 /// Scaled dot-product attention of one sequence's new tokens against its context.
 /// `q`: [query_len, num_heads, head_dim]; `k`, `v`: [context_len, num_kv_heads, head_dim].
 /// Returns [query_len, num_heads * head_dim].
-pub fn sdpa(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&[f32]>) -> Result<Tensor> {
+/// `mask`: [query_len, context_len] f32 from [`attention_mask`], on the device.
+pub fn sdpa(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
     let (len, heads, d) = q.dims3()?;
     let (ctx, kv_heads, _) = k.dims3()?;
     let group = heads / kv_heads;
@@ -129,7 +110,7 @@ pub fn sdpa(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&[f32]>) -> Result<
     let scores = match mask {
         None => scores,
         Some(mask) => {
-            let mask = Tensor::from_slice(mask, (len, ctx), scores.device())?;
+            let mask = mask.reshape((len, ctx))?;
             scores
                 .reshape((kv_heads, group, len, ctx))?
                 .broadcast_add(&mask)?
@@ -143,38 +124,6 @@ pub fn sdpa(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&[f32]>) -> Result<
         .transpose(0, 1)? // [len, heads, d]
         .reshape((len, heads * d))?;
     Ok(out)
-}
-
-/// Attention for a whole flattened batch: store the new K/V, then attend. Decoding
-/// sequences go together; the others (prefill chunks) one by one.
-/// `q`: [num_tokens, heads, d]; `k`, `v`: [num_tokens, kv_heads, d].
-pub fn paged_attention(
-    layer: usize,
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    kv: &KvCache,
-    attn: &CandleAttn,
-    sliding_window: Option<usize>,
-) -> Result<Tensor> {
-    kv.write(layer, k, v, &attn.slot_index)?;
-    let mut outs = Vec::with_capacity(attn.seqs.len() + 1);
-    if let Some(db) = &attn.decode {
-        let q_d = q.index_select(&db.rows, 0)?; // [B, heads, d]
-        let (k_d, v_d) = kv.gather_batch(layer, &db.block_tables)?;
-        outs.push(decode_sdpa(&q_d, &k_d, &v_d, &db.mask)?);
-    }
-    for s in &attn.seqs {
-        let q_s = q.narrow(0, s.query_start, s.query_len)?;
-        let (k_s, v_s) = kv.gather(layer, &s.block_table, s.context_len)?;
-        let mask = attention_mask(s.query_len, s.context_len, sliding_window);
-        outs.push(sdpa(&q_s, &k_s, &v_s, mask.as_deref())?);
-    }
-    let out = Tensor::cat(&outs, 0)?; // decode rows first, then the others
-    Ok(match &attn.row_order {
-        Some(order) => out.index_select(order, 0)?,
-        None => out,
-    })
 }
 
 /// `x.max(D::Minus1)` shaped helper kept for tests of masks.

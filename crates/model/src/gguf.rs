@@ -11,59 +11,64 @@
 //! ```
 //! qwen2 GGUFs are not permuted (llama.cpp rotates them half-split already).
 
+//!
+//! The header is read by `engine_formats::gguf` from a memory map of the file, which
+//! checks every count, type, dimension and offset against the file before anything is
+//! read; [`GgufWeights::raw`] gives a tensor's checked info and raw bytes (for kernels
+//! that keep weights quantized).
+
 use crate::config::{Architecture, DecoderConfig};
-use crate::weights::check_shape;
 use crate::{ModelError, Result};
-use candle_core::quantized::gguf_file::{Content, Value};
+use candle_core::quantized::{ggml_file::qtensor_from_ggml, GgmlDType};
 use candle_core::{Device, Tensor};
-use std::collections::HashMap;
-use std::fs::File;
+use engine_formats::gguf::{Gguf, Metadata, TensorInfo};
+use memmap2::Mmap;
 use std::path::{Path, PathBuf};
 
 /// An open GGUF file.
 pub struct GgufWeights {
     path: PathBuf,
-    file: File,
-    content: Content,
+    map: Mmap,
+    header: Gguf,
     unpermute_qk: bool,
     num_heads: usize,
     num_kv_heads: usize,
 }
 
-/// Open and check a GGUF file: header, metadata, and that every tensor lies inside it.
+/// Memory-map and check a GGUF file's header (no tensor data is read).
+pub fn read_header(path: &Path) -> Result<(Mmap, Gguf)> {
+    let file = std::fs::File::open(path).map_err(|e| ModelError::io(path, e))?;
+    // SAFETY: the file is mapped read-only and we never write through the map; a file
+    // changed by another process while mapped is outside what we support (as in every
+    // mmap loader, candle's included).
+    let map = unsafe { Mmap::map(&file) }.map_err(|e| ModelError::io(path, e))?;
+    let header = Gguf::parse(&map).map_err(|e| ModelError::weights(path, e.to_string()))?;
+    Ok((map, header))
+}
+
+/// Open and check a GGUF file: header, metadata, that every tensor lies inside it, and
+/// the decoder config its metadata describes.
 pub fn open(path: &Path) -> Result<(GgufWeights, DecoderConfig)> {
-    let mut file = File::open(path).map_err(|e| ModelError::io(path, e))?;
-    let content = Content::read(&mut file)
-        .map_err(|e| ModelError::weights(path, format!("not a valid GGUF file: {e}")))?;
-    let file_len = file.metadata().map_err(|e| ModelError::io(path, e))?.len();
-    for (name, info) in &content.tensor_infos {
-        let elems = info.shape.elem_count();
-        let bytes = (elems / info.ggml_dtype.block_size() * info.ggml_dtype.type_size()) as u64;
-        let end = content.tensor_data_offset + info.offset + bytes;
-        if end > file_len {
-            return Err(ModelError::weights(
-                path,
-                format!(
-                    "truncated: tensor `{name}` ends at byte {end} but the file has {file_len}"
-                ),
-            ));
-        }
-    }
-    let cfg = config_from_metadata(&content.metadata, &content, &path.display().to_string())?;
+    let (map, header) = read_header(path)?;
+    let cfg = crate::config::gguf::config_from_gguf(&header, &path.display().to_string())?;
     let weights = GgufWeights {
         path: path.to_path_buf(),
-        file,
+        map,
+        header,
         unpermute_qk: cfg.architecture == Architecture::Llama,
         num_heads: cfg.num_attention_heads,
         num_kv_heads: cfg.num_key_value_heads,
-        content,
     };
     Ok((weights, cfg))
 }
 
 impl GgufWeights {
-    pub fn metadata(&self) -> &HashMap<String, Value> {
-        &self.content.metadata
+    pub fn metadata(&self) -> &Metadata {
+        &self.header.metadata
+    }
+
+    pub fn header(&self) -> &Gguf {
+        &self.header
     }
 
     pub fn path(&self) -> &Path {
@@ -71,20 +76,37 @@ impl GgufWeights {
     }
 
     pub fn contains(&self, hf_name: &str) -> bool {
-        gguf_name(hf_name).is_some_and(|n| self.content.tensor_infos.contains_key(&n))
+        gguf_name(hf_name).is_some_and(|n| self.header.tensor(&n).is_some())
+    }
+
+    /// The checked info and raw bytes of the tensor of this GGUF name.
+    pub fn raw(&self, gguf_name: &str) -> Result<(&TensorInfo, &[u8])> {
+        let info = self.header.tensor(gguf_name).ok_or_else(|| {
+            ModelError::weights(&self.path, format!("missing tensor `{gguf_name}`"))
+        })?;
+        let bytes = self
+            .header
+            .tensor_bytes(&self.map, info)
+            .map_err(|e| ModelError::weights(&self.path, e.to_string()))?;
+        Ok((info, bytes))
     }
 
     /// Read, dequantize (f32) and, for llama q/k, un-permute the tensor `hf_name`.
-    pub fn get(&mut self, hf_name: &str, shape: &[usize]) -> Result<Tensor> {
+    pub fn get(&self, hf_name: &str, shape: &[usize]) -> Result<Tensor> {
         let name = gguf_name(hf_name).ok_or_else(|| {
             ModelError::weights(&self.path, format!("no GGUF name for tensor `{hf_name}`"))
         })?;
-        let q = self
-            .content
-            .tensor(&mut self.file, &name, &Device::Cpu)
-            .map_err(|e| ModelError::weights(&self.path, format!("tensor `{name}`: {e}")))?;
-        let t = q.dequantize(&Device::Cpu)?;
-        check_shape(&t, &name, shape, &self.path)?;
+        let (info, bytes) = self.raw(&name)?;
+        if info.shape() != shape {
+            return Err(ModelError::weights(
+                &self.path,
+                format!(
+                    "tensor `{name}` has shape {:?}, expected {shape:?}",
+                    info.shape()
+                ),
+            ));
+        }
+        let t = dequantize(info, bytes).map_err(|e| ModelError::weights(&self.path, e))?;
         let heads = if name.ends_with("attn_q.weight") {
             Some(self.num_heads)
         } else if name.ends_with("attn_k.weight") {
@@ -97,6 +119,53 @@ impl GgufWeights {
             _ => Ok(t),
         }
     }
+}
+
+/// candle's dtype for a ggml type id, for the types candle can dequantize.
+fn candle_dtype(id: u32) -> Option<GgmlDType> {
+    Some(match id {
+        0 => GgmlDType::F32,
+        1 => GgmlDType::F16,
+        2 => GgmlDType::Q4_0,
+        3 => GgmlDType::Q4_1,
+        6 => GgmlDType::Q5_0,
+        7 => GgmlDType::Q5_1,
+        8 => GgmlDType::Q8_0,
+        9 => GgmlDType::Q8_1,
+        10 => GgmlDType::Q2K,
+        11 => GgmlDType::Q3K,
+        12 => GgmlDType::Q4K,
+        13 => GgmlDType::Q5K,
+        14 => GgmlDType::Q6K,
+        15 => GgmlDType::Q8K,
+        30 => GgmlDType::BF16,
+        _ => return None,
+    })
+}
+
+/// Dequantize checked raw bytes to an f32 tensor of the tensor's shape.
+fn dequantize(info: &TensorInfo, bytes: &[u8]) -> std::result::Result<Tensor, String> {
+    let ty = info.ggml_type;
+    let dtype = candle_dtype(ty.id).ok_or_else(|| {
+        format!(
+            "tensor `{}` has type {}, which this engine cannot load yet (supported: f32, f16, \
+             bf16, q4_0, q4_1, q5_0, q5_1, q8_0, q8_1, q2_K to q8_K)",
+            info.name, ty.name
+        )
+    })?;
+    // candle reads blocks in place: give it 16-byte aligned bytes.
+    let mut copy = Vec::new();
+    let bytes = if (bytes.as_ptr() as usize).is_multiple_of(16) {
+        bytes
+    } else {
+        copy.resize(bytes.len() + 16, 0u8);
+        let off = copy.as_ptr().align_offset(16);
+        copy[off..off + bytes.len()].copy_from_slice(bytes);
+        &copy[off..off + bytes.len()]
+    };
+    let err = |e: candle_core::Error| format!("tensor `{}`: {e}", info.name);
+    let q = qtensor_from_ggml(dtype, bytes, info.shape(), &Device::Cpu).map_err(err)?;
+    q.dequantize(&Device::Cpu).map_err(err)
 }
 
 /// Undo llama.cpp's q/k row permutation: [h, d/2, 2, in] -> [h, 2, d/2, in].
@@ -136,78 +205,6 @@ fn gguf_name(hf: &str) -> Option<String> {
         _ => return None,
     };
     Some(format!("blk.{layer}.{g}.{suffix}"))
-}
-
-fn md_u64(md: &HashMap<String, Value>, key: &str, src: &str) -> Result<u64> {
-    let v = md
-        .get(key)
-        .ok_or_else(|| ModelError::config(src, format!("missing GGUF metadata `{key}`")))?;
-    v.to_u64()
-        .or_else(|_| v.to_u32().map(u64::from))
-        .or_else(|_| v.to_i32().map(|x| x.max(0) as u64))
-        .map_err(|e| ModelError::config(src, format!("GGUF metadata `{key}`: {e}")))
-}
-
-fn md_f64(md: &HashMap<String, Value>, key: &str) -> Option<f64> {
-    let v = md.get(key)?;
-    v.to_f32().map(f64::from).or_else(|_| v.to_f64()).ok()
-}
-
-/// Build the decoder config from `{arch}.*` metadata keys.
-fn config_from_metadata(
-    md: &HashMap<String, Value>,
-    content: &Content,
-    src: &str,
-) -> Result<DecoderConfig> {
-    let arch_name = md
-        .get("general.architecture")
-        .and_then(|v| v.to_string().ok())
-        .ok_or_else(|| ModelError::config(src, "missing GGUF metadata `general.architecture`"))?
-        .clone();
-    let architecture = Architecture::parse(&arch_name, src)?;
-    if content.tensor_infos.contains_key("rope_freqs.weight") {
-        return Err(ModelError::config(
-            src,
-            "rope_freqs.weight (llama3 rope scaling in GGUF) is not supported yet",
-        ));
-    }
-    let key = |k: &str| format!("{arch_name}.{k}");
-    let get = |k: &str| md_u64(md, &key(k), src).map(|v| v as usize);
-    let heads = get("attention.head_count")?;
-    let hidden = get("embedding_length")?;
-    let vocab_size = match content.tensor_infos.get("token_embd.weight") {
-        Some(info) => info.shape.dims()[0],
-        None => {
-            return Err(ModelError::config(
-                src,
-                "missing tensor `token_embd.weight`",
-            ))
-        }
-    };
-    let int_md = |k: &str| md.get(k).and_then(|v| v.to_u32().ok());
-    let cfg = DecoderConfig {
-        architecture,
-        vocab_size,
-        hidden_size: hidden,
-        intermediate_size: get("feed_forward_length")?,
-        num_hidden_layers: get("block_count")?,
-        num_attention_heads: heads,
-        num_key_value_heads: get("attention.head_count_kv").unwrap_or(heads),
-        head_dim: get("attention.key_length")
-            .or_else(|_| get("rope.dimension_count"))
-            .unwrap_or(hidden / heads.max(1)),
-        rms_norm_eps: md_f64(md, &key("attention.layer_norm_rms_epsilon")).unwrap_or(1e-5),
-        rope_theta: md_f64(md, &key("rope.freq_base")).unwrap_or(10_000.0),
-        rope_scaling: None,
-        max_position_embeddings: get("context_length")?,
-        sliding_window: None,
-        qkv_bias: content.tensor_infos.contains_key("blk.0.attn_q.bias"),
-        tie_word_embeddings: !content.tensor_infos.contains_key("output.weight"),
-        bos_token_id: int_md("tokenizer.ggml.bos_token_id"),
-        eos_token_ids: int_md("tokenizer.ggml.eos_token_id").into_iter().collect(),
-    };
-    cfg.validate(src)?;
-    Ok(cfg)
 }
 
 #[cfg(test)]

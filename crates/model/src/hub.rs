@@ -29,9 +29,7 @@ pub fn snapshot(spec: &str, say: &dyn Fn(&str)) -> Result<PathBuf> {
         Some((id, rev)) => (id, rev),
         None => (spec, "main"),
     };
-    if id.split('/').count() != 2 || id.starts_with('/') || id.ends_with('/') {
-        return Err(hub_err(spec, "expected hf:ORG/NAME[@REVISION]"));
-    }
+    check_repo_spec(id, rev).map_err(|reason| hub_err(spec, reason))?;
     let repo = Repo::with_revision(id.to_string(), RepoType::Model, rev.to_string());
     let fetcher = Fetcher::new(spec, repo, say);
     let config = fetcher
@@ -55,6 +53,33 @@ pub fn snapshot(spec: &str, say: &dyn Fn(&str)) -> Result<PathBuf> {
         }
     }
     Ok(parent(&config).to_path_buf())
+}
+
+/// `ORG/NAME` of letters, digits, `-`, `_`, `.` (at most 96 each, no `..`), and a
+/// revision without whitespace, control characters or `..`: these become cache paths.
+fn check_repo_spec(id: &str, rev: &str) -> std::result::Result<(), String> {
+    let part_ok = |p: &str| {
+        !p.is_empty()
+            && p.len() <= 96
+            && !p.contains("..")
+            && p.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    };
+    let parts: Vec<&str> = id.split('/').collect();
+    if parts.len() != 2 || !parts.iter().all(|p| part_ok(p)) {
+        return Err(format!(
+            "`{id}` is not ORG/NAME (letters, digits, `-`, `_`, `.`); expected \
+             hf:ORG/NAME[@REVISION]"
+        ));
+    }
+    let rev_ok = !rev.is_empty()
+        && rev.len() <= 256
+        && !rev.contains("..")
+        && !rev.chars().any(|c| c.is_whitespace() || c.is_control());
+    if !rev_ok {
+        return Err(format!("revision `{rev}` is not a branch, tag or commit"));
+    }
+    Ok(())
 }
 
 fn parent(p: &Path) -> &Path {
@@ -106,6 +131,23 @@ impl<'a> Fetcher<'a> {
                 self.spec,
                 format!("cannot download {file}: {e} (is the hub reachable? set HF_HUB_OFFLINE=1 to use only the cache)"),
             )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repo_specs_that_could_escape_the_cache_are_rejected() {
+        assert!(check_repo_spec("HuggingFaceTB/SmolLM2-135M", "main").is_ok());
+        assert!(check_repo_spec("Qwen/Qwen2.5-0.5B", "a1b2c3").is_ok());
+        for id in ["a", "a/b/c", "../x", "a/..", "/a", "a/", "a b/c", "a/b\\c"] {
+            assert!(check_repo_spec(id, "main").is_err(), "{id}");
+        }
+        for rev in ["", "..", "x y", "a\nb"] {
+            assert!(check_repo_spec("a/b", rev).is_err(), "{rev:?}");
         }
     }
 }

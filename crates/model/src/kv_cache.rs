@@ -12,9 +12,11 @@
 //!    positions 8..10 -> block 9, slots 36..38
 //! ```
 //!
-//! Writes scatter new tokens' K/V to their slots (`slot_mapping`); reads gather a
-//! sequence's blocks through its `block_table`. Nothing here knows which block belongs to
-//! whom: that is the block pool's job (scheduler crate).
+//! This is storage: the op sets write new tokens' K/V at their slots (`slot_mapping`,
+//! through [`KvCache::layer_mut`]) and read them through block tables (the fused
+//! kernels directly; the candle path gathers blocks with [`KvCache::gather_blocks`]).
+//! Nothing here knows which block belongs to whom: that is the block pool's job
+//! (scheduler crate).
 
 use crate::config::DecoderConfig;
 use crate::{ModelError, Result};
@@ -84,77 +86,41 @@ impl KvCache {
             .sum()
     }
 
-    /// Store new tokens' K and V of one layer at their slots.
-    /// `k`, `v`: [num_tokens, num_kv_heads, head_dim]; `slot_index`: [num_tokens, kv_width]
-    /// u32 (each token's slot repeated across the row, see `ForwardInputs`).
-    pub fn write(&self, layer: usize, k: &Tensor, v: &Tensor, slot_index: &Tensor) -> Result<()> {
-        let (n, _, _) = k.dims3()?;
-        let width = self.num_kv_heads * self.head_dim;
-        let k = k.reshape((n, width))?.contiguous()?;
-        let v = v.reshape((n, width))?.contiguous()?;
-        self.k[layer].scatter_set(slot_index, &k, 0)?;
-        self.v[layer].scatter_set(slot_index, &v, 0)?;
-        Ok(())
-    }
-
-    /// Store new tokens' K and V of one layer at their slots with the fused
-    /// `reshape_and_cache` kernel. `k`, `v`: [num_tokens, num_kv_heads, head_dim];
-    /// `slots`: [num_tokens] u32.
-    pub fn write_slots(&self, layer: usize, k: &Tensor, v: &Tensor, slots: &Tensor) -> Result<()> {
-        engine_kernels::reshape_and_cache::reshape_and_cache(&self.k[layer], k, slots)?;
-        engine_kernels::reshape_and_cache::reshape_and_cache(&self.v[layer], v, slots)?;
-        Ok(())
-    }
-
     /// One layer's K and V caches: [num_slots, num_kv_heads * head_dim] each.
     pub fn layer(&self, layer: usize) -> (&Tensor, &Tensor) {
         (&self.k[layer], &self.v[layer])
     }
 
+    /// One layer's K and V caches, to write new tokens into (in place).
+    pub fn layer_mut(&mut self, layer: usize) -> (&mut Tensor, &mut Tensor) {
+        (&mut self.k[layer], &mut self.v[layer])
+    }
+
     /// Gather a padded batch of sequences' K and V of one layer.
     /// `block_tables`: [B, max_blocks] u32 (padding entries may name any block).
     /// Returns K and V as [B, max_blocks * block_size, num_kv_heads, head_dim].
-    pub fn gather_batch(&self, layer: usize, block_tables: &Tensor) -> Result<(Tensor, Tensor)> {
+    pub fn gather_padded(&self, layer: usize, block_tables: &Tensor) -> Result<(Tensor, Tensor)> {
         let (b, max_blocks) = block_tables.dims2()?;
-        let width = self.num_kv_heads * self.head_dim;
-        let flat = block_tables.flatten_all()?;
-        let gather = |cache: &Tensor| -> Result<Tensor> {
-            let blocks = cache.reshape((self.num_blocks, self.block_size * width))?;
-            Ok(blocks
-                .index_select(&flat, 0)? // [B * max_blocks, block_size * width]
-                .reshape((
-                    b,
-                    max_blocks * self.block_size,
-                    self.num_kv_heads,
-                    self.head_dim,
-                ))?)
-        };
-        Ok((gather(&self.k[layer])?, gather(&self.v[layer])?))
+        let (k, v) = self.gather_blocks(layer, &block_tables.flatten_all()?)?;
+        let shape = (
+            b,
+            max_blocks * self.block_size,
+            self.num_kv_heads,
+            self.head_dim,
+        );
+        Ok((k.reshape(shape)?, v.reshape(shape)?))
     }
 
-    /// Gather one sequence's first `context_len` tokens of one layer.
-    /// `block_table`: [num_blocks_of_seq] u32. Returns K and V as
-    /// [context_len, num_kv_heads, head_dim].
-    pub fn gather(
-        &self,
-        layer: usize,
-        block_table: &Tensor,
-        context_len: usize,
-    ) -> Result<(Tensor, Tensor)> {
-        let nb = block_table.dim(0)?;
-        if nb * self.block_size < context_len {
-            return Err(ModelError::Input(format!(
-                "block table of {nb} blocks cannot hold {context_len} tokens"
-            )));
-        }
+    /// K and V of the listed blocks of one layer, in order: `blocks` [n] u32 ->
+    /// [n * block_size, num_kv_heads, head_dim] each.
+    pub fn gather_blocks(&self, layer: usize, blocks: &Tensor) -> Result<(Tensor, Tensor)> {
+        let n = blocks.dim(0)?;
         let width = self.num_kv_heads * self.head_dim;
         let gather = |cache: &Tensor| -> Result<Tensor> {
-            let blocks = cache.reshape((self.num_blocks, self.block_size * width))?;
-            let t = blocks
-                .index_select(block_table, 0)? // [nb, block_size * width]
-                .reshape((nb * self.block_size, self.num_kv_heads, self.head_dim))?
-                .narrow(0, 0, context_len)?;
-            Ok(t)
+            let by_block = cache.reshape((self.num_blocks, self.block_size * width))?;
+            Ok(by_block
+                .index_select(blocks, 0)? // [n, block_size * width]
+                .reshape((n * self.block_size, self.num_kv_heads, self.head_dim))?)
         };
         Ok((gather(&self.k[layer])?, gather(&self.v[layer])?))
     }

@@ -39,13 +39,13 @@ fn llama3_scale(freq: f32, s: &Llama3RopeScaling) -> f32 {
     }
 }
 
-/// Precomputed cos/sin for every position up to the model's context.
+/// Precomputed cos/sin for every position up to the model's context, as one table
+/// `[cos | sin]`: the fused rope kernel reads it whole; the candle path takes the rows
+/// of a step's positions once per step ([`RopeTable::rows`]).
 #[derive(Debug, Clone)]
 pub struct RopeTable {
-    cos: Tensor, // [max_position_embeddings, head_dim / 2]
-    sin: Tensor, // [max_position_embeddings, head_dim / 2]
-    /// `[cos | sin]`: [max_position_embeddings, head_dim], the fused kernel's table.
-    cos_sin: Tensor,
+    cos_sin: Tensor, // [max_position_embeddings, head_dim]
+    half: usize,
 }
 
 impl RopeTable {
@@ -58,31 +58,29 @@ impl RopeTable {
             .to_dtype(DType::F32)?
             .reshape((n, 1))?;
         let angles = pos.matmul(&inv)?; // [n, half]
-        let (cos, sin) = (
-            angles.cos()?.to_dtype(dtype)?,
-            angles.sin()?.to_dtype(dtype)?,
-        );
-        let cos_sin = Tensor::cat(&[&cos, &sin], 1)?;
-        Ok(Self { cos, sin, cos_sin })
+        let cos_sin = Tensor::cat(&[&angles.cos()?, &angles.sin()?], 1)?.to_dtype(dtype)?;
+        Ok(Self { cos_sin, half })
     }
 
-    /// Rotate `x` in place with the fused kernel (half-split convention).
-    /// `x`: [num_tokens, num_heads, head_dim], contiguous; `positions`: [num_tokens] u32.
-    pub fn apply_inplace(&self, x: &Tensor, positions: &Tensor) -> Result<()> {
-        Ok(engine_kernels::rope::rope_inplace(
+    /// cos and sin at `positions` ([T] u32): [T, head_dim / 2] each, contiguous.
+    pub fn rows(&self, positions: &Tensor) -> Result<(Tensor, Tensor)> {
+        let cs = self.cos_sin.index_select(positions, 0)?; // [T, head_dim]
+        Ok((
+            cs.narrow(1, 0, self.half)?.contiguous()?,
+            cs.narrow(1, self.half, self.half)?.contiguous()?,
+        ))
+    }
+
+    /// Rotate the first `heads` heads of each row of `x` [num_tokens, width] in place
+    /// with the fused kernel (half-split convention); `positions`: [num_tokens] u32.
+    pub fn rotate_rows_inplace(&self, x: &Tensor, positions: &Tensor, heads: usize) -> Result<()> {
+        Ok(engine_kernels::rope::rope_rows_inplace(
             x,
             &self.cos_sin,
             positions,
+            heads,
+            2 * self.half,
             true,
         )?)
-    }
-
-    /// Rotate `x` in place of each token's position.
-    /// `x`: [num_tokens, num_heads, head_dim]; `positions`: [num_tokens] u32.
-    pub fn apply(&self, x: &Tensor, positions: &Tensor) -> Result<Tensor> {
-        let cos = self.cos.index_select(positions, 0)?; // [num_tokens, head_dim/2]
-        let sin = self.sin.index_select(positions, 0)?;
-        let x4 = x.unsqueeze(0)?.contiguous()?; // [1, num_tokens, heads, head_dim]
-        Ok(candle_nn::rotary_emb::rope_thd(&x4, &cos, &sin)?.squeeze(0)?)
     }
 }

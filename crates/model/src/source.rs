@@ -159,6 +159,7 @@ pub fn load_model(spec: &str, opts: &LoadOptions, say: &dyn Fn(&str)) -> Result<
             cfg.vocab_size
         )));
     }
+    check_fits_in_memory(&cfg, opts, &source)?;
     say(&format!("loading {source}"));
     let mut decoder = Decoder::load(&cfg, &mut weights, opts.dtype, &opts.device)?;
     decoder.set_kernels(opts.kernels);
@@ -174,7 +175,7 @@ type Opened = (DecoderConfig, WeightSource, Option<Tokenizer>, String);
 
 fn open_gguf(path: &Path) -> Result<Opened> {
     let (weights, cfg) = gguf::open(path)?;
-    let tokenizer = Tokenizer::from_gguf(weights.metadata())?;
+    let tokenizer = Tokenizer::from_gguf(weights.metadata()).map_err(|e| in_file(path, e))?;
     Ok((
         cfg,
         WeightSource::Gguf(Box::new(weights)),
@@ -186,10 +187,8 @@ fn open_gguf(path: &Path) -> Result<Opened> {
 /// A tokenizer from `tokenizer.json` or from a GGUF file's metadata.
 pub fn tokenizer_from_path(path: &Path) -> Result<Tokenizer> {
     if path.extension().is_some_and(|e| e == "gguf") {
-        let mut f = std::fs::File::open(path).map_err(|e| ModelError::io(path, e))?;
-        let content = candle_core::quantized::gguf_file::Content::read(&mut f)
-            .map_err(|e| ModelError::Tokenizer(format!("{}: {e}", path.display())))?;
-        Tokenizer::from_gguf(&content.metadata)
+        let (_map, header) = gguf::read_header(path)?;
+        Tokenizer::from_gguf(&header.metadata).map_err(|e| in_file(path, e))
     } else {
         Tokenizer::from_file(path)
     }
@@ -202,6 +201,10 @@ fn open_hf_dir(dir: &Path) -> Result<Opened> {
     let cfg = DecoderConfig::from_hf_json(&json, &cfg_path.display().to_string())?;
     let files = safetensors_files(dir)?;
     let weights = WeightSource::safetensors(files)?;
+    cfg.check_layers(
+        weights.layer_indices().into_iter(),
+        &dir.display().to_string(),
+    )?;
     let tok_path = dir.join("tokenizer.json");
     let tokenizer = match tok_path.is_file() {
         true => Some(Tokenizer::from_file(&tok_path)?),
@@ -222,11 +225,22 @@ pub fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
             .get("weight_map")
             .and_then(|m| m.as_object())
             .ok_or_else(|| ModelError::weights(&index, "missing `weight_map`"))?;
-        let mut files: Vec<PathBuf> = map
-            .values()
-            .filter_map(|f| f.as_str())
-            .map(|f| dir.join(f))
-            .collect();
+        let mut files = Vec::new();
+        for (tensor, file) in map {
+            let name = file
+                .as_str()
+                .filter(|f| is_plain_file_name(f))
+                .ok_or_else(|| {
+                    ModelError::weights(
+                        &index,
+                        format!(
+                            "`weight_map` entry `{tensor}` = {file} is not a file name in the \
+                         model directory"
+                        ),
+                    )
+                })?;
+            files.push(dir.join(name));
+        }
         files.sort();
         files.dedup();
         return Ok(files);
@@ -244,4 +258,65 @@ pub fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
         ));
     }
     Ok(files)
+}
+
+/// A tokenizer error, with the file it came from.
+fn in_file(path: &Path, e: ModelError) -> ModelError {
+    match e {
+        ModelError::Tokenizer(m) => ModelError::Tokenizer(format!("{}: {m}", path.display())),
+        other => other,
+    }
+}
+
+/// A shard name from an index: one path component, no `..`, no separators.
+fn is_plain_file_name(name: &str) -> bool {
+    let p = Path::new(name);
+    !name.is_empty()
+        && !name.contains(['/', '\\'])
+        && p.file_name().is_some_and(|f| f == name)
+        && name != ".."
+}
+
+/// Refuse to start loading weights that cannot fit (a manifest or config can claim any
+/// size): on a CPU run the weights in the run dtype must fit in the memory available,
+/// and on any device the largest tensor must fit there in f32 (tensors are made or
+/// dequantized in f32 on the host first).
+fn check_fits_in_memory(cfg: &DecoderConfig, opts: &LoadOptions, source: &str) -> Result<()> {
+    let Some(available) = available_memory_bytes() else {
+        return Ok(());
+    };
+    let (v, h, i) = (
+        cfg.vocab_size as u64,
+        cfg.hidden_size as u64,
+        cfg.intermediate_size as u64,
+    );
+    let largest_f32 = (v * h)
+        .max(h * i)
+        .max(h * (cfg.num_attention_heads * cfg.head_dim) as u64)
+        * 4;
+    let weights = cfg.num_parameters() * opts.dtype.size_in_bytes() as u64;
+    let gb = |b: u64| b as f64 / 1e9;
+    let (what, needed) = if opts.device.is_cpu() && weights > available {
+        (format!("its weights in {:?}", opts.dtype), weights)
+    } else if largest_f32 > available {
+        ("its largest tensor in f32".to_string(), largest_f32)
+    } else {
+        return Ok(());
+    };
+    Err(ModelError::config(
+        source,
+        format!(
+            "{what} need {:.1} GB but this machine has {:.1} GB of memory available",
+            gb(needed),
+            gb(available)
+        ),
+    ))
+}
+
+/// `MemAvailable` from /proc/meminfo (Linux); `None` elsewhere.
+pub fn available_memory_bytes() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }

@@ -7,40 +7,121 @@
 
 use crate::gguf::GgufWeights;
 use crate::{ModelError, Result};
-use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Tensor};
+use engine_formats::safetensors::{Dtype, Header};
+use memmap2::Mmap;
+use std::collections::HashMap;
 use std::path::PathBuf;
 
 /// A source of named weight tensors.
 pub enum WeightSource {
     /// One or more `.safetensors` files (a sharded checkpoint is several).
-    Safetensors {
-        files: MmapedSafetensors,
-        paths: Vec<PathBuf>,
-    },
+    Safetensors(Box<SafetensorsFiles>),
     /// A GGUF file, dequantized tensor by tensor.
     Gguf(Box<GgufWeights>),
     /// Weights drawn from a seed (see [`dummy_tensor`]).
     Dummy { seed: u64 },
 }
 
-impl WeightSource {
-    /// Open safetensors files by memory-mapping them (validates their headers).
-    pub fn safetensors(paths: Vec<PathBuf>) -> Result<Self> {
-        for p in &paths {
+/// Memory-mapped safetensors files whose headers `engine_formats` has checked (dtypes,
+/// shapes, offsets inside the file), with each tensor name mapped to its file.
+pub struct SafetensorsFiles {
+    files: Vec<(PathBuf, Mmap, Header)>,
+    index: HashMap<String, usize>,
+}
+
+impl SafetensorsFiles {
+    /// Map and check every file; a tensor name in two files is an error.
+    pub fn open(paths: &[PathBuf]) -> Result<Self> {
+        let mut files = Vec::with_capacity(paths.len());
+        let mut index = HashMap::new();
+        for p in paths {
             if !p.is_file() {
                 return Err(ModelError::weights(p, "file not found"));
             }
+            let file = std::fs::File::open(p).map_err(|e| ModelError::io(p, e))?;
+            // SAFETY: mapped read-only and never written through; a file changed by
+            // another process while mapped is outside what we support (as in every mmap
+            // loader, candle's included).
+            let map = unsafe { Mmap::map(&file) }.map_err(|e| ModelError::io(p, e))?;
+            let header = Header::parse(&map).map_err(|e| ModelError::weights(p, e.to_string()))?;
+            for t in &header.tensors {
+                if let Some(&first) = index.get(&t.name) {
+                    let (other, _, _): &(PathBuf, Mmap, Header) = &files[first];
+                    return Err(ModelError::weights(
+                        p,
+                        format!("tensor `{}` is also in {}", t.name, other.display()),
+                    ));
+                }
+                index.insert(t.name.clone(), files.len());
+            }
+            files.push((p.clone(), map, header));
         }
-        // SAFETY: the files are mapped read-only; we do not modify them while mapped
-        // and a concurrent writer is outside what we support (as in every mmap loader).
-        let files = unsafe { MmapedSafetensors::multi(&paths) }.map_err(|e| {
-            ModelError::weights(
-                paths_label(&paths),
-                format!("not a valid safetensors file: {e}"),
-            )
+        Ok(Self { files, index })
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.index.contains_key(name)
+    }
+
+    /// Every tensor name, across files.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.index.keys().map(String::as_str)
+    }
+
+    /// The tensor `name`, checked to have `shape`, in its stored dtype on the CPU.
+    pub fn load(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        let Some(&i) = self.index.get(name) else {
+            let label = paths_label(&self.files.iter().map(|f| f.0.clone()).collect::<Vec<_>>());
+            return Err(ModelError::weights(
+                label,
+                format!("missing tensor `{name}`"),
+            ));
+        };
+        let (path, map, header) = &self.files[i];
+        let bad = |reason: String| ModelError::weights(path, reason);
+        let info = header
+            .tensor(name)
+            .ok_or_else(|| bad(format!("missing tensor `{name}`")))?;
+        if info.shape != shape {
+            return Err(bad(format!(
+                "tensor `{name}` has shape {:?}, expected {shape:?}",
+                info.shape
+            )));
+        }
+        let dtype = candle_dtype(info.dtype).ok_or_else(|| {
+            bad(format!(
+                "tensor `{name}` has dtype {:?}, which this engine cannot load",
+                info.dtype
+            ))
         })?;
-        Ok(Self::Safetensors { files, paths })
+        let bytes = map
+            .get(info.range.start as usize..info.range.end as usize)
+            .ok_or_else(|| bad(format!("tensor `{name}` lies outside the file")))?;
+        Tensor::from_raw_buffer(bytes, dtype, shape, &Device::Cpu)
+            .map_err(|e| bad(format!("tensor `{name}`: {e}")))
+    }
+}
+
+fn candle_dtype(d: Dtype) -> Option<DType> {
+    Some(match d {
+        Dtype::U8 => DType::U8,
+        Dtype::U32 => DType::U32,
+        Dtype::I16 => DType::I16,
+        Dtype::I32 => DType::I32,
+        Dtype::I64 => DType::I64,
+        Dtype::F16 => DType::F16,
+        Dtype::BF16 => DType::BF16,
+        Dtype::F32 => DType::F32,
+        Dtype::F64 => DType::F64,
+        _ => return None,
+    })
+}
+
+impl WeightSource {
+    /// Open safetensors files by memory-mapping them (checks their headers).
+    pub fn safetensors(paths: Vec<PathBuf>) -> Result<Self> {
+        Ok(Self::Safetensors(Box::new(SafetensorsFiles::open(&paths)?)))
     }
 
     /// The tensor `name` with shape `shape`, converted to `dtype` on `device`.
@@ -52,13 +133,7 @@ impl WeightSource {
         device: &Device,
     ) -> Result<Tensor> {
         let t = match self {
-            Self::Safetensors { files, paths } => {
-                let t = files.load(name, &Device::Cpu).map_err(|e| {
-                    ModelError::weights(paths_label(paths), format!("tensor `{name}`: {e}"))
-                })?;
-                check_shape(&t, name, shape, &paths_label(paths))?;
-                t
-            }
+            Self::Safetensors(files) => files.load(name, shape)?,
             Self::Gguf(g) => g.get(name, shape)?,
             Self::Dummy { seed } => dummy_tensor(*seed, name, shape)?,
         };
@@ -68,9 +143,28 @@ impl WeightSource {
     /// Whether the source has a tensor of this name (used for optional `lm_head`).
     pub fn contains(&self, name: &str) -> bool {
         match self {
-            Self::Safetensors { files, .. } => files.get(name).is_ok(),
+            Self::Safetensors(files) => files.contains(name),
             Self::Gguf(g) => g.contains(name),
             Self::Dummy { .. } => false,
+        }
+    }
+
+    /// The layer numbers of the per-layer tensors (`model.layers.N.…`, `blk.N.…`);
+    /// none for seeded weights, which have exactly the configured layers.
+    pub fn layer_indices(&self) -> Vec<usize> {
+        use crate::config::gguf::layer_index;
+        match self {
+            Self::Safetensors(f) => f
+                .names()
+                .filter_map(|n| layer_index(n, "model.layers."))
+                .collect(),
+            Self::Gguf(g) => g
+                .header()
+                .tensors
+                .iter()
+                .filter_map(|t| layer_index(&t.name, "blk."))
+                .collect(),
+            Self::Dummy { .. } => Vec::new(),
         }
     }
 }
@@ -84,25 +178,6 @@ fn paths_label(paths: &[PathBuf]) -> PathBuf {
             .unwrap_or_else(|| first.clone()),
         [] => PathBuf::from("<no files>"),
     }
-}
-
-/// Fail with a clear message unless `t` has exactly `shape`.
-pub(crate) fn check_shape(
-    t: &Tensor,
-    name: &str,
-    shape: &[usize],
-    file: &std::path::Path,
-) -> Result<()> {
-    if t.dims() != shape {
-        return Err(ModelError::weights(
-            file,
-            format!(
-                "tensor `{name}` has shape {:?}, expected {shape:?}",
-                t.dims()
-            ),
-        ));
-    }
-    Ok(())
 }
 
 /// Deterministic weights for benchmarking real shapes offline.

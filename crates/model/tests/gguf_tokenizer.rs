@@ -11,13 +11,11 @@
 //! a WordPiece vocabulary, a kind `vocab_from_gguf` does not implement; aquila, baichuan,
 //! gpt-neox and nomic-bert-moe, which ship without reference outputs.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 
 use anyhow::{bail, ensure, Context, Result};
-use candle_core::quantized::gguf_file;
 use engine_model::tokenizer::gguf::{vocab_from_gguf, GgufVocab};
 
 const SDIST: &str = "llama-cpp-python==0.3.36";
@@ -54,7 +52,7 @@ fn fetch_into(tmp: &Path, dir: &Path) -> Result<()> {
     // Only llama-cpp-python itself must be a source distribution; `:all:` would also build
     // its build backend's cmake from source just to read the package metadata.
     eprintln!(
-        "fixtures: pip download --no-deps --no-binary llama-cpp-python {SDIST} -d {download:?}"
+        "fixtures: pip download --no-deps --no-binary llama-cpp-python {SDIST} -d {download:?} (about 77 MB, once)"
     );
     run(Command::new("python3")
         .args([
@@ -94,9 +92,16 @@ fn fetch_into(tmp: &Path, dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Run quietly: the tool's output (pip's progress bars) appears only if it fails.
 fn run(cmd: &mut Command) -> Result<()> {
-    let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
-    ensure!(status.success(), "{cmd:?} failed: {status}");
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    ensure!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     Ok(())
 }
 
@@ -132,10 +137,8 @@ fn cases(dir: &Path, name: &str) -> Result<Vec<(String, Vec<u32>)>> {
 
 fn load(dir: &Path, name: &str) -> Result<GgufVocab> {
     let path = dir.join(format!("ggml-vocab-{name}.gguf"));
-    let mut file = std::fs::File::open(&path).with_context(|| format!("{path:?}"))?;
-    let content = gguf_file::Content::read(&mut file).with_context(|| format!("{path:?}"))?;
-    let metadata: HashMap<String, gguf_file::Value> = content.metadata;
-    Ok(vocab_from_gguf(&metadata)?)
+    let (_map, header) = engine_model::gguf::read_header(&path)?;
+    Ok(vocab_from_gguf(&header.metadata)?)
 }
 
 /// Every case encodes to llama.cpp's ids and decodes back to its input.

@@ -191,6 +191,10 @@ pub struct GroupAnalysis {
     pub latency_budget_s: Option<f64>,
     pub best_load_p50_within_budget: Option<f64>,
     pub best_load_p99_within_budget: Option<f64>,
+    /// The largest load held at the budget / SLO and what a user costs there
+    /// (`--gpu-cost-per-hour` only; see [`crate::cost`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<crate::cost::HeldLoad>,
 }
 
 /// Analyse each group of `configs`.
@@ -239,6 +243,7 @@ fn analyse_group(configs: &[ConfigResult], group: &str, budget_s: Option<f64>) -
         latency_budget_s: budget_s,
         best_load_p50_within_budget: budget_s.and_then(|b| load_at(budget_choice(&p50, b))),
         best_load_p99_within_budget: budget_s.and_then(|b| load_at(budget_choice(&p99, b))),
+        cost: None,
     }
 }
 

@@ -8,17 +8,20 @@
 use crate::analysis::{analyse, Slo};
 use crate::device::Ceilings;
 use crate::error::Result;
+use crate::eta::Planned;
 use crate::progress::Progress;
 use crate::result::{
     BenchResults, ConfigResult, Environment, ModelFacts, RunRecord, Settings, Status,
     SCHEMA_VERSION,
 };
 use crate::roofline::roofline;
+use crate::run_plan::{plan_run, run_seed, RunPlan};
 use crate::serving::{run_serving, Arrivals};
 use crate::spec::{ConfigSpec, Load, Sweep};
-use crate::static_batch::{fits, run_batch, RequestShape};
+use crate::static_batch::{capacity, run_batch, RequestShape};
 use crate::summary::summarize;
 use crate::telemetry::Sampler;
+use crate::traffic::Traffic;
 use crate::workload::Workload;
 use engine_core::Engine;
 use std::time::{Duration, Instant};
@@ -41,6 +44,10 @@ pub struct BenchOptions {
     pub telemetry_period: Duration,
     pub show_progress: bool,
     pub prompts_file: Option<String>,
+    /// Per-request lengths from a traffic mix (`--workload`, length distributions).
+    pub traffic: Option<Traffic>,
+    /// The GPU's price, for the cost figures (`--gpu-cost-per-hour`).
+    pub cost: Option<crate::cost::CostSettings>,
 }
 
 /// Model facts the roofline needs, read from the engine's decoder.
@@ -60,16 +67,33 @@ pub fn model_facts(engine: &Engine) -> ModelFacts {
 }
 
 pub(crate) fn expected_tokens(spec: &ConfigSpec, o: &BenchOptions) -> f64 {
-    let per = spec.output_len as f64;
+    let per = match &o.traffic {
+        Some(t) => t.mean_output_len(),
+        None => spec.output_len as f64,
+    };
     match spec.load {
         Load::Batch { size } => (o.runs + o.warmup) as f64 * size as f64 * per,
         _ => (o.num_requests + o.warmup * warm_batch(spec, o)) as f64 * per,
     }
 }
 
+/// What the progress bar's ETA needs to know of a config.
+pub(crate) fn planned(spec: &ConfigSpec, o: &BenchOptions) -> Planned {
+    let (width, min_s) = match spec.load {
+        Load::Batch { size } => (size as f64, 0.0),
+        Load::Concurrency { n } => (n.min(o.num_requests) as f64, 0.0),
+        Load::Rate { requests_per_s } => (1.0, o.num_requests as f64 / requests_per_s),
+    };
+    Planned {
+        tokens: expected_tokens(spec, o),
+        width,
+        min_s,
+    }
+}
+
 /// Requests per warm-up run of a serving config: a static batch of its concurrency
 /// (at most `num_requests`), or one request for open loop.
-pub(crate) fn warm_batch(spec: &ConfigSpec, o: &BenchOptions) -> usize {
+fn warm_batch(spec: &ConfigSpec, o: &BenchOptions) -> usize {
     match spec.load {
         Load::Batch { size } => size,
         Load::Concurrency { n } => n.min(o.num_requests).max(1),
@@ -87,12 +111,13 @@ pub fn run_bench(
 ) -> BenchResults {
     let t0 = Instant::now();
     let specs = o.sweep.expand();
-    let total: f64 = specs.iter().map(|s| expected_tokens(s, o)).sum();
-    let mut progress = Progress::new(total, o.show_progress);
+    let plan = specs.iter().map(|s| planned(s, o)).collect();
+    let mut progress = Progress::new(plan, o.show_progress);
     let facts = model_facts(engine);
     let mut configs = Vec::new();
     for (i, spec) in specs.iter().enumerate() {
         let label = format!("config {}/{}: {}", i + 1, specs.len(), spec.label());
+        progress.start_config(i);
         let mut c = run_config(engine, workload, o, spec, &label, &mut progress);
         if let (Some(ceil), true) = (&ceilings, c.status.is_ok()) {
             c.roofline = Some(roofline(&c.runs, &facts, ceil));
@@ -100,7 +125,7 @@ pub fn run_bench(
         configs.push(c);
     }
     progress.finish();
-    BenchResults {
+    let mut results = BenchResults {
         schema_version: SCHEMA_VERSION,
         environment,
         settings: Settings {
@@ -114,12 +139,38 @@ pub fn run_bench(
             latency_budget_s: o.latency_budget_s,
             knee_method: crate::analysis::KNEE_METHOD.into(),
             percentile_method: crate::metrics::PERCENTILE_METHOD.into(),
+            traffic: o.traffic.clone(),
+            cost: o.cost.clone(),
         },
         ceilings,
         analysis: analyse(&configs, o.latency_budget_s),
         configs,
         total_wall_s: t0.elapsed().as_secs_f64(),
-    }
+    };
+    crate::cost::apply(&mut results);
+    results
+}
+
+/// The plans of every run of `spec`, warm-ups first, for a model of `context` tokens
+/// (the same plans whether the engine runs in-process or behind an endpoint).
+pub(crate) fn plan_runs(context: usize, o: &BenchOptions, spec: &ConfigSpec) -> Vec<RunPlan> {
+    let measured = match spec.load {
+        Load::Batch { .. } => o.runs,
+        _ => 1,
+    };
+    (0..o.warmup + measured)
+        .map(|r| {
+            let warm = r < o.warmup;
+            let n = match spec.load {
+                Load::Batch { size } => size,
+                _ if warm => warm_batch(spec, o),
+                _ => o.num_requests,
+            };
+            let open_loop = !warm && matches!(spec.load, Load::Rate { .. });
+            let seed = run_seed(o.seed, spec, r);
+            plan_run(spec, o.traffic.as_ref(), seed, n, context, open_loop)
+        })
+        .collect()
 }
 
 fn run_config(
@@ -138,19 +189,21 @@ fn run_config(
         summary: None,
         telemetry: Default::default(),
         roofline: None,
+        cost: None,
     };
-    let fit_batch = match spec.load {
-        Load::Batch { size } => size,
-        _ => 1,
-    };
-    if let Err(reason) = fits(engine, fit_batch, spec.input_len, spec.output_len) {
-        progress.advance(expected_tokens(spec, o));
-        result.status = Status::DoesNotFit { reason };
-        return result;
+    let plans = plan_runs(engine.decoder().config().max_position_embeddings, o, spec);
+    let cap = capacity(engine);
+    // A static batch must hold its sequences at once; a serving config's requests
+    // (and its warm-up batches) must each fit alone: the scheduler queues the rest.
+    let at_once = matches!(spec.load, Load::Batch { .. });
+    for plan in &plans {
+        if let Err(reason) = plan.fits(&cap, at_once) {
+            progress.advance(expected_tokens(spec, o));
+            result.status = Status::DoesNotFit { reason };
+            return result;
+        }
     }
     let shape = RequestShape {
-        input_len: spec.input_len,
-        output_len: spec.output_len,
         temperature: spec.temperature,
         top_p: spec.top_p,
         respect_eos: o.respect_eos,
@@ -161,6 +214,7 @@ fn run_config(
         workload,
         o,
         spec,
+        &plans,
         &shape,
         label,
         progress,
@@ -181,80 +235,47 @@ fn run_config(
     result
 }
 
-/// The seed of run `r` (warm-ups first) of a config: distinct per config and run, so
-/// prompts are fresh (no prefix-cache hits), and the same for every driver.
-pub(crate) fn run_seed(o: &BenchOptions, spec: &ConfigSpec, r: usize) -> u64 {
-    let base = o.seed
-        ^ ((spec.input_len as u64) << 32)
-        ^ (((spec.load.value() * 1000.0) as u64) << 8)
-        ^ (spec.output_len as u64);
-    base.wrapping_add(r as u64 * 0x1_0000_0001)
-}
-
-/// Measured runs of a config: `o.runs` static batches, or one serving run.
-pub(crate) fn measured_runs(spec: &ConfigSpec, o: &BenchOptions) -> usize {
-    if matches!(spec.load, Load::Batch { .. }) {
-        o.runs
-    } else {
-        1
-    }
-}
-
 #[allow(clippy::too_many_arguments)]
 fn measure(
     engine: &mut Engine,
     workload: &Workload,
     o: &BenchOptions,
     spec: &ConfigSpec,
+    plans: &[RunPlan],
     shape: &RequestShape,
     label: &str,
     progress: &mut Progress,
     warmups_done: &mut usize,
 ) -> Result<Vec<RunRecord>> {
     let mut runs = Vec::new();
-    let n_runs = measured_runs(spec, o);
-    for r in 0..o.warmup + n_runs {
+    for (r, plan) in plans.iter().enumerate() {
         let warm = r < o.warmup;
         let what = if warm {
             format!("warm-up {}/{}", r + 1, o.warmup)
         } else {
-            format!("run {}/{n_runs}", r - o.warmup + 1)
+            format!("run {}/{}", r - o.warmup + 1, plans.len() - o.warmup)
         };
-        progress.set_label(format!("{label} {what}"));
-        let seed = run_seed(o, spec, r);
+        progress.start_run(format!("{label} {what}"));
         let mut tick = |n: usize| progress.advance(n as f64);
         let rec = match (spec.load, warm) {
-            (Load::Batch { size }, _) => {
-                run_batch(engine, workload, r, seed, size, shape, &mut tick)?
+            (Load::Batch { .. }, _) | (_, true) => {
+                run_batch(engine, workload, r, plan, shape, &mut tick)?
             }
-            (_, true) => run_batch(
-                engine,
-                workload,
-                r,
-                seed,
-                warm_batch(spec, o),
-                shape,
-                &mut tick,
-            )?,
             (Load::Concurrency { n }, false) => run_serving(
                 engine,
                 workload,
                 r,
-                seed,
-                o.num_requests,
+                plan,
                 Arrivals::Closed { concurrency: n },
                 shape,
                 &mut tick,
             )?,
-            (Load::Rate { requests_per_s }, false) => run_serving(
+            (Load::Rate { .. }, false) => run_serving(
                 engine,
                 workload,
                 r,
-                seed,
-                o.num_requests,
-                Arrivals::Poisson {
-                    rate_per_s: requests_per_s,
-                },
+                plan,
+                Arrivals::Poisson,
                 shape,
                 &mut tick,
             )?,

@@ -1,9 +1,12 @@
 //! Two saved runs side by side, configuration by configuration: each metric of A, of B,
 //! the difference B - A and the ratio B / A. With A in-process and B through
-//! `engine serve` on the same workload, B - A is what HTTP and serving add. Configurations are matched by their label (load, lengths,
-//! sampling); those present in only one run are listed.
+//! `engine serve` on the same workload, B - A is what HTTP and serving add.
+//! Configurations are matched by their label (load, lengths, sampling); those present
+//! in only one run are listed, and when none match, [`why_nothing_matched`] says why
+//! (e.g. a concurrency run against a rate run).
 
 use crate::result::{BenchResults, ConfigResult};
+use crate::spec::Load;
 use crate::summary::ConfigSummary;
 
 type Metric = (&'static str, fn(&ConfigSummary) -> Option<f64>);
@@ -69,6 +72,43 @@ pub fn compare(a: &BenchResults, b: &BenchResults) -> (Vec<Row>, Vec<String>) {
         }
     }
     (rows, unmatched)
+}
+
+fn kinds(r: &BenchResults) -> Vec<&'static str> {
+    let mut k: Vec<&'static str> = Vec::new();
+    for c in &r.configs {
+        let name = match c.spec.load {
+            Load::Batch { .. } => "static batches",
+            Load::Concurrency { .. } => "closed-loop concurrency",
+            Load::Rate { .. } => "open-loop request rates",
+        };
+        if !k.contains(&name) {
+            k.push(name);
+        }
+    }
+    k
+}
+
+fn labels(r: &BenchResults) -> String {
+    let all: Vec<String> = r.configs.iter().map(|c| c.spec.label()).collect();
+    match all.len() {
+        0 => "no configs".into(),
+        1..=3 => all.join("; "),
+        n => format!("{}; ... ({n} configs)", all[..2].join("; ")),
+    }
+}
+
+/// Why two runs share no configuration: different load kinds, else their labels.
+pub fn why_nothing_matched(a: &BenchResults, b: &BenchResults) -> String {
+    let (ka, kb) = (kinds(a), kinds(b));
+    let what = if ka != kb {
+        format!("A ran {}, B ran {}", ka.join(" and "), kb.join(" and "))
+    } else {
+        format!("A has {}; B has {}", labels(a), labels(b))
+    };
+    format!(
+        "the runs have no configuration in common ({what}); configs match when their load, input and output lengths, temperature and top-p are all equal"
+    )
 }
 
 /// The comparison as an aligned text table.
@@ -138,5 +178,28 @@ mod tests {
         // Throughput doubled: B - A is the first run's throughput, with a sign.
         let v = tput.a.unwrap();
         assert!(text.contains(&format!("{:+.2}", v)), "{text}");
+    }
+
+    #[test]
+    fn nothing_in_common_is_explained() {
+        let a = crate::report::tests::sample_results();
+        let mut b = a.clone();
+        for c in &mut b.configs {
+            c.spec.load = Load::Rate {
+                requests_per_s: 2.0,
+            };
+        }
+        assert!(compare(&a, &b).0.is_empty());
+        let why = why_nothing_matched(&a, &b);
+        assert!(
+            why.contains("A ran static batches, B ran open-loop request rates"),
+            "{why}"
+        );
+        for c in &mut b.configs {
+            c.spec.load = Load::Batch { size: 1 };
+            c.spec.input_len = 999;
+        }
+        let why = why_nothing_matched(&a, &b);
+        assert!(why.contains("in=10") && why.contains("in=999"), "{why}");
     }
 }

@@ -8,7 +8,10 @@
 
 use crate::error::Result;
 use crate::result::{RequestRecord, RunRecord};
-use engine_core::{Engine, RequestId};
+use crate::run_plan::PlannedRequest;
+use crate::static_batch::RequestShape;
+use crate::workload::Workload;
+use engine_core::{Engine, Prompt, RequestId};
 use std::time::Instant;
 
 /// One run in progress.
@@ -16,6 +19,8 @@ pub struct RunDriver {
     pub record: RunRecord,
     /// Requests added and not yet finished.
     pub in_flight: Vec<RequestId>,
+    /// The use case of each tagged request, copied into its record.
+    use_cases: Vec<(RequestId, String)>,
     last_return: Option<Instant>,
 }
 
@@ -28,7 +33,35 @@ impl RunDriver {
                 ..Default::default()
             },
             in_flight: Vec::new(),
+            use_cases: Vec::new(),
             last_return: None,
+        }
+    }
+
+    /// Add one planned request (its prompt drawn with the run seed); a refusal is
+    /// counted in `rejected`. Returns its id when accepted.
+    pub fn add(
+        &mut self,
+        engine: &mut Engine,
+        workload: &Workload,
+        run_seed: u64,
+        r: &PlannedRequest,
+        shape: &RequestShape,
+    ) -> Option<RequestId> {
+        let prompt = workload.prompt(run_seed, r.index as u64, r.input_len);
+        let params = shape.params(r.output_len, r.sampling_seed(run_seed));
+        match engine.add_request(Prompt::Tokens(prompt), params) {
+            Ok(id) => {
+                self.in_flight.push(id);
+                if let Some(u) = &r.use_case {
+                    self.use_cases.push((id, u.clone()));
+                }
+                Some(id)
+            }
+            Err(_) => {
+                self.record.rejected += 1;
+                None
+            }
         }
     }
 
@@ -48,10 +81,16 @@ impl RunDriver {
     pub fn collect(&mut self, engine: &mut Engine) {
         for f in engine.take_finished() {
             self.in_flight.retain(|&id| id != f.id);
+            let use_case = self
+                .use_cases
+                .iter()
+                .find(|(id, _)| *id == f.id)
+                .map(|(_, u)| u.clone());
             self.record.requests.push(RequestRecord {
                 id: f.id,
                 finish_reason: f.finish_reason.as_str().to_string(),
                 timeline: f.timeline,
+                use_case,
             });
         }
     }

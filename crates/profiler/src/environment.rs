@@ -1,6 +1,9 @@
 //! The environment a benchmark ran in: CPU model, git commit, date (UTC), and the
 //! device's name and driver (through NVML on CUDA).
 
+/// The driver entry of a CPU run.
+pub const NO_GPU: &str = "no GPU (CPU run)";
+
 /// The CPU's model name from `/proc/cpuinfo`, or the architecture.
 pub fn cpu_name() -> String {
     std::fs::read_to_string("/proc/cpuinfo")

@@ -21,6 +21,9 @@ pub struct RequestRecord {
     /// Why it finished (`stop`, `length`, ...).
     pub finish_reason: String,
     pub timeline: RequestTimeline,
+    /// Its use case under `--workload` or length distributions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub use_case: Option<String>,
 }
 
 /// One measured (or warm-up) run of a configuration.
@@ -96,6 +99,9 @@ pub struct ConfigResult {
     pub summary: Option<ConfigSummary>,
     pub telemetry: TelemetrySummary,
     pub roofline: Option<Roofline>,
+    /// Cost figures, with `--gpu-cost-per-hour` only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<crate::cost::ConfigCost>,
 }
 
 /// Facts about the model that the floors need.
@@ -123,6 +129,9 @@ pub struct Environment {
     /// results written before `--kernels` existed).
     #[serde(default)]
     pub kernels: String,
+    /// Decode graphs: buckets, capture time and memory (`None`: every step ran eagerly).
+    #[serde(default)]
+    pub graphs: Option<engine_core::graphs::GraphReport>,
     pub device: String,
     pub device_name: String,
     pub driver: String,
@@ -166,6 +175,12 @@ pub struct Settings {
     pub latency_budget_s: Option<f64>,
     pub knee_method: String,
     pub percentile_method: String,
+    /// The traffic mix (`--workload`, length distributions), when one drew the lengths.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic: Option<crate::traffic::Traffic>,
+    /// The GPU's price (`--gpu-cost-per-hour`, `--num-gpus`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<crate::cost::CostSettings>,
 }
 
 /// The whole `results.json`.

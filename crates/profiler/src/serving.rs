@@ -12,16 +12,20 @@
 use crate::driver::RunDriver;
 use crate::error::Result;
 use crate::result::RunRecord;
+use crate::run_plan::RunPlan;
 use crate::static_batch::RequestShape;
 use crate::workload::{Rng, Workload};
-use engine_core::{Engine, Prompt};
+use engine_core::Engine;
 use std::time::Duration;
 
 /// The request issue policy.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Arrivals {
-    Closed { concurrency: usize },
-    Poisson { rate_per_s: f64 },
+    Closed {
+        concurrency: usize,
+    },
+    /// Open loop at the plan's arrival times (a request without one arrives at once).
+    Poisson,
 }
 
 /// Arrival offsets (seconds from the run's start) of `n` Poisson arrivals at `rate`.
@@ -36,39 +40,20 @@ pub fn poisson_arrivals(n: usize, rate: f64, seed: u64) -> Vec<f64> {
         .collect()
 }
 
-fn add(
-    d: &mut RunDriver,
-    engine: &mut Engine,
-    w: &Workload,
-    seed: u64,
-    i: usize,
-    shape: &RequestShape,
-) {
-    let prompt = w.prompt(seed, i as u64, shape.input_len);
-    match engine.add_request(Prompt::Tokens(prompt), shape.params(seed ^ i as u64)) {
-        Ok(id) => d.in_flight.push(id),
-        Err(_) => d.record.rejected += 1,
-    }
-}
-
-/// Run `num_requests` requests under `arrivals`.
-#[allow(clippy::too_many_arguments)]
+/// Run the requests of `plan` under `arrivals`.
 pub fn run_serving(
     engine: &mut Engine,
     workload: &Workload,
     run_index: usize,
-    seed: u64,
-    num_requests: usize,
+    plan: &RunPlan,
     arrivals: Arrivals,
     shape: &RequestShape,
     on_tokens: &mut dyn FnMut(usize),
 ) -> Result<RunRecord> {
     let mut d = RunDriver::new(run_index, engine);
     let start = d.record.start_s;
-    let schedule = match arrivals {
-        Arrivals::Poisson { rate_per_s } => poisson_arrivals(num_requests, rate_per_s, seed),
-        Arrivals::Closed { .. } => Vec::new(),
-    };
+    let (requests, schedule) = (&plan.requests, &plan.arrivals_s);
+    let num_requests = requests.len();
     let mut intended: Vec<(u64, f64)> = Vec::new();
     let result = (|| {
         let mut next = 0;
@@ -76,17 +61,15 @@ pub fn run_serving(
             match arrivals {
                 Arrivals::Closed { concurrency } => {
                     while d.in_flight.len() < concurrency && next < num_requests {
-                        add(&mut d, engine, workload, seed, next, shape);
+                        d.add(engine, workload, plan.run_seed, &requests[next], shape);
                         next += 1;
                     }
                 }
-                Arrivals::Poisson { .. } => {
+                Arrivals::Poisson => {
                     let now = engine.now_s() - start;
-                    while next < num_requests && schedule[next] <= now {
-                        let before = d.in_flight.len();
-                        add(&mut d, engine, workload, seed, next, shape);
-                        if let (true, Some(&id)) = (d.in_flight.len() > before, d.in_flight.last())
-                        {
+                    while next < num_requests && schedule.get(next).is_none_or(|&a| a <= now) {
+                        let r = &requests[next];
+                        if let Some(id) = d.add(engine, workload, plan.run_seed, r, shape) {
                             intended.push((id, start + schedule[next]));
                         }
                         next += 1;

@@ -58,15 +58,22 @@ pub struct ConfigSpec {
     pub output_len: usize,
     pub temperature: f32,
     pub top_p: f32,
+    /// The traffic's label (`--workload`, `--input-len-dist`/`--output-len-dist`):
+    /// lengths are drawn per request and `input_len`/`output_len` are 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload: Option<String>,
 }
 
 impl ConfigSpec {
     /// Everything but the load: configs with equal group keys form one curve.
     pub fn group_key(&self) -> String {
-        format!(
-            "in={} out={} T={} top_p={}",
-            self.input_len, self.output_len, self.temperature, self.top_p
-        )
+        match &self.workload {
+            Some(w) => format!("workload={w} T={} top_p={}", self.temperature, self.top_p),
+            None => format!(
+                "in={} out={} T={} top_p={}",
+                self.input_len, self.output_len, self.temperature, self.top_p
+            ),
+        }
     }
 
     /// A unique, human-readable label.
@@ -83,14 +90,21 @@ pub struct Sweep {
     pub output_lens: Vec<usize>,
     pub temperatures: Vec<f32>,
     pub top_ps: Vec<f32>,
+    /// A traffic label: lengths are drawn per request, the length lists are ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload: Option<String>,
 }
 
 impl Sweep {
     /// Every combination, groups in command-line order, loads innermost.
     pub fn expand(&self) -> Vec<ConfigSpec> {
         let mut out = Vec::new();
-        for &input_len in &self.input_lens {
-            for &output_len in &self.output_lens {
+        let (input_lens, output_lens) = match self.workload {
+            Some(_) => (vec![0], vec![0]),
+            None => (self.input_lens.clone(), self.output_lens.clone()),
+        };
+        for &input_len in &input_lens {
+            for &output_len in &output_lens {
                 for &temperature in &self.temperatures {
                     for &top_p in &self.top_ps {
                         out.extend(self.loads.iter().map(|&load| ConfigSpec {
@@ -99,6 +113,7 @@ impl Sweep {
                             output_len,
                             temperature,
                             top_p,
+                            workload: self.workload.clone(),
                         }));
                     }
                 }
@@ -120,6 +135,7 @@ mod tests {
             output_lens: vec![8],
             temperatures: vec![0.0, 0.7],
             top_ps: vec![1.0],
+            workload: None,
         };
         let c = s.expand();
         assert_eq!(c.len(), 8);
@@ -129,5 +145,12 @@ mod tests {
         assert_ne!(c[1].group_key(), c[2].group_key());
         assert_eq!(c[7].input_len, 64);
         assert_eq!(c[3].label(), "batch=8 in=16 out=8 T=0.7 top_p=1");
+        let w = Sweep {
+            workload: Some("mixed".into()),
+            ..s
+        }
+        .expand();
+        assert_eq!(w.len(), 4, "a workload replaces the length lists");
+        assert_eq!(w[0].group_key(), "workload=mixed T=0 top_p=1");
     }
 }

@@ -58,6 +58,15 @@ pub struct ConfigSummary {
     pub failed: usize,
     #[serde(default)]
     pub timed_out: usize,
+    /// The summed measured windows (seconds): the time the cost figures pay for.
+    #[serde(default)]
+    pub window_s: f64,
+    /// One row per use case (`--workload`, length distributions), else empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub use_cases: Vec<crate::breakdown::UseCaseSummary>,
+    /// E2E against output and prompt lengths (none when lengths do not vary).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub length_fit: Option<crate::breakdown::LengthFit>,
 }
 
 impl ConfigSummary {
@@ -158,6 +167,9 @@ pub fn summarize(runs: &[RunRecord], slo: &Slo) -> ConfigSummary {
         rejected: runs.iter().map(|r| r.rejected).sum(),
         failed: runs.iter().map(|r| r.failed).sum(),
         timed_out: runs.iter().map(|r| r.timed_out).sum(),
+        window_s: wall,
+        use_cases: crate::breakdown::use_cases(runs),
+        length_fit: crate::breakdown::length_fit(runs),
     }
 }
 
@@ -202,6 +214,7 @@ pub(crate) mod tests {
                     prompt_tokens: 10,
                     ..Default::default()
                 },
+                use_case: None,
             })
             .collect();
         RunRecord {
@@ -251,6 +264,7 @@ pub(crate) mod tests {
                 first_scheduled_s: Some(0.5),
                 ..Default::default()
             },
+            use_case: None,
         };
         let run = RunRecord {
             end_s: 10.0,

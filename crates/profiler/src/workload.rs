@@ -40,6 +40,13 @@ impl Rng {
         ((self.next_u64() as u128 * n as u128) >> 64) as u64
     }
 
+    /// Standard normal (Box-Muller; two uniforms per draw, the sine half discarded).
+    pub fn standard_normal(&mut self) -> f64 {
+        let u1 = 1.0 - self.next_f64(); // (0, 1]: ln is finite
+        let u2 = self.next_f64();
+        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+    }
+
     /// Exponentially distributed with the given rate (mean `1 / rate`).
     pub fn exponential(&mut self, rate: f64) -> f64 {
         -(1.0 - self.next_f64()).ln() / rate

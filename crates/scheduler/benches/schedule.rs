@@ -9,7 +9,7 @@
 
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion};
 use engine_scheduler::{
-    BlockId, BlockPool, SamplingParams, Scheduler, SchedulerConfig, SeqId, Sequence,
+    BlockId, BlockPool, NewToken, SamplingParams, Scheduler, SchedulerConfig, SeqId, Sequence,
 };
 
 const NUM_SEQS: usize = 256;
@@ -51,11 +51,11 @@ fn decoding_scheduler() -> (Scheduler, SeqId) {
 /// finished so that the batch stays full.
 fn round(s: &mut Scheduler, next_id: &mut SeqId) -> usize {
     let out = s.schedule();
-    let sampled: Vec<(SeqId, u32)> = out
+    let sampled: Vec<NewToken> = out
         .scheduled
         .iter()
         .filter(|x| x.samples)
-        .map(|x| (x.seq_id, 7))
+        .map(|x| NewToken::new(x.seq_id, 7))
         .collect();
     let done = s.update_from_output(&out, &sampled);
     for _ in s.take_finished() {

@@ -15,4 +15,4 @@ pub use block_pool::{blocks_for, BlockHash, BlockId, BlockPool, BlockPoolError};
 pub use kv_cache_manager::KvCacheManager;
 pub use sampling_params::{SamplingParams, SamplingParamsError};
 pub use scheduler::{AdmissionError, ScheduledSeq, Scheduler, SchedulerConfig, SchedulerOutput};
-pub use sequence::{FinishReason, SeqId, SeqStatus, Sequence};
+pub use sequence::{FinishReason, NewToken, SeqId, SeqStatus, Sequence};

@@ -15,7 +15,7 @@
 
 use crate::block_pool::blocks_for;
 use crate::kv_cache_manager::KvCacheManager;
-use crate::sequence::{FinishReason, SeqId, SeqStatus, Sequence};
+use crate::sequence::{FinishReason, NewToken, SeqId, SeqStatus, Sequence};
 use std::collections::{HashMap, VecDeque};
 
 /// Limits the scheduler works under; validated once.
@@ -140,7 +140,9 @@ impl Scheduler {
         if p == 0 {
             return Err(AdmissionError::EmptyPrompt);
         }
-        if p + m > self.cfg.max_model_len {
+        if p.checked_add(m)
+            .is_none_or(|total| total > self.cfg.max_model_len)
+        {
             return Err(AdmissionError::TooLongForContext {
                 prompt_tokens: p,
                 max_tokens: m,
@@ -245,13 +247,16 @@ impl Scheduler {
     }
 
     /// Apply a step's results: `sampled` holds the new token of every sequence whose
-    /// `samples` flag was set. Returns the sequences that finished.
+    /// `samples` flag was set, and whether the engine found a stop string in its text.
+    /// This is the one place a request finishes on its own (stop token, stop string,
+    /// max_tokens, context); [`Scheduler::finish`] is for aborts. Returns the sequences
+    /// that finished, with why.
     pub fn update_from_output(
         &mut self,
         out: &SchedulerOutput,
-        sampled: &[(SeqId, u32)],
+        sampled: &[NewToken],
     ) -> Vec<(SeqId, FinishReason)> {
-        let tokens: HashMap<SeqId, u32> = sampled.iter().copied().collect();
+        let news: HashMap<SeqId, &NewToken> = sampled.iter().map(|n| (n.seq_id, n)).collect();
         let mut done = Vec::new();
         for s in &out.scheduled {
             let Some(seq) = self.seqs.get_mut(&s.seq_id) else {
@@ -262,10 +267,11 @@ impl Scheduler {
             }
             seq.num_computed_tokens = s.num_computed_tokens + s.num_scheduled_tokens;
             let computed = seq.num_computed_tokens;
-            if let (true, Some(&t)) = (s.samples, tokens.get(&s.seq_id)) {
-                seq.tokens.push(t);
+            let new = news.get(&s.seq_id).filter(|_| s.samples);
+            if let Some(n) = new {
+                seq.tokens.push(n.token);
             }
-            let stop = seq.check_stop(self.cfg.max_model_len).filter(|_| s.samples);
+            let stop = new.and_then(|n| seq.check_stop(self.cfg.max_model_len, n.stop_string));
             self.kv
                 .cache_full_blocks(s.seq_id, &self.seqs[&s.seq_id].tokens, computed);
             if let Some(reason) = stop {

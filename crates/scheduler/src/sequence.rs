@@ -37,6 +37,26 @@ pub enum SeqStatus {
     Finished(FinishReason),
 }
 
+/// A step's new token for one sequence, as the engine hands it back to the scheduler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NewToken {
+    pub seq_id: SeqId,
+    pub token: u32,
+    /// The engine found one of the request's stop strings in the text so far.
+    pub stop_string: bool,
+}
+
+impl NewToken {
+    /// A token with no stop string seen.
+    pub fn new(seq_id: SeqId, token: u32) -> Self {
+        Self {
+            seq_id,
+            token,
+            stop_string: false,
+        }
+    }
+}
+
 /// One request.
 #[derive(Debug, Clone)]
 pub struct Sequence {
@@ -90,15 +110,23 @@ impl Sequence {
         matches!(self.status, SeqStatus::Finished(_))
     }
 
-    /// The stop condition met by the last appended token, if any.
-    pub fn check_stop(&self, max_model_len: usize) -> Option<FinishReason> {
+    /// Whether `token` ends the request by itself: an EOS token (unless
+    /// `params.ignore_eos`) or one of `params.stop_token_ids`. Such a token's text is
+    /// never part of the output.
+    pub fn is_stop_token(&self, token: u32) -> bool {
+        (!self.params.ignore_eos && self.eos_token_ids.contains(&token))
+            || self.params.stop_token_ids.contains(&token)
+    }
+
+    /// The stop condition met by the last appended token, if any: `Stop` for a stop
+    /// token or when the caller found a stop string in the text (`stop_string`),
+    /// else `Length` at `max_tokens` or the model's context.
+    pub fn check_stop(&self, max_model_len: usize, stop_string: bool) -> Option<FinishReason> {
         let last = *self.tokens.last()?;
         if self.num_output_tokens() == 0 {
             return None;
         }
-        if (!self.params.ignore_eos && self.eos_token_ids.contains(&last))
-            || self.params.stop_token_ids.contains(&last)
-        {
+        if stop_string || self.is_stop_token(last) {
             return Some(FinishReason::Stop);
         }
         if self.num_output_tokens() >= self.params.max_tokens || self.num_tokens() >= max_model_len

@@ -11,8 +11,8 @@
 //! to two sequences, or a stale table after preemption all show up as a wrong slot.
 
 use engine_scheduler::{
-    blocks_for, AdmissionError, BlockId, BlockPool, BlockPoolError, KvCacheManager, SamplingParams,
-    Scheduler, SchedulerConfig, SeqId, SeqStatus, Sequence,
+    blocks_for, AdmissionError, BlockId, BlockPool, BlockPoolError, KvCacheManager, NewToken,
+    SamplingParams, Scheduler, SchedulerConfig, SeqId, SeqStatus, Sequence,
 };
 use proptest::prelude::*;
 use std::collections::{HashMap, VecDeque};
@@ -684,7 +684,7 @@ impl SchedHarness {
                 .write(&table, &seq.tokens, x.num_computed_tokens, end)
                 .map_err(TestCaseError::fail)?;
             if x.samples {
-                sampled.push((x.seq_id, Self::next_token(&seq.tokens, seed)));
+                sampled.push(NewToken::new(x.seq_id, Self::next_token(&seq.tokens, seed)));
             }
         }
         let finished = self.s.update_from_output(&out, &sampled);

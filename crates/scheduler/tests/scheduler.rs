@@ -3,8 +3,8 @@
 
 use anyhow::{ensure, Context, Result};
 use engine_scheduler::{
-    AdmissionError, FinishReason, SamplingParams, Scheduler, SchedulerConfig, SchedulerOutput,
-    SeqId, SeqStatus, Sequence,
+    AdmissionError, FinishReason, NewToken, SamplingParams, Scheduler, SchedulerConfig,
+    SchedulerOutput, SeqId, SeqStatus, Sequence,
 };
 
 fn seq(id: SeqId, prompt_len: usize, max_tokens: usize) -> Sequence {
@@ -19,11 +19,11 @@ fn seq(id: SeqId, prompt_len: usize, max_tokens: usize) -> Sequence {
 /// Run one step with a fixed "model" that always samples token 5.
 fn step(s: &mut Scheduler) -> (SchedulerOutput, Vec<(SeqId, FinishReason)>) {
     let out = s.schedule();
-    let sampled: Vec<(SeqId, u32)> = out
+    let sampled: Vec<NewToken> = out
         .scheduled
         .iter()
         .filter(|x| x.samples)
-        .map(|x| (x.seq_id, 5))
+        .map(|x| NewToken::new(x.seq_id, 5))
         .collect();
     let done = s.update_from_output(&out, &sampled);
     (out, done)

@@ -251,7 +251,7 @@ impl Runner {
             self.counters.already_done += 1;
             return Ok(());
         }
-        match env.into_job(&self.cfg.defaults, self.cfg.seed) {
+        match input::into_job(env, &self.cfg.defaults, self.cfg.seed) {
             Ok(job) => self.admit(job),
             Err(bad) => self.fail(bad),
         }

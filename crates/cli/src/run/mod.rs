@@ -7,17 +7,19 @@
 //! is always a valid JSONL prefix; running the same command again resumes: finished ids
 //! are skipped, a torn last line is cut off, and error records are keyed by input line
 //! so none is written twice. See `job.rs` for the loop, `input.rs` for the line format,
-//! `output.rs` for crash safety and `shard.rs` for `--shard i/n`.
+//! `output.rs` for crash safety, `shard.rs` for `--shard i/n | auto` and `merge.rs` for
+//! `engine run merge`, which joins the shards' outputs and checks that nothing is missing.
 
 mod input;
 mod job;
+mod merge;
 mod output;
 mod progress;
 mod shard;
 
 use crate::args::{EngineArgs, ModelArgs};
 use anyhow::{bail, Context};
-use clap::Args;
+use clap::{Args, Subcommand};
 use engine_core::Engine;
 use engine_model::load_model;
 use engine_scheduler::SamplingParams;
@@ -44,27 +46,36 @@ file as {line, id, error}.
 
 Exit status: 0 every line succeeded; 2 some lines failed (see the errors file; a \
 command-line usage error also exits 2, before anything runs); 1 fatal error; \
-130 interrupted (run the same command again to resume).")]
+130 interrupted (run the same command again to resume).
+
+Sharded jobs: `--shard auto` in each task of a Slurm job array (or an srun step, a \
+Kubernetes Indexed Job, torchrun), then `engine run merge --input IN --output OUT \
+SHARD_OUTPUT...` checks that every line is accounted for and writes one output.")]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct RunArgs {
+    #[command(subcommand)]
+    pub command: Option<RunCommand>,
     #[command(flatten)]
     pub model: ModelArgs,
     #[command(flatten)]
     pub engine: EngineArgs,
     /// Input JSONL: one request per line.
-    #[arg(long)]
-    pub input: PathBuf,
+    #[arg(long, required = true)]
+    pub input: Option<PathBuf>,
     /// Output JSONL, appended as requests finish; resumed when it exists.
-    #[arg(long)]
-    pub output: PathBuf,
+    #[arg(long, required = true)]
+    pub output: Option<PathBuf>,
     /// Errors JSONL (default: the output path with `.errors.jsonl` for `.jsonl`).
     #[arg(long)]
     pub errors: Option<PathBuf>,
     /// Take only ids whose FNV-1a hash mod N is I (I/N, e.g. 0/4), to split one input
-    /// over N processes; give each its own --output.
-    #[arg(long, value_parser = shard::Shard::parse)]
-    pub shard: Option<shard::Shard>,
+    /// over N processes; give each its own --output. `auto`: I/N from the scheduler
+    /// (SLURM_ARRAY_TASK_ID, srun's SLURM_PROCID, JOB_COMPLETION_INDEX with
+    /// JOB_COMPLETIONS, RANK with WORLD_SIZE).
+    #[arg(long, value_parser = shard::ShardSpec::parse)]
+    pub shard: Option<shard::ShardSpec>,
     /// Most requests inside the engine at once (default: 2 x --max-num-seqs).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::validate::batch_size)]
     pub max_in_flight: Option<usize>,
     /// Start over: delete the output and errors files first instead of resuming.
     #[arg(long)]
@@ -76,29 +87,38 @@ pub struct RunArgs {
     #[arg(long)]
     pub no_progress: bool,
     /// Default maximum tokens to generate per request.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, value_parser = crate::validate::token_count)]
     pub max_tokens: usize,
     /// Default temperature; 0 (greedy) so that a job's results are reproducible.
-    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true, value_parser = crate::validate::temperature)]
     pub temperature: f32,
     /// Default nucleus mass, in (0, 1].
-    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true, value_parser = crate::validate::top_p)]
     pub top_p: f32,
     /// Default top-k (0: off).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = crate::validate::top_k)]
     pub top_k: usize,
     /// Default min-p, in [0, 1].
-    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true, value_parser = crate::validate::min_p)]
     pub min_p: f32,
     /// Default stop string (repeatable).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::validate::stop_string)]
     pub stop: Vec<String>,
     /// Keep generating after the end-of-sequence token by default.
     #[arg(long)]
     pub ignore_eos: bool,
     /// Default number of top log-probabilities per token (0-20); none unless given.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::validate::logprobs)]
     pub logprobs: Option<usize>,
+}
+
+/// `engine run merge`.
+#[derive(Debug, Subcommand)]
+pub enum RunCommand {
+    /// Join the outputs of a sharded job into one, checking that every input line has
+    /// exactly one result or error record (exit 0: complete, 2: complete but some lines
+    /// failed, 3: incomplete; missing, duplicated, torn or foreign records are listed).
+    Merge(merge::MergeArgs),
 }
 
 /// Ctrl-C presses so far.
@@ -127,7 +147,10 @@ fn install_ctrlc() -> anyhow::Result<()> {
 }
 
 pub fn run(a: RunArgs) -> anyhow::Result<()> {
-    let code = execute(a)?;
+    let code = match a.command {
+        Some(RunCommand::Merge(m)) => merge::run(&m)?,
+        None => execute(a)?,
+    };
     if code != 0 {
         std::process::exit(code);
     }
@@ -164,46 +187,59 @@ fn default_params(a: &RunArgs) -> anyhow::Result<SamplingParams> {
     Ok(params)
 }
 
+/// `--input` and `--output` (clap requires both unless a subcommand is given).
+fn job_paths(a: &RunArgs) -> anyhow::Result<(&Path, &Path)> {
+    match (&a.input, &a.output) {
+        (Some(i), Some(o)) => Ok((i, o)),
+        _ => bail!("engine run needs --input and --output"),
+    }
+}
+
 fn execute(a: RunArgs) -> anyhow::Result<i32> {
     let defaults = default_params(&a)?;
+    let (input, output) = job_paths(&a)?;
     let errors_path = a
         .errors
         .clone()
-        .unwrap_or_else(|| default_errors_path(&a.output));
-    if !a.input.is_file() {
-        bail!("--input {}: no such file", a.input.display());
+        .unwrap_or_else(|| default_errors_path(output));
+    if !input.is_file() {
+        bail!("--input {}: no such file", input.display());
     }
-    for p in [&a.output, &errors_path] {
-        if same_file(&a.input, p) {
+    for p in [output, &errors_path] {
+        if same_file(input, p) {
             bail!("{} is the input file; choose another output", p.display());
         }
     }
-    if same_file(&a.output, &errors_path) {
+    if same_file(output, &errors_path) {
         bail!("--errors must differ from --output");
     }
     if a.max_in_flight == Some(0) {
         bail!("--max-in-flight must be at least 1");
     }
+    let shard = match a.shard {
+        Some(spec) => spec.resolve()?,
+        None => shard::Shard::ALL,
+    };
     if a.overwrite {
-        for p in [&a.output, &errors_path] {
+        for p in [output, &errors_path] {
             if p.exists() {
                 std::fs::remove_file(p)
                     .with_context(|| format!("cannot remove {}", p.display()))?;
             }
         }
     }
-    let resume = job::Resume::load(&a.output, &errors_path, a.fsync_every)?;
-    let total_lines = input::count_lines(&a.input)
-        .with_context(|| format!("cannot read {}", a.input.display()))?;
+    let resume = job::Resume::load(output, &errors_path, a.fsync_every)?;
+    let total_lines =
+        input::count_lines(input).with_context(|| format!("cannot read {}", input.display()))?;
     let engine = load_engine(&a)?;
     install_ctrlc()?;
-    let file = std::fs::File::open(&a.input)
-        .with_context(|| format!("cannot read {}", a.input.display()))?;
+    let file =
+        std::fs::File::open(input).with_context(|| format!("cannot read {}", input.display()))?;
     let reader = input::LineReader::new(std::io::BufReader::new(file));
     let cfg = job::JobConfig {
         defaults,
         seed: a.model.seed,
-        shard: a.shard.unwrap_or(shard::Shard::ALL),
+        shard,
         max_in_flight: a.max_in_flight.unwrap_or(
             2 * a
                 .engine
@@ -237,7 +273,10 @@ fn finish(a: &RunArgs, runner: &job::Runner, errors_path: &Path, outcome: job::O
         eprintln!(
             "interrupted: {} result(s) are in {}; run the same command again to resume:\n  {}",
             c.written,
-            a.output.display(),
+            a.output
+                .as_deref()
+                .unwrap_or(Path::new("the output"))
+                .display(),
             resume_command()
         );
         return EXIT_INTERRUPTED;

@@ -4,15 +4,17 @@
 //! The byte-level fallback (used by `dummy:` models without `--tokenizer`) maps byte `b`
 //! to id `b`, and reserves id 256 for BOS and 257 for EOS; ids above 257 decode to nothing.
 
-pub mod gguf;
-pub mod gguf_pre;
+/// The GGUF vocabulary builder (in `engine_formats`, fuzzed without candle).
+pub use engine_formats::vocab as gguf;
 
 use crate::chat::{ChatMessage, ChatTemplate};
 use crate::{ModelError, Result};
 use std::path::Path;
 
 enum Kind {
-    Hf(Box<tokenizers::Tokenizer>),
+    /// A `tokenizers` tokenizer and the number of ids it can produce (for a GGUF
+    /// vocabulary, its token count: `get_vocab_size` misses repeated token texts).
+    Hf(Box<tokenizers::Tokenizer>, usize),
     Bytes,
 }
 
@@ -75,6 +77,7 @@ impl Tokenizer {
         let bos = special_str(tcfg.get("bos_token"));
         let eos = special_str(tcfg.get("eos_token"));
         let id = |s: &Option<String>| s.as_deref().and_then(|s| inner.token_to_id(s));
+        let num_ids = inner.get_vocab_size(true);
         let chat_template = template_str(tcfg.get("chat_template")).map(|t| {
             ChatTemplate::new(
                 t,
@@ -85,16 +88,14 @@ impl Tokenizer {
         Ok(Self {
             bos_token_id: id(&bos),
             eos_token_ids: id(&eos).into_iter().collect(),
-            kind: Kind::Hf(Box::new(inner)),
+            kind: Kind::Hf(Box::new(inner), num_ids),
             chat_template,
         })
     }
 
-    /// Build from GGUF metadata (`tokenizer.ggml.*`).
-    pub fn from_gguf(
-        md: &std::collections::HashMap<String, candle_core::quantized::gguf_file::Value>,
-    ) -> Result<Self> {
-        let v = gguf::vocab_from_gguf(md)?;
+    /// Build from GGUF metadata (`tokenizer.ggml.*`), checked first for consistency.
+    pub fn from_gguf(md: &engine_formats::gguf::Metadata) -> Result<Self> {
+        let v = gguf::vocab_from_gguf(md).map_err(tk_err)?;
         let name = |id: Option<u32>| {
             id.and_then(|i| v.tokenizer.id_to_token(i))
                 .unwrap_or_default()
@@ -105,7 +106,7 @@ impl Tokenizer {
         Ok(Self {
             bos_token_id: v.bos_token_id,
             eos_token_ids: v.eos_token_id.into_iter().collect(),
-            kind: Kind::Hf(Box::new(v.tokenizer)),
+            kind: Kind::Hf(Box::new(v.tokenizer), v.num_ids),
             chat_template,
         })
     }
@@ -123,7 +124,7 @@ impl Tokenizer {
     /// Largest id this tokenizer can produce, plus one.
     pub fn vocab_size(&self) -> usize {
         match &self.kind {
-            Kind::Hf(t) => t.get_vocab_size(true),
+            Kind::Hf(_, n) => *n,
             Kind::Bytes => 258,
         }
     }
@@ -131,7 +132,7 @@ impl Tokenizer {
     /// Encode text; `add_special_tokens` adds BOS/EOS as the tokenizer is configured to.
     pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>> {
         match &self.kind {
-            Kind::Hf(t) => Ok(t
+            Kind::Hf(t, _) => Ok(t
                 .encode(text, add_special_tokens)
                 .map_err(tk_err)?
                 .get_ids()
@@ -146,11 +147,25 @@ impl Tokenizer {
     /// Decode ids to text, optionally skipping special tokens.
     pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
         match &self.kind {
-            Kind::Hf(t) => t.decode(ids, skip_special_tokens).map_err(tk_err),
+            Kind::Hf(t, _) => t.decode(ids, skip_special_tokens).map_err(tk_err),
             Kind::Bytes => {
                 let bytes: Vec<u8> = ids.iter().filter(|&&i| i < 256).map(|&i| i as u8).collect();
                 Ok(String::from_utf8_lossy(&bytes).into_owned())
             }
+        }
+    }
+
+    /// The vocabulary entry of `id` as stored (`Ġthe`, `<|im_start|>`; byte tokens of
+    /// the fallback as `<0x41>`), or `None` outside the vocabulary.
+    pub fn token_piece(&self, id: u32) -> Option<String> {
+        match &self.kind {
+            Kind::Hf(t, _) => t.id_to_token(id),
+            Kind::Bytes => match id {
+                0..=255 => Some(format!("<0x{id:02X}>")),
+                BYTE_BOS => Some("<bos>".into()),
+                BYTE_EOS => Some("<eos>".into()),
+                _ => None,
+            },
         }
     }
 
@@ -163,7 +178,7 @@ impl Tokenizer {
         let t = self.chat_template.as_ref().ok_or_else(|| {
             ModelError::ChatTemplate("this model's tokenizer has no chat template".to_string())
         })?;
-        t.render(messages, true)
+        Ok(t.render(messages, true)?)
     }
 }
 

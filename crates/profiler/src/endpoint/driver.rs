@@ -9,7 +9,7 @@ use super::http::{self, BaseUrl};
 use super::request::{clip, Api, StreamLog, TokenSource};
 use super::sse::SseParser;
 use crate::result::{RequestRecord, RunRecord};
-use crate::serving::poisson_arrivals;
+use crate::run_plan::RunPlan;
 use engine_core::RequestTimeline;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use hyper::Method;
@@ -45,11 +45,14 @@ pub struct Outcome {
 }
 
 /// The request issue policy.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Issue {
+    /// All at once.
     Batch,
+    /// This many in flight.
     Closed(usize),
-    Poisson { rate_per_s: f64, seed: u64 },
+    /// Open loop: each request sent at its offset (seconds from the epoch), as planned.
+    Open(Vec<f64>),
 }
 
 /// The message of an OpenAI error body, or the body itself.
@@ -125,8 +128,8 @@ pub async fn run(
     on_end: &mut dyn FnMut(&Outcome),
 ) -> Vec<Outcome> {
     let n = bodies.len();
-    let schedule = match issue {
-        Issue::Poisson { rate_per_s, seed } => poisson_arrivals(n, rate_per_s, seed),
+    let schedule = match &issue {
+        Issue::Open(at) => at.clone(),
         _ => Vec::new(),
     };
     let limit = match issue {
@@ -138,7 +141,7 @@ pub async fn run(
     let mut outcomes = Vec::with_capacity(n);
     let mut next = 0;
     loop {
-        if !matches!(issue, Issue::Poisson { .. }) {
+        if !matches!(issue, Issue::Open(_)) {
             while pending.len() < limit {
                 let Some((i, b)) = bodies.next() else { break };
                 pending.push(one(client, i, b, epoch));
@@ -174,12 +177,12 @@ pub fn output_tokens(o: &Outcome) -> usize {
 }
 
 /// The run as the in-process drivers record it: answered requests with their timelines
-/// (no queue time or steps: the server does not expose them), the rest counted.
-/// `prompt_tokens` is used when the server reports no usage.
+/// and use cases (no queue time or steps: the server does not expose them), the rest
+/// counted. The plan's prompt length is used when the server reports no usage.
 pub fn run_record(
     index: usize,
     outcomes: Vec<Outcome>,
-    prompt_tokens: usize,
+    plan: &RunPlan,
     count: &dyn Fn(&str) -> usize,
     sources: &mut Vec<TokenSource>,
 ) -> RunRecord {
@@ -199,6 +202,7 @@ pub fn run_record(
         match o.ended {
             Ended::Answered(log) => {
                 let (times, source) = log.token_times(count);
+                let planned = plan.requests.get(o.index);
                 if !sources.contains(&source) {
                     sources.push(source);
                 }
@@ -213,9 +217,12 @@ pub fn run_record(
                         first_scheduled_s: None,
                         token_times_s: times,
                         finished_s: Some(o.end_s),
-                        prompt_tokens: log.prompt_tokens.unwrap_or(prompt_tokens),
+                        prompt_tokens: log
+                            .prompt_tokens
+                            .unwrap_or(planned.map_or(0, |p| p.input_len)),
                         ..Default::default()
                     },
+                    use_case: planned.and_then(|p| p.use_case.clone()),
                 });
             }
             Ended::Rejected => rec.rejected += 1,
@@ -264,13 +271,26 @@ mod tests {
             o(5, 0.7, 0.8, Ended::Failed("HTTP 400: bad".into())),
         ];
         let mut sources = Vec::new();
-        let rec = run_record(0, outcomes, 99, &|_| 0, &mut sources);
+        let plan = RunPlan {
+            run_seed: 7,
+            requests: (0..6)
+                .map(|index| crate::run_plan::PlannedRequest {
+                    index,
+                    use_case: Some("chat".into()),
+                    input_len: 99,
+                    output_len: 3,
+                })
+                .collect(),
+            arrivals_s: Vec::new(),
+        };
+        let rec = run_record(0, outcomes, &plan, &|_| 0, &mut sources);
         assert_eq!((rec.start_s, rec.end_s), (0.0, 9.0));
         assert_eq!((rec.rejected, rec.timed_out, rec.failed), (1, 1, 2));
         assert_eq!(rec.errors, vec!["HTTP 400: bad".to_string()]);
         assert_eq!(rec.requests.len(), 2);
         let t = &rec.requests[1].timeline;
         assert_eq!((rec.requests[1].id, t.prompt_tokens), (1, 3));
+        assert_eq!(rec.requests[1].use_case.as_deref(), Some("chat"));
         assert_eq!(t.ttft_s(), Some(0.5));
         assert_eq!(t.itl_s(), vec![1.0, 1.0]);
         assert!(t.queue_s().is_none());

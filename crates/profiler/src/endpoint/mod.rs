@@ -19,13 +19,14 @@ pub mod request;
 pub mod sse;
 
 use crate::analysis::analyse;
-use crate::bench::{expected_tokens, measured_runs, run_seed, warm_batch, BenchOptions};
+use crate::bench::{expected_tokens, plan_runs, planned, BenchOptions};
 use crate::error::{ProfilerError, Result};
 use crate::progress::Progress;
 use crate::result::{
     BenchResults, ConfigResult, EndpointInfo, Environment, RunRecord, Settings, Status,
     SCHEMA_VERSION,
 };
+use crate::run_plan::RunPlan;
 use crate::spec::{ConfigSpec, Load};
 use crate::summary::summarize;
 use crate::workload::Workload;
@@ -85,31 +86,35 @@ impl EndpointBench {
     }
 
     /// Run every configuration of `o.sweep`; `tokenizer` is the served model's (prompt
-    /// text for chat, token counts when the server reports no usage).
+    /// text for chat, token counts when the server reports no usage) and `context` its
+    /// context length (lengths drawn by `--workload` are capped by it, as in-process).
     pub fn run(
         &self,
         workload: &Workload,
         tokenizer: &Tokenizer,
+        context: usize,
         o: &BenchOptions,
         mut environment: Environment,
     ) -> BenchResults {
         let t0 = Instant::now();
         let specs = o.sweep.expand();
-        let total: f64 = specs.iter().map(|s| expected_tokens(s, o)).sum();
-        let mut progress = Progress::new(total, o.show_progress);
+        let mut progress = Progress::new(
+            specs.iter().map(|s| planned(s, o)).collect(),
+            o.show_progress,
+        );
         let mut sources = Vec::new();
         let mut configs = Vec::new();
         for (i, spec) in specs.iter().enumerate() {
             let label = format!("config {}/{}: {}", i + 1, specs.len(), spec.label());
-            configs.push(self.run_config(
+            progress.start_config(i);
+            let plans = plan_runs(context, o, spec);
+            let mut run = RunCtx {
                 workload,
                 tokenizer,
-                o,
-                spec,
-                &label,
-                &mut progress,
-                &mut sources,
-            ));
+                progress: &mut progress,
+                sources: &mut sources,
+            };
+            configs.push(self.run_config(&mut run, o, spec, &plans, &label));
         }
         progress.finish();
         environment.endpoint = Some(EndpointInfo {
@@ -119,7 +124,7 @@ impl EndpointBench {
             token_counts: describe(&sources),
             not_measured: NOT_MEASURED.iter().map(|s| s.to_string()).collect(),
         });
-        BenchResults {
+        let mut results = BenchResults {
             schema_version: SCHEMA_VERSION,
             environment,
             settings: Settings {
@@ -133,24 +138,25 @@ impl EndpointBench {
                 latency_budget_s: o.latency_budget_s,
                 knee_method: crate::analysis::KNEE_METHOD.into(),
                 percentile_method: crate::metrics::PERCENTILE_METHOD.into(),
+                traffic: o.traffic.clone(),
+                cost: o.cost.clone(),
             },
             ceilings: None,
             analysis: analyse(&configs, o.latency_budget_s),
             configs,
             total_wall_s: t0.elapsed().as_secs_f64(),
-        }
+        };
+        crate::cost::apply(&mut results);
+        results
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn run_config(
         &self,
-        workload: &Workload,
-        tokenizer: &Tokenizer,
+        cx: &mut RunCtx,
         o: &BenchOptions,
         spec: &ConfigSpec,
+        plans: &[RunPlan],
         label: &str,
-        progress: &mut Progress,
-        sources: &mut Vec<TokenSource>,
     ) -> ConfigResult {
         let mut result = ConfigResult {
             spec: spec.clone(),
@@ -160,31 +166,39 @@ impl EndpointBench {
             summary: None,
             telemetry: Default::default(),
             roofline: None,
+            cost: None,
         };
+        // Only what a client can check; the server answers the rest (400: failed).
+        if let Some(r) = plans
+            .iter()
+            .flat_map(|p| &p.requests)
+            .find(|r| r.input_len == 0 || r.output_len == 0)
+        {
+            cx.progress.advance(expected_tokens(spec, o));
+            result.status = Status::DoesNotFit {
+                reason: format!(
+                    "request {}: input and output lengths must be at least 1",
+                    r.index
+                ),
+            };
+            return result;
+        }
+        let tokenizer = cx.tokenizer;
         let count = |text: &str| tokenizer.encode(text, false).map_or(0, |ids| ids.len());
-        let n_runs = measured_runs(spec, o);
-        for r in 0..o.warmup + n_runs {
+        for (r, plan) in plans.iter().enumerate() {
             let warm = r < o.warmup;
             let what = if warm {
                 format!("warm-up {}/{}", r + 1, o.warmup)
             } else {
-                format!("run {}/{n_runs}", r - o.warmup + 1)
+                format!("run {}/{}", r - o.warmup + 1, plans.len() - o.warmup)
             };
-            progress.set_label(format!("{label} {what}"));
-            let seed = run_seed(o, spec, r);
-            let (n, issue) = match (spec.load, warm) {
-                (Load::Batch { size }, _) => (size, Issue::Batch),
-                (_, true) => (warm_batch(spec, o), Issue::Batch),
-                (Load::Concurrency { n }, false) => (o.num_requests, Issue::Closed(n)),
-                (Load::Rate { requests_per_s }, false) => (
-                    o.num_requests,
-                    Issue::Poisson {
-                        rate_per_s: requests_per_s,
-                        seed,
-                    },
-                ),
+            cx.progress.start_run(format!("{label} {what}"));
+            let issue = match (spec.load, warm) {
+                (Load::Batch { .. }, _) | (_, true) => Issue::Batch,
+                (Load::Concurrency { n }, false) => Issue::Closed(n),
+                (Load::Rate { .. }, false) => Issue::Open(plan.arrivals_s.clone()),
             };
-            let bodies = match self.bodies(workload, tokenizer, spec, o, seed, n) {
+            let bodies = match self.bodies(cx.workload, tokenizer, plan, spec, o) {
                 Ok(b) => b,
                 Err(e) => {
                     result.status = Status::Failed { error: e };
@@ -192,6 +206,7 @@ impl EndpointBench {
                 }
             };
             let epoch = Instant::now();
+            let progress = &mut *cx.progress;
             let mut tick =
                 |out: &driver::Outcome| progress.advance(driver::output_tokens(out) as f64);
             let outcomes =
@@ -200,13 +215,8 @@ impl EndpointBench {
             if warm {
                 result.warmup_runs += 1;
             } else {
-                result.runs.push(driver::run_record(
-                    r - o.warmup,
-                    outcomes,
-                    spec.input_len,
-                    &count,
-                    sources,
-                ));
+                let rec = driver::run_record(r - o.warmup, outcomes, plan, &count, cx.sources);
+                result.runs.push(rec);
             }
         }
         if result.runs.iter().all(|r| r.requests.is_empty()) {
@@ -224,14 +234,14 @@ impl EndpointBench {
         &self,
         w: &Workload,
         tok: &Tokenizer,
+        plan: &RunPlan,
         spec: &ConfigSpec,
         o: &BenchOptions,
-        seed: u64,
-        n: usize,
     ) -> std::result::Result<Vec<Vec<u8>>, String> {
-        (0..n)
-            .map(|i| {
-                let ids = w.prompt(seed, i as u64, spec.input_len);
+        plan.requests
+            .iter()
+            .map(|r| {
+                let ids = w.prompt(plan.run_seed, r.index as u64, r.input_len);
                 let prompt = match self.client.api {
                     request::Api::Completions => PromptBody::Tokens(ids),
                     request::Api::Chat => {
@@ -239,16 +249,25 @@ impl EndpointBench {
                     }
                 };
                 let ask = Ask {
-                    max_tokens: spec.output_len,
+                    max_tokens: r.output_len,
                     temperature: spec.temperature,
                     top_p: spec.top_p,
-                    seed: seed ^ i as u64,
+                    seed: r.sampling_seed(plan.run_seed),
                     ignore_eos: !o.respect_eos,
                 };
                 request::body(self.client.api, &self.model, &prompt, &ask)
             })
             .collect()
     }
+}
+
+/// What every run of a benchmark shares: the prompts, the tokenizer, the progress bar
+/// and the token-count sources seen so far.
+struct RunCtx<'a> {
+    workload: &'a Workload,
+    tokenizer: &'a Tokenizer,
+    progress: &'a mut Progress,
+    sources: &'a mut Vec<TokenSource>,
 }
 
 fn no_answers(runs: &[RunRecord]) -> String {

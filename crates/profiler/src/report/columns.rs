@@ -1,7 +1,7 @@
 //! The per-config columns shared by summary.csv, the terminal table and report.md:
 //! one definition of each column's name, unit and value.
 
-use crate::result::ConfigResult;
+use crate::result::{BenchResults, ConfigResult};
 use crate::summary::ConfigSummary;
 
 /// A column: its header and how to read it from a config (`None` prints empty/`-`).
@@ -33,6 +33,18 @@ pub fn failures(c: &ConfigResult) -> (usize, usize, usize) {
     })
 }
 
+/// Prefill time per request: a run's prefill-step time over its requests. In static
+/// batches this is the batch's prefill split evenly; in serving modes, where each
+/// request is prefilled on its own (often in mixed steps), it is the figure to read
+/// beside TTFT, where the per-run total (`prefill_ms`) is not.
+pub fn prefill_per_request_s(s: &ConfigSummary) -> Option<f64> {
+    let per_run = s.num_requests as f64 / s.measured_runs.max(1) as f64;
+    s.prefill_s
+        .mean
+        .filter(|_| per_run > 0.0)
+        .map(|v| v / per_run)
+}
+
 macro_rules! col {
     ($name:expr, |$c:ident| $body:expr) => {
         Column {
@@ -55,8 +67,17 @@ pub fn all() -> Vec<Column> {
                 .to_string()
         )),
         col!("load", |c| Some(format!("{}", c.spec.load.value()))),
-        col!("input_len", |c| Some(c.spec.input_len.to_string())),
-        col!("output_len", |c| Some(c.spec.output_len.to_string())),
+        col!("workload", |c| c.spec.workload.clone()),
+        col!("input_len", |c| c
+            .spec
+            .workload
+            .is_none()
+            .then(|| c.spec.input_len.to_string())),
+        col!("output_len", |c| c
+            .spec
+            .workload
+            .is_none()
+            .then(|| c.spec.output_len.to_string())),
         col!("temperature", |c| Some(c.spec.temperature.to_string())),
         col!("top_p", |c| Some(c.spec.top_p.to_string())),
         col!("status", |c| Some(c.status.short())),
@@ -67,6 +88,10 @@ pub fn all() -> Vec<Column> {
             s.output_tokens.to_string()
         ))),
         col!("prefill_ms", |c| ms(sum(c, |s| s.prefill_s.mean))),
+        col!("prefill_per_request_ms", |c| ms(sum(
+            c,
+            prefill_per_request_s
+        ))),
         col!("prefill_tok_per_s", |c| num(
             sum(c, |s| s.prefill_tok_per_s),
             1
@@ -162,15 +187,85 @@ pub fn all() -> Vec<Column> {
             sum(c, |s| s.overhead_s.mean.map(|v| v * 1e6)),
             1
         )),
+        col!("usd_per_1m_output_tok", |c| cost(c, |k| k
+            .usd_per_1m_output_tokens)),
+        col!("usd_per_1m_total_tok", |c| cost(c, |k| k
+            .usd_per_1m_total_tokens)),
+        col!("concurrent_users", |c| num(
+            c.cost.as_ref().and_then(|k| k.concurrent_users),
+            2
+        )),
+        col!("usd_per_user_hour", |c| cost(c, |k| k.usd_per_user_hour)),
+        col!("fit_intercept_s", |c| num(
+            fit(c, |f| Some(f.intercept_s)),
+            4
+        )),
+        col!("fit_s_per_output_tok", |c| num(
+            fit(c, |f| f.s_per_output_token),
+            6
+        )),
+        col!("fit_s_per_prompt_tok", |c| num(
+            fit(c, |f| f.s_per_prompt_token),
+            6
+        )),
+        col!("fit_r2", |c| num(fit(c, |f| f.r2), 4)),
         col!("rejected", |c| Some(failures(c).0.to_string())),
         col!("failed", |c| Some(failures(c).1.to_string())),
         col!("timed_out", |c| Some(failures(c).2.to_string())),
     ]
 }
 
-/// The columns of the terminal table and report.md, by name.
+fn cost(c: &ConfigResult, f: fn(&crate::cost::ConfigCost) -> Option<f64>) -> Option<String> {
+    c.cost.as_ref().and_then(f).map(crate::cost::usd)
+}
+
+fn fit(c: &ConfigResult, f: fn(&crate::breakdown::LengthFit) -> Option<f64>) -> Option<f64> {
+    sum(c, |s| s.length_fit.as_ref().and_then(f))
+}
+
+/// Columns shown only when some config has a value: the workload, money (only with
+/// `--gpu-cost-per-hour`) and the latency-vs-length fit.
+pub const OPTIONAL: &[&str] = &[
+    "workload",
+    "usd_per_1m_output_tok",
+    "usd_per_1m_total_tok",
+    "concurrent_users",
+    "usd_per_user_hour",
+    "fit_intercept_s",
+    "fit_s_per_output_tok",
+    "fit_s_per_prompt_tok",
+    "fit_r2",
+];
+
+/// `cols` without the [`OPTIONAL`] columns that are empty for every config of `r`.
+fn drop_empty(cols: Vec<Column>, r: &BenchResults) -> Vec<Column> {
+    cols.into_iter()
+        .filter(|c| {
+            !OPTIONAL.contains(&c.name) || r.configs.iter().any(|cfg| (c.value)(cfg).is_some())
+        })
+        .collect()
+}
+
+/// The CSV's columns for `r`: [`all`] less the empty optional ones.
+pub fn present(r: &BenchResults) -> Vec<Column> {
+    drop_empty(all(), r)
+}
+
+/// report.md's table columns for `r`: [`table`] (per-request prefill in serving
+/// modes) less the empty optional ones.
+pub fn table_for(r: &BenchResults) -> Vec<Column> {
+    let serving = r
+        .configs
+        .iter()
+        .any(|c| !matches!(c.spec.load, crate::spec::Load::Batch { .. }));
+    drop_empty(table(serving), r)
+}
+
+/// The columns of report.md's table, by name; `prefill_ms` (per run) becomes
+/// `prefill_per_request_ms` in serving modes.
 pub const TABLE: &[&str] = &[
     "load",
+    "workload",
     "input_len",
     "output_len",
     "status",
@@ -189,16 +284,22 @@ pub const TABLE: &[&str] = &[
     "output_tok_per_s_cv",
     "decode_floor_pct",
     "prefill_floor_pct",
+    "usd_per_1m_output_tok",
+    "usd_per_user_hour",
 ];
 
 /// The table's columns (those of [`TABLE`], in its order).
-pub fn table() -> Vec<Column> {
+pub fn table(serving: bool) -> Vec<Column> {
     let mut all = all();
     TABLE
         .iter()
+        .map(|&n| match n {
+            "prefill_ms" if serving => "prefill_per_request_ms",
+            n => n,
+        })
         .filter_map(|n| {
             all.iter()
-                .position(|c| c.name == *n)
+                .position(|c| c.name == n)
                 .map(|i| all.swap_remove(i))
         })
         .collect()

@@ -1,9 +1,9 @@
-//! summary.csv: one row per configuration, every column of [`super::columns::all`].
+//! summary.csv: one row per configuration, every column of [`super::columns::present`].
 
 use super::columns;
 use crate::result::BenchResults;
 
-fn escape(s: &str) -> String {
+pub(crate) fn escape(s: &str) -> String {
     if s.contains([',', '"', '\n']) {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {
@@ -13,7 +13,7 @@ fn escape(s: &str) -> String {
 
 /// The CSV text.
 pub fn render(r: &BenchResults) -> String {
-    let cols = columns::all();
+    let cols = columns::present(r);
     let mut out = cols.iter().map(|c| c.name).collect::<Vec<_>>().join(",");
     out.push('\n');
     for cfg in &r.configs {

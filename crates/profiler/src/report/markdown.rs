@@ -24,6 +24,7 @@ pub fn render(r: &BenchResults, plots: &[&str]) -> String {
         ),
         ("dtype", e.dtype.clone()),
         ("kernels", e.kernels.clone()),
+        ("decode graphs", graphs_line(e.graphs.as_ref())),
         ("device", format!("{} ({})", e.device, e.device_name)),
         ("driver", e.driver.clone()),
         ("CPU", format!("{} ({} logical CPUs)", e.cpu, e.num_cpus)),
@@ -75,13 +76,36 @@ pub fn render(r: &BenchResults, plots: &[&str]) -> String {
     s.push_str(&table::render_markdown(r));
     s.push_str("\n## Analysis\n\n");
     let _ = writeln!(s, "Knee: {}.\n", crate::analysis::KNEE_METHOD);
-    for line in table::analysis_lines(r) {
+    for line in table::analysis_lines(r)
+        .into_iter()
+        .chain(crate::cost::lines(r))
+    {
         let _ = writeln!(s, "- {}", line.trim());
     }
+    s.push_str(&super::traffic::markdown(r));
     s.push_str("\n## Plots\n\n");
     for p in plots {
         let _ = writeln!(s, "![{p}]({p})\n");
     }
     s.push_str("Definitions: docs/metrics.md in the engine's repository.\n");
     s
+}
+
+/// The environment table's "decode graphs" cell.
+fn graphs_line(g: Option<&engine_core::graphs::GraphReport>) -> String {
+    match g {
+        None => "off: every step eager".into(),
+        Some(g) => format!(
+            "{} for batch sizes {:?} (contexts up to {}): {:.2} s, {:.1} MiB{}",
+            g.mode,
+            g.buckets,
+            g.max_context,
+            g.capture_s,
+            g.capture_bytes as f64 / (1u64 << 20) as f64,
+            match g.failed.is_empty() {
+                true => String::new(),
+                false => format!("; failed: {}", g.failed.join("; ")),
+            }
+        ),
+    }
 }

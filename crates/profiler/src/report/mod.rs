@@ -2,13 +2,16 @@
 //! row per config), report.md, the SVG plots, and the optional Chrome trace. `engine
 //! report DIR` re-renders all but results.json from results.json.
 
+pub mod axis;
 pub mod columns;
 pub mod csv;
+pub mod legend;
 pub mod markdown;
 pub mod plots;
 pub mod svg;
 pub mod table;
 pub mod trace;
+pub mod traffic;
 
 use crate::error::{ProfilerError, Result};
 use crate::result::BenchResults;
@@ -48,6 +51,9 @@ pub fn write_results_json(r: &BenchResults, dir: &Path) -> Result<PathBuf> {
 pub fn render_dir(r: &BenchResults, dir: &Path) -> Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir).map_err(|e| ProfilerError::io(dir, e))?;
     let mut written = vec![write(dir.join("summary.csv"), &csv::render(r))?];
+    if let Some(text) = traffic::csv(r) {
+        written.push(write(dir.join("use_cases.csv"), &text)?);
+    }
     let plots = plots::all(r);
     for (name, svg) in &plots {
         written.push(write(dir.join(name), svg)?);
@@ -91,6 +97,7 @@ pub(crate) mod tests {
                 output_len: 11,
                 temperature: 0.0,
                 top_p: 1.0,
+                workload: None,
             },
             summary: status.is_ok().then(|| summarize(&runs, &Slo::default())),
             status,
@@ -98,6 +105,7 @@ pub(crate) mod tests {
             runs,
             telemetry: Default::default(),
             roofline: None,
+            cost: None,
         }
     }
 
@@ -134,7 +142,12 @@ pub(crate) mod tests {
             std::env::temp_dir().join(format!("engine-profiler-report-{}", std::process::id()));
         let r = sample_results();
         let files = super::write_all(&r, &dir).unwrap();
-        assert_eq!(files.len(), 1 + 1 + 7 + 1);
+        // results.json, summary.csv, report.md and the plots with something to show:
+        // one output length gives no latency_vs_output_len.svg.
+        assert_eq!(files.len(), 3 + super::plots::all(&r).len());
+        assert!(!files
+            .iter()
+            .any(|f| f.ends_with("latency_vs_output_len.svg")));
         let back = super::read_results(&dir).unwrap();
         // Floats may differ in the last bit after a JSON round trip; the rendering must not.
         assert_eq!(super::csv::render(&back), super::csv::render(&r));

@@ -1,7 +1,8 @@
 //! The plots of a benchmark, built from saved results: throughput vs load, latency
 //! percentiles vs load (log axes), throughput vs p50 latency with the knee, latency vs
 //! output length, the E2E latency CDF, queue vs compute time, and a dashboard combining
-//! them. Per-load charts show the first group (configs equal but for their load);
+//! them; a chart with nothing to show (one load, one output length) is left out.
+//! Per-load charts show the first group (configs equal but for their load);
 //! throughput-latency and output-length charts show every group.
 
 use super::svg::{Chart, Kind, Marker, Series};
@@ -230,17 +231,29 @@ fn queue_vs_compute(r: &BenchResults) -> Chart {
     }
 }
 
-/// Every plot with its file name, dashboard last.
+/// Every plot that has something to show (see [`Chart::has_something_to_show`]: a
+/// single output length gives no latency-vs-length plot, a single load no per-load
+/// curves) with its file name, a dashboard of them, and with a price the cost chart.
 pub fn all(r: &BenchResults) -> Vec<(&'static str, String)> {
-    let charts = [
+    let charts: Vec<(&'static str, Chart)> = [
         ("throughput_vs_batch.svg", throughput_vs_load(r)),
         ("latency_vs_batch.svg", latency_vs_load(r)),
         ("throughput_vs_latency.svg", throughput_vs_latency(r)),
         ("latency_vs_output_len.svg", latency_vs_output_len(r)),
         ("latency_cdf.svg", latency_cdf(r)),
         ("queue_vs_compute.svg", queue_vs_compute(r)),
-    ];
+    ]
+    .into_iter()
+    .filter(|(_, c)| c.has_something_to_show())
+    .collect();
     let (w, h) = (640.0, 420.0);
+    let mut out: Vec<(&'static str, String)> =
+        charts.iter().map(|(n, c)| (*n, c.render(w, h))).collect();
+    let cost = crate::cost::chart(r).map(|c| ("cost_vs_latency.svg", c.render(w, h)));
+    if charts.is_empty() {
+        out.extend(cost);
+        return out;
+    }
     let mut dash = String::new();
     for (i, (_, c)) in charts.iter().enumerate() {
         let (x, y) = ((i % 2) as f64 * w, 40.0 + (i / 2) as f64 * h);
@@ -249,7 +262,8 @@ pub fn all(r: &BenchResults) -> Vec<(&'static str, String)> {
             c.body(w, h)
         ));
     }
-    let (dw, dh) = (2.0 * w, 40.0 + 3.0 * h);
+    let rows = charts.len().div_ceil(2) as f64;
+    let (dw, dh) = (2.0 * w, 40.0 + rows * h);
     let title = format!(
         "Benchmark dashboard: {} on {}",
         r.environment.model, r.environment.device_name
@@ -259,8 +273,170 @@ pub fn all(r: &BenchResults) -> Vec<(&'static str, String)> {
         dw / 2.0,
         t = super::svg::esc(&title)
     );
-    let mut out: Vec<(&'static str, String)> =
-        charts.iter().map(|(n, c)| (*n, c.render(w, h))).collect();
     out.push(("dashboard.svg", dashboard));
+    out.extend(cost);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::legend::Rect;
+    use crate::report::svg::{Kind, Marker};
+
+    fn attr(line: &str, name: &str) -> Option<f64> {
+        let start = line.find(&format!(" {name}=\""))? + name.len() + 3;
+        line[start..].split('"').next()?.parse().ok()
+    }
+
+    fn legend_box(svg: &str) -> Rect {
+        let line = svg
+            .lines()
+            .find(|l| l.contains("class=\"legend\""))
+            .expect("a legend");
+        let get = |n| attr(line, n).expect("legend attribute");
+        Rect {
+            x: get("x"),
+            y: get("y"),
+            w: get("width"),
+            h: get("height"),
+        }
+    }
+
+    type Xy = (f64, f64);
+
+    /// Every data point (circle centres and line vertices) and every line segment.
+    fn data(svg: &str) -> (Vec<Xy>, Vec<(Xy, Xy)>) {
+        let mut points = Vec::new();
+        let mut segments = Vec::new();
+        for l in svg.lines() {
+            if l.contains("class=\"point\"") {
+                points.push((attr(l, "cx").unwrap(), attr(l, "cy").unwrap()));
+            }
+            if l.contains("class=\"series\"") {
+                let start = l.find("points=\"").unwrap() + 8;
+                let v: Vec<(f64, f64)> = l[start..]
+                    .split('"')
+                    .next()
+                    .unwrap()
+                    .split(' ')
+                    .map(|p| {
+                        let (x, y) = p.split_once(',').unwrap();
+                        (x.parse().unwrap(), y.parse().unwrap())
+                    })
+                    .collect();
+                segments.extend(v.windows(2).map(|w| (w[0], w[1])));
+                points.extend(v);
+            }
+        }
+        (points, segments)
+    }
+
+    fn assert_legend_hides_nothing(name: &str, svg: &str) {
+        let b = legend_box(svg);
+        let (points, segments) = data(svg);
+        assert!(!points.is_empty(), "{name}: no data drawn");
+        // Points are drawn with radius 3.
+        let grown = Rect {
+            x: b.x - 3.0,
+            y: b.y - 3.0,
+            w: b.w + 6.0,
+            h: b.h + 6.0,
+        };
+        for p in &points {
+            assert!(
+                !grown.contains(*p),
+                "{name}: point {p:?} under the legend {b:?}"
+            );
+        }
+        for (a, z) in &segments {
+            assert!(
+                !b.crosses(*a, *z),
+                "{name}: line {a:?}-{z:?} under the legend {b:?}"
+            );
+        }
+    }
+
+    fn lines(series: Vec<Series>) -> Chart {
+        chart("t", "x", "y", (false, false), series)
+    }
+
+    #[test]
+    fn no_legend_covers_a_point_or_a_line_in_any_report_plot() {
+        let r = crate::report::tests::sample_results();
+        for (name, svg) in all(&r) {
+            if name != "dashboard.svg" && svg.contains("class=\"series\"") {
+                assert_legend_hides_nothing(name, &svg);
+            }
+        }
+    }
+
+    #[test]
+    fn a_legend_with_no_free_corner_moves_right_of_the_plot() {
+        // Points in all four corners and lines across both diagonals.
+        let c = lines(vec![
+            Series::new("up", vec![(0.0, 0.0), (5.0, 5.0), (10.0, 10.0)]),
+            Series::new("down", vec![(0.0, 10.0), (5.0, 5.0), (10.0, 0.0)]),
+            Series::new("top", vec![(0.0, 9.5), (10.0, 9.5)]),
+            Series::new("bottom", vec![(0.0, 0.5), (10.0, 0.5)]),
+        ]);
+        let svg = c.render(640.0, 420.0);
+        assert_legend_hides_nothing("corners", &svg);
+        let (points, _) = data(&svg);
+        let right = points.iter().map(|p| p.0).fold(f64::MIN, f64::max);
+        assert!(legend_box(&svg).x > right, "legend beside the plot");
+    }
+
+    #[test]
+    fn a_single_point_and_a_knee_label_stay_visible() {
+        // One output length (32) and its p50 E2E (1.9 s): the axes put the point 5 % in
+        // from the left and 95 % up, where the legend used to sit.
+        let mut c = lines(vec![Series::new("E2E p50", vec![(32.0, 1.9)])]);
+        assert!(!c.has_something_to_show());
+        assert_legend_hides_nothing("single point", &c.render(640.0, 420.0));
+        c.series
+            .push(Series::new("E2E p99", vec![(32.0, 2.0), (64.0, 3.0)]));
+        c.markers.push(Marker {
+            x: 32.0,
+            y: 2.0,
+            label: "knee: batch=1".into(),
+        });
+        assert!(c.has_something_to_show());
+        assert_legend_hides_nothing("knee", &c.render(640.0, 420.0));
+    }
+
+    #[test]
+    fn one_output_length_draws_no_latency_vs_length_plot() {
+        let r = crate::report::tests::sample_results();
+        let names: Vec<&str> = all(&r).into_iter().map(|(n, _)| n).collect();
+        assert!(!names.contains(&"latency_vs_output_len.svg"), "{names:?}");
+        assert!(names.contains(&"throughput_vs_batch.svg") && names.contains(&"dashboard.svg"));
+        let mut r2 = r.clone();
+        let mut shorter = r.configs[0].clone();
+        shorter.spec.output_len = 5;
+        r2.configs.push(shorter);
+        let names: Vec<&str> = all(&r2).into_iter().map(|(n, _)| n).collect();
+        assert!(names.contains(&"latency_vs_output_len.svg"), "{names:?}");
+        assert!(Chart {
+            kind: Kind::StackedBars,
+            categories: vec!["a".into()],
+            ..lines(vec![])
+        }
+        .has_something_to_show());
+    }
+
+    #[test]
+    fn long_titles_shrink_or_split_to_fit() {
+        let long = "Latency percentiles vs concurrency (requests in flight) [in=128 out=128 T=0.7 top_p=0.95]";
+        let mut s = String::new();
+        crate::report::svg::title(&mut s, long, 640.0);
+        for line in s.lines() {
+            let size = attr(line, "font-size").unwrap();
+            let text = line.split('>').nth(1).unwrap().split('<').next().unwrap();
+            assert!(
+                0.6 * size * text.chars().count() as f64 <= 624.0 || line.contains("textLength"),
+                "{line}"
+            );
+        }
+    }
 }

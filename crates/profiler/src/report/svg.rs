@@ -1,7 +1,11 @@
 //! A small SVG chart renderer: line/scatter series on linear or log axes, stacked bars,
-//! markers with labels, a title, labelled axes with units and a legend. Every chart
-//! carries a `<title>` element so that viewers and tests can identify it.
+//! markers with labels, a title, labelled axes with units and a legend placed where it
+//! covers no data ([`super::legend`]). Every chart carries a `<title>` element so that
+//! viewers and tests can identify it; points, lines, bars and the legend carry classes
+//! (`point`, `series`, `bar`, `legend`) so that tests can check the layout.
 
+use super::axis::{tick_text, Axis};
+use super::legend::{self, Obstacles, Rect};
 use std::fmt::Write;
 
 /// One line (or set of bars) on a chart.
@@ -74,98 +78,29 @@ pub fn esc(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// Axis range with optional log scale; maps data to [0, 1].
-struct Axis {
-    lo: f64,
-    hi: f64,
-    log: bool,
+/// Data-to-pixel mapping of one chart: its axes and plot area.
+struct Frame {
+    x: Axis,
+    y: Axis,
+    plot: Rect,
 }
 
-impl Axis {
-    fn new(values: impl Iterator<Item = f64>, log: bool, zero: bool) -> Self {
-        let vals: Vec<f64> = values
-            .filter(|v| v.is_finite() && (!log || *v > 0.0))
-            .collect();
-        let mut lo = vals.iter().copied().fold(f64::INFINITY, f64::min);
-        let mut hi = vals.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        if !lo.is_finite() {
-            (lo, hi) = (1.0, 10.0);
-        }
-        if log {
-            (lo, hi) = (
-                10f64.powf(lo.log10().floor()),
-                10f64.powf(hi.log10().ceil()),
-            );
-            if hi <= lo {
-                hi = lo * 10.0;
-            }
-        } else {
-            if zero {
-                lo = lo.min(0.0);
-            }
-            if hi <= lo {
-                hi = lo + lo.abs().max(1.0);
-            }
-            let step = nice_step((hi - lo) / 5.0);
-            (lo, hi) = ((lo / step).floor() * step, (hi / step).ceil() * step);
-        }
-        Self { lo, hi, log }
+impl Frame {
+    fn px(&self, v: f64) -> f64 {
+        self.plot.x + self.x.frac(v).clamp(-0.02, 1.02) * self.plot.w
     }
 
-    fn frac(&self, v: f64) -> f64 {
-        if self.log {
-            (v.max(self.lo * 1e-3).log10() - self.lo.log10()) / (self.hi.log10() - self.lo.log10())
-        } else {
-            (v - self.lo) / (self.hi - self.lo)
-        }
+    fn py(&self, v: f64) -> f64 {
+        self.plot.y + self.plot.h - self.y.frac(v).clamp(-0.02, 1.02) * self.plot.h
     }
 
-    fn ticks(&self) -> Vec<f64> {
-        if self.log {
-            let (a, b) = (
-                self.lo.log10().round() as i32,
-                self.hi.log10().round() as i32,
-            );
-            (a..=b).map(|e| 10f64.powi(e)).collect()
-        } else {
-            let step = nice_step((self.hi - self.lo) / 5.0);
-            let n = ((self.hi - self.lo) / step).round() as usize;
-            (0..=n).map(|i| self.lo + step * i as f64).collect()
-        }
+    fn point(&self, p: (f64, f64)) -> (f64, f64) {
+        (self.px(p.0), self.py(p.1))
     }
 }
 
-/// The 1, 2 or 5 times a power of ten nearest above `raw`.
-fn nice_step(raw: f64) -> f64 {
-    let p = 10f64.powf(raw.max(1e-12).log10().floor());
-    let f = raw / p;
-    let m = if f <= 1.0 {
-        1.0
-    } else if f <= 2.0 {
-        2.0
-    } else if f <= 5.0 {
-        5.0
-    } else {
-        10.0
-    };
-    m * p
-}
-
-fn tick_text(v: f64) -> String {
-    let a = v.abs();
-    if a == 0.0 {
-        "0".into()
-    } else if !(1e-3..1e6).contains(&a) {
-        format!("{v:.0e}")
-    } else if a >= 100.0 {
-        format!("{v:.0}")
-    } else {
-        format!("{v:.3}")
-            .trim_end_matches('0')
-            .trim_end_matches('.')
-            .to_string()
-    }
-}
+/// At most this many legend entries.
+const MAX_LEGEND: usize = 12;
 
 impl Chart {
     /// A standalone SVG document of `w` x `h` pixels.
@@ -176,54 +111,94 @@ impl Chart {
         )
     }
 
-    /// The chart's elements (for embedding in a dashboard inside a nested `<svg>`).
-    pub fn body(&self, w: f64, h: f64) -> String {
-        let (l, r, t, b) = (70.0, 20.0, 40.0, 55.0);
-        let (pw, ph) = (w - l - r, h - t - b);
-        let bars = self.kind == Kind::StackedBars;
+    /// True when the chart shows a relation: bars, or a line through two distinct x.
+    pub fn has_something_to_show(&self) -> bool {
+        match self.kind {
+            Kind::StackedBars => !self.categories.is_empty(),
+            Kind::Lines => self.series.iter().any(|s| {
+                s.points
+                    .iter()
+                    .any(|p| s.points.first().is_some_and(|f| f.0 != p.0))
+            }),
+        }
+    }
+
+    fn axes_ranges(&self) -> (Axis, Axis) {
+        if self.kind == Kind::StackedBars {
+            let x = Axis {
+                lo: -0.5,
+                hi: self.categories.len().max(1) as f64 - 0.5,
+                log: false,
+            };
+            return (
+                x,
+                Axis::new(self.stack_tops().into_iter(), self.y_log, true),
+            );
+        }
         let xs = self
             .series
             .iter()
             .flat_map(|s| s.points.iter().map(|p| p.0));
-        let x = if bars {
-            Axis {
-                lo: -0.5,
-                hi: self.categories.len().max(1) as f64 - 0.5,
-                log: false,
-            }
-        } else {
-            Axis::new(
-                xs.chain(self.markers.iter().map(|m| m.x)),
-                self.x_log,
-                false,
-            )
+        let x = Axis::new(
+            xs.chain(self.markers.iter().map(|m| m.x)),
+            self.x_log,
+            false,
+        );
+        let ys = self
+            .series
+            .iter()
+            .flat_map(|s| s.points.iter().map(|p| p.1));
+        (x, Axis::new(ys, self.y_log, true))
+    }
+
+    /// The chart's elements (for embedding in a dashboard inside a nested `<svg>`).
+    pub fn body(&self, w: f64, h: f64) -> String {
+        let (l, r, t, b) = (70.0, 20.0, 40.0, 55.0);
+        let (x, y) = self.axes_ranges();
+        let mut f = Frame {
+            x,
+            y,
+            plot: Rect {
+                x: l,
+                y: t,
+                w: w - l - r,
+                h: h - t - b,
+            },
         };
-        let ys: Vec<f64> = if bars {
-            self.stack_tops()
-        } else {
-            self.series
-                .iter()
-                .flat_map(|s| s.points.iter().map(|p| p.1))
-                .collect()
-        };
-        let y = Axis::new(ys.into_iter(), self.y_log, true);
-        let px = |v: f64| l + x.frac(v).clamp(-0.02, 1.02) * pw;
-        let py = |v: f64| t + ph - y.frac(v).clamp(-0.02, 1.02) * ph;
+        let names: Vec<&str> = self
+            .series
+            .iter()
+            .take(MAX_LEGEND)
+            .map(|s| s.name.as_str())
+            .collect();
+        let spot = (!names.is_empty()).then(|| {
+            let size = legend::size(&names);
+            legend::inside(f.plot, size, &self.obstacles(&f)).unwrap_or_else(|| {
+                // No free corner: a column right of a narrower plot.
+                f.plot.w = (f.plot.w - size.0 - 12.0).max(0.45 * f.plot.w);
+                Rect {
+                    x: f.plot.x + f.plot.w + 12.0,
+                    y: t,
+                    w: size.0,
+                    h: size.1,
+                }
+            })
+        });
         let mut s = String::new();
         let _ = writeln!(s, "<title>{}</title>", esc(&self.title));
         let _ = writeln!(
             s,
             "<rect x=\"0\" y=\"0\" width=\"{w}\" height=\"{h}\" fill=\"white\"/>"
         );
-        let _ = writeln!(s, "<text x=\"{}\" y=\"22\" text-anchor=\"middle\" font-size=\"15\" font-weight=\"bold\">{}</text>", w / 2.0, esc(&self.title));
-        self.axes(&mut s, &x, &y, (l, t, pw, ph), &px, &py);
-        if bars {
-            self.draw_bars(&mut s, pw, &px, &py);
+        title(&mut s, &self.title, w);
+        self.axes(&mut s, &f);
+        if self.kind == Kind::StackedBars {
+            self.draw_bars(&mut s, &f);
         } else {
-            self.draw_lines(&mut s, &px, &py);
+            self.draw_lines(&mut s, &f);
         }
         for m in &self.markers {
-            let (cx, cy) = (px(m.x), py(m.y));
+            let (cx, cy) = f.point((m.x, m.y));
             let _ = writeln!(s, "<circle cx=\"{cx:.1}\" cy=\"{cy:.1}\" r=\"7\" fill=\"none\" stroke=\"#d62728\" stroke-width=\"2.5\"/>");
             let _ = writeln!(
                 s,
@@ -233,8 +208,41 @@ impl Chart {
                 esc(&m.label)
             );
         }
-        self.legend(&mut s, l + 10.0, t + 8.0);
+        if let Some(spot) = spot {
+            self.legend(&mut s, spot);
+        }
         s
+    }
+
+    /// Everything drawn in the plot area, in pixels: what a legend must not cover.
+    fn obstacles(&self, f: &Frame) -> Obstacles {
+        let mut o = Obstacles::default();
+        if self.kind == Kind::StackedBars {
+            o.boxes = self.bars(f).into_iter().map(|(r, _)| r).collect();
+        } else {
+            o.lines = self
+                .series
+                .iter()
+                .map(|s| s.points.iter().map(|&p| f.point(p)).collect())
+                .collect();
+        }
+        for m in &self.markers {
+            let (cx, cy) = f.point((m.x, m.y));
+            o.boxes.push(Rect {
+                x: cx - 8.0,
+                y: cy - 8.0,
+                w: 16.0,
+                h: 16.0,
+            });
+            let label_w = 7.0 * m.label.chars().count() as f64;
+            o.boxes.push(Rect {
+                x: cx + 9.0,
+                y: cy - 22.0,
+                w: label_w,
+                h: 16.0,
+            });
+        }
+        o
     }
 
     fn stack_tops(&self) -> Vec<f64> {
@@ -249,28 +257,25 @@ impl Chart {
             .collect()
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn axes(
-        &self,
-        s: &mut String,
-        x: &Axis,
-        y: &Axis,
-        (l, t, pw, ph): (f64, f64, f64, f64),
-        px: &dyn Fn(f64) -> f64,
-        py: &dyn Fn(f64) -> f64,
-    ) {
+    fn axes(&self, s: &mut String, f: &Frame) {
+        let Rect {
+            x: l,
+            y: t,
+            w: pw,
+            h: ph,
+        } = f.plot;
         let _ = writeln!(s, "<rect x=\"{l}\" y=\"{t}\" width=\"{pw}\" height=\"{ph}\" fill=\"none\" stroke=\"#333\"/>");
-        for v in y.ticks() {
-            let yy = py(v);
+        for v in f.y.ticks() {
+            let yy = f.py(v);
             let _ = writeln!(s, "<line x1=\"{l}\" x2=\"{:.1}\" y1=\"{yy:.1}\" y2=\"{yy:.1}\" stroke=\"#ddd\"/><text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\" font-size=\"11\">{}</text>", l + pw, l - 5.0, yy + 4.0, tick_text(v));
         }
         if self.kind == Kind::StackedBars {
             for (i, c) in self.categories.iter().enumerate() {
-                let _ = writeln!(s, "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\" font-size=\"11\">{}</text>", px(i as f64), t + ph + 16.0, esc(c));
+                let _ = writeln!(s, "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\" font-size=\"11\">{}</text>", f.px(i as f64), t + ph + 16.0, esc(c));
             }
         } else {
-            for v in x.ticks() {
-                let xx = px(v);
+            for v in f.x.ticks() {
+                let xx = f.px(v);
                 let _ = writeln!(s, "<line x1=\"{xx:.1}\" x2=\"{xx:.1}\" y1=\"{t}\" y2=\"{:.1}\" stroke=\"#eee\"/><text x=\"{xx:.1}\" y=\"{:.1}\" text-anchor=\"middle\" font-size=\"11\">{}</text>", t + ph, t + ph + 16.0, tick_text(v));
             }
         }
@@ -279,7 +284,7 @@ impl Chart {
         let _ = writeln!(s, "<text class=\"y-label\" x=\"{yx}\" y=\"{yy:.1}\" text-anchor=\"middle\" font-size=\"13\" transform=\"rotate(-90 {yx} {yy:.1})\">{}</text>", esc(&self.y_label));
     }
 
-    fn draw_lines(&self, s: &mut String, px: &dyn Fn(f64) -> f64, py: &dyn Fn(f64) -> f64) {
+    fn draw_lines(&self, s: &mut String, f: &Frame) {
         for (i, ser) in self.series.iter().enumerate() {
             let color = ser.color(i);
             let dash = ser
@@ -288,55 +293,95 @@ impl Chart {
             let pts: Vec<String> = ser
                 .points
                 .iter()
-                .map(|p| format!("{:.1},{:.1}", px(p.0), py(p.1)))
+                .map(|&p| {
+                    let (x, y) = f.point(p);
+                    format!("{x:.1},{y:.1}")
+                })
                 .collect();
             if !ser.scatter && pts.len() > 1 {
                 let _ = writeln!(
                     s,
-                    "<polyline points=\"{}\" fill=\"none\" stroke=\"{color}\" stroke-width=\"2\"{dash}/>",
+                    "<polyline class=\"series\" points=\"{}\" fill=\"none\" stroke=\"{color}\" stroke-width=\"2\"{dash}/>",
                     pts.join(" ")
                 );
             }
             if ser.points.len() <= 64 {
-                for p in &ser.points {
+                for &p in &ser.points {
+                    let (x, y) = f.point(p);
                     let _ = writeln!(
                         s,
-                        "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"{color}\"/>",
-                        px(p.0),
-                        py(p.1)
+                        "<circle class=\"point\" cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"3\" fill=\"{color}\"/>"
                     );
                 }
             }
         }
     }
 
-    fn draw_bars(&self, s: &mut String, pw: f64, px: &dyn Fn(f64) -> f64, py: &dyn Fn(f64) -> f64) {
-        let bw = 0.6 * pw / self.categories.len().max(1) as f64;
+    /// Each bar's box and colour.
+    fn bars(&self, f: &Frame) -> Vec<(Rect, &'static str)> {
+        let bw = 0.6 * f.plot.w / self.categories.len().max(1) as f64;
+        let mut out = Vec::new();
         for i in 0..self.categories.len() {
             let mut base = 0.0;
             for (k, ser) in self.series.iter().enumerate() {
                 let v = ser.points.get(i).map_or(0.0, |p| p.1);
-                let (y0, y1) = (py(base), py(base + v));
-                let _ = writeln!(s, "<rect x=\"{:.1}\" y=\"{y1:.1}\" width=\"{bw:.1}\" height=\"{:.1}\" fill=\"{}\"/>", px(i as f64) - bw / 2.0, (y0 - y1).max(0.0), COLORS[k % COLORS.len()]);
+                let (y0, y1) = (f.py(base), f.py(base + v));
+                let r = Rect {
+                    x: f.px(i as f64) - bw / 2.0,
+                    y: y1,
+                    w: bw,
+                    h: (y0 - y1).max(0.0),
+                };
+                out.push((r, COLORS[k % COLORS.len()]));
                 base += v;
             }
         }
+        out
     }
 
-    fn legend(&self, s: &mut String, x: f64, y: f64) {
-        let n = self.series.len().min(12);
-        if n == 0 {
-            return;
+    fn draw_bars(&self, s: &mut String, f: &Frame) {
+        for (r, color) in self.bars(f) {
+            let _ = writeln!(s, "<rect class=\"bar\" x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{color}\"/>", r.x, r.y, r.w, r.h);
         }
-        let w = 20.0 + 6.5 * self.series.iter().map(|s| s.name.len()).max().unwrap_or(0) as f64;
-        let _ = writeln!(s, "<rect x=\"{}\" y=\"{}\" width=\"{w:.0}\" height=\"{}\" fill=\"white\" fill-opacity=\"0.8\"/>", x - 3.0, y - 3.0, 15.0 * n as f64 + 4.0);
-        for (i, ser) in self.series.iter().enumerate().take(n) {
+    }
+
+    fn legend(&self, s: &mut String, at: Rect) {
+        let _ = writeln!(s, "<rect class=\"legend\" x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"white\" fill-opacity=\"0.8\"/>", at.x, at.y, at.w, at.h);
+        let (x, y) = (at.x + 3.0, at.y + 3.0);
+        for (i, ser) in self.series.iter().enumerate().take(MAX_LEGEND) {
             let yy = y + 15.0 * i as f64;
             let dash = ser
                 .dash
                 .map_or(String::new(), |d| format!(" stroke-dasharray=\"{d}\""));
-            let _ = writeln!(s, "<line x1=\"{x}\" x2=\"{}\" y1=\"{}\" y2=\"{}\" stroke=\"{}\" stroke-width=\"3\"{dash}/><text x=\"{}\" y=\"{}\" font-size=\"11\">{}</text>", x + 12.0, yy + 5.0, yy + 5.0, ser.color(i), x + 16.0, yy + 9.0, esc(&ser.name));
+            let _ = writeln!(s, "<line x1=\"{x:.1}\" x2=\"{:.1}\" y1=\"{:.1}\" y2=\"{:.1}\" stroke=\"{}\" stroke-width=\"3\"{dash}/><text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\">{}</text>", x + 12.0, yy + 5.0, yy + 5.0, ser.color(i), x + 16.0, yy + 9.0, esc(&ser.name));
         }
+    }
+}
+
+/// The title, centred; a long one is set smaller (down to 11 px), then split before its
+/// ` [group]` part, so that it never runs past the chart's edges.
+pub fn title(s: &mut String, text: &str, w: f64) {
+    let fits = |size: f64, t: &str| 0.6 * size * t.chars().count() as f64 <= w - 16.0;
+    let size = [15.0, 14.0, 13.0, 12.0, 11.0]
+        .into_iter()
+        .find(|&z| fits(z, text))
+        .unwrap_or(11.0);
+    let lines: Vec<&str> = match text.split_once(" [") {
+        Some((a, _)) if !fits(size, text) => vec![a, &text[a.len() + 1..]],
+        _ => vec![text],
+    };
+    for (i, line) in lines.iter().enumerate() {
+        let first = if lines.len() == 1 { 22.0 } else { 14.0 };
+        let y = first + i as f64 * (size + 3.0);
+        let squeeze = if fits(size, line) {
+            String::new()
+        } else {
+            format!(
+                " textLength=\"{:.0}\" lengthAdjust=\"spacingAndGlyphs\"",
+                w - 16.0
+            )
+        };
+        let _ = writeln!(s, "<text class=\"title\" x=\"{}\" y=\"{y:.1}\" text-anchor=\"middle\" font-size=\"{size}\" font-weight=\"bold\"{squeeze}>{}</text>", w / 2.0, esc(line));
     }
 }
 
@@ -366,20 +411,5 @@ mod tests {
         assert!(svg.contains("batch size") && svg.contains("latency (ms)"));
         assert!(svg.contains("<polyline") && svg.contains("knee"));
         assert!(!svg.contains("NaN"));
-    }
-
-    #[test]
-    fn linear_ticks_are_nice() {
-        let a = Axis::new([0.0, 38.3].into_iter(), false, true);
-        assert_eq!(a.ticks(), vec![0.0, 10.0, 20.0, 30.0, 40.0]);
-        assert_eq!(nice_step(0.7), 1.0);
-        assert_eq!(nice_step(130.0), 200.0);
-    }
-
-    #[test]
-    fn log_axis_ticks_are_decades() {
-        let a = Axis::new([3.0, 450.0].into_iter(), true, true);
-        assert_eq!(a.ticks(), vec![1.0, 10.0, 100.0, 1000.0]);
-        assert!((a.frac(10.0) - 1.0 / 3.0).abs() < 1e-9);
     }
 }

@@ -3,10 +3,10 @@
 //! A GGUF file carries its vocabulary as metadata (`tokenizer.ggml.*`) rather than as a
 //! `tokenizer.json`, so serving a GGUF model needs a tokenizer rebuilt from those keys, and
 //! it must split text exactly as llama.cpp does or the model sees inputs it was not
-//! trained on. Two vocabulary kinds are supported:
+//! trained on. Three vocabulary kinds are supported:
 //!
 //! * `gpt2` — byte-level BPE: the stored merges, llama.cpp's pre-tokenizer regexes for
-//!   `tokenizer.ggml.pre` (see [`super::gguf_pre`]), GPT-2 byte mapping and decoder.
+//!   `tokenizer.ggml.pre` (see [`pre`]), GPT-2 byte mapping and decoder.
 //! * `gemma4` — the same BPE on raw UTF-8, spaces written `▁`, `<0xXX>` byte fallback.
 //! * `llama` — SentencePiece (llama.cpp's SPM tokenizer): repeatedly merging the adjacent
 //!   pair whose concatenation is the highest-scoring vocabulary piece is the same as a BPE
@@ -18,10 +18,13 @@
 //! the model runs (llama.cpp's `parse_special`); control and unknown tokens are "special"
 //! and can be skipped when decoding. A template post-processor adds BOS/EOS as llama.cpp
 //! does when `add_special_tokens` is true.
+//!
+//! The metadata is read and checked first ([`spec::VocabSpec`]: lengths consistent, ids
+//! in range, tokens of sane size), so that building never trusts a count the file gave.
 
-use std::collections::HashMap;
+pub mod pre;
+pub mod spec;
 
-use candle_core::quantized::gguf_file::Value;
 use tokenizers::decoders::byte_fallback::ByteFallback;
 use tokenizers::decoders::byte_level::ByteLevel;
 use tokenizers::decoders::fuse::Fuse;
@@ -33,21 +36,9 @@ use tokenizers::normalizers::{NormalizerWrapper, Prepend, Replace, Sequence as N
 use tokenizers::processors::template::{SpecialToken, TemplateProcessing};
 use tokenizers::{AddedToken, Tokenizer};
 
-use super::gguf_pre;
-use crate::{ModelError, Result};
-
-const KEY_MODEL: &str = "tokenizer.ggml.model";
-const KEY_PRE: &str = "tokenizer.ggml.pre";
-const KEY_TOKENS: &str = "tokenizer.ggml.tokens";
-const KEY_TYPES: &str = "tokenizer.ggml.token_type";
-const KEY_SCORES: &str = "tokenizer.ggml.scores";
-const KEY_MERGES: &str = "tokenizer.ggml.merges";
-const KEY_BOS: &str = "tokenizer.ggml.bos_token_id";
-const KEY_EOS: &str = "tokenizer.ggml.eos_token_id";
-const KEY_ADD_BOS: &str = "tokenizer.ggml.add_bos_token";
-const KEY_ADD_EOS: &str = "tokenizer.ggml.add_eos_token";
-const KEY_SPACE_PREFIX: &str = "tokenizer.ggml.add_space_prefix";
-const KEY_TEMPLATE: &str = "tokenizer.chat_template";
+use crate::gguf::Metadata;
+use crate::Result;
+use spec::*;
 
 /// llama.cpp token types (`tokenizer.ggml.token_type`).
 const TYPE_UNKNOWN: i64 = 2;
@@ -60,6 +51,9 @@ const SPM_SPACE: &str = "\u{2581}";
 /// A tokenizer rebuilt from GGUF metadata, with the special-token settings llama.cpp uses.
 pub struct GgufVocab {
     pub tokenizer: Tokenizer,
+    /// Ids are `0..num_ids` (the token count; `Tokenizer::get_vocab_size` is smaller when
+    /// a token text repeats, as llama.cpp allows).
+    pub num_ids: usize,
     pub bos_token_id: Option<u32>,
     pub eos_token_id: Option<u32>,
     pub add_bos: bool,
@@ -69,47 +63,40 @@ pub struct GgufVocab {
 }
 
 /// Build the tokenizer described by a GGUF file's `tokenizer.*` metadata.
-pub fn vocab_from_gguf(metadata: &HashMap<String, Value>) -> Result<GgufVocab> {
-    let md = Meta(metadata);
-    let model = md.str(KEY_MODEL)?;
-    let tokens = md.str_array(KEY_TOKENS)?;
-    let types = md.token_types(tokens.len())?;
-    let built = match model {
-        "gpt2" => build_gpt2(&md, &tokens, md.opt_str(KEY_PRE)?.unwrap_or("default"))?,
+pub fn vocab_from_gguf(metadata: &Metadata) -> Result<GgufVocab> {
+    let spec = VocabSpec::from_metadata(metadata)?;
+    let tokens: Vec<&str> = spec.tokens.iter().map(String::as_str).collect();
+    let built = match spec.model {
+        "gpt2" => build_gpt2(&spec, &tokens, spec.pre.unwrap_or("default"))?,
         // llama.cpp ignores `tokenizer.ggml.pre` for this model.
-        "gemma4" => build_gpt2(&md, &tokens, "gemma4")?,
+        "gemma4" => build_gpt2(&spec, &tokens, "gemma4")?,
         "llama" => Built {
-            tokenizer: build_spm(&md, &tokens, &types)?,
+            tokenizer: build_spm(&spec, &tokens)?,
             default_add_bos: true,
             force_add_bos: false,
         },
         other => {
-            return Err(tok_err(format!(
+            return Err(vocab_err(format!(
                 "unsupported `{KEY_MODEL}` = `{other}` (supported: gpt2, gemma4, llama)"
             )))
         }
     };
     let mut tokenizer = built.tokenizer;
-    add_special_tokens(&mut tokenizer, &tokens, &types)?;
-    let bos_token_id = md.token_id(KEY_BOS, tokens.len())?;
-    let eos_token_id = md.token_id(KEY_EOS, tokens.len())?;
-    let add_bos = built.force_add_bos || md.opt_bool(KEY_ADD_BOS)?.unwrap_or(built.default_add_bos);
-    let add_eos = md.opt_bool(KEY_ADD_EOS)?.unwrap_or(false);
-    let bos = special_for(add_bos, bos_token_id, KEY_BOS, &tokens)?;
-    let eos = special_for(add_eos, eos_token_id, KEY_EOS, &tokens)?;
+    add_special_tokens(&mut tokenizer, &tokens, &spec.types)?;
+    let add_bos = built.force_add_bos || spec.add_bos.unwrap_or(built.default_add_bos);
+    let add_eos = spec.add_eos.unwrap_or(false);
+    let bos = special_for(add_bos, spec.bos, KEY_BOS, &tokens)?;
+    let eos = special_for(add_eos, spec.eos, KEY_EOS, &tokens)?;
     tokenizer.with_post_processor(Some(post_processor(bos, eos)?));
     Ok(GgufVocab {
         tokenizer,
-        bos_token_id,
-        eos_token_id,
+        num_ids: tokens.len(),
+        bos_token_id: spec.bos,
+        eos_token_id: spec.eos,
         add_bos,
         add_eos,
-        chat_template: md.opt_str(KEY_TEMPLATE)?.map(str::to_owned),
+        chat_template: spec.chat_template.map(str::to_owned),
     })
-}
-
-fn tok_err(msg: impl Into<String>) -> ModelError {
-    ModelError::Tokenizer(msg.into())
 }
 
 /// A tokenizer and llama.cpp's rule for `add_bos` with it.
@@ -122,37 +109,40 @@ struct Built {
 }
 
 /// BPE with stored merges: byte-level, or on raw UTF-8 with `▁` spaces (Gemma 4).
-fn build_gpt2(md: &Meta, tokens: &[&str], pre: &str) -> Result<Built> {
-    let spec = gguf_pre::lookup(pre)
-        .ok_or_else(|| tok_err(format!("unsupported `{KEY_PRE}` = `{pre}`")))?;
+fn build_gpt2(spec: &VocabSpec, tokens: &[&str], pre: &str) -> Result<Built> {
+    let pre_spec =
+        pre::lookup(pre).ok_or_else(|| vocab_err(format!("unsupported `{KEY_PRE}` = `{pre}`")))?;
+    let merges = spec
+        .merges
+        .ok_or_else(|| vocab_err(format!("missing GGUF metadata key `{KEY_MERGES}`")))?;
     let vocab = vocab_map(tokens);
-    let merges = gpt2_merges(&md.str_array(KEY_MERGES)?, &vocab);
+    let merges = gpt2_merges(merges, &vocab);
     let bpe = BPE::builder()
         .vocab_and_merges(vocab, merges)
-        .ignore_merges(spec.ignore_merges)
-        .byte_fallback(!spec.byte_level)
+        .ignore_merges(pre_spec.ignore_merges)
+        .byte_fallback(!pre_spec.byte_level)
         .build()
         .map_err(|e| {
-            tok_err(format!(
+            vocab_err(format!(
                 "building BPE from `{KEY_TOKENS}`/`{KEY_MERGES}`: {e}"
             ))
         })?;
     let mut tokenizer = Tokenizer::new(bpe);
-    let pre_tokenizer = gguf_pre::pre_tokenizer(spec.regexes, spec.byte_level)
-        .map_err(|e| tok_err(format!("`{KEY_PRE}` = `{pre}`: {e}")))?;
+    let pre_tokenizer = pre::pre_tokenizer(pre_spec.regexes, pre_spec.byte_level)
+        .map_err(|e| vocab_err(format!("`{KEY_PRE}` = `{pre}`: {e}")))?;
     tokenizer.with_pre_tokenizer(Some(pre_tokenizer));
-    if spec.byte_level {
+    if pre_spec.byte_level {
         tokenizer.with_decoder(Some(DecoderWrapper::ByteLevel(ByteLevel::default())));
     } else {
         tokenizer
             .with_normalizer(Some(spm_normalizer(false)?))
-            .map_err(|e| tok_err(format!("BPE normalizer: {e}")))?;
+            .map_err(|e| vocab_err(format!("BPE normalizer: {e}")))?;
         tokenizer.with_decoder(Some(spm_decoder(false)?));
     }
     Ok(Built {
         tokenizer,
-        default_add_bos: spec.add_bos,
-        force_add_bos: !spec.byte_level,
+        default_add_bos: pre_spec.add_bos,
+        force_add_bos: !pre_spec.byte_level,
     })
 }
 
@@ -165,7 +155,7 @@ fn vocab_map(tokens: &[&str]) -> Vocab {
 }
 
 /// `"a b"` merge strings, dropping any whose parts or result are not in the vocabulary.
-fn gpt2_merges(merges: &[&str], vocab: &Vocab) -> Vec<(String, String)> {
+fn gpt2_merges(merges: &[String], vocab: &Vocab) -> Vec<(String, String)> {
     merges
         .iter()
         .filter_map(|m| {
@@ -182,42 +172,51 @@ fn gpt2_merges(merges: &[&str], vocab: &Vocab) -> Vec<(String, String)> {
 }
 
 /// SentencePiece emulation: score-ranked merges, byte fallback, `▁` for spaces.
-fn build_spm(md: &Meta, tokens: &[&str], types: &[i64]) -> Result<Tokenizer> {
-    let scores = md.f32_array(KEY_SCORES)?;
-    if scores.len() != tokens.len() {
-        return Err(tok_err(format!(
-            "`{KEY_SCORES}` has {} entries but `{KEY_TOKENS}` has {}",
-            scores.len(),
-            tokens.len()
-        )));
-    }
+fn build_spm(spec: &VocabSpec, tokens: &[&str]) -> Result<Tokenizer> {
+    let scores = spec
+        .scores
+        .as_deref()
+        .ok_or_else(|| vocab_err(format!("missing GGUF metadata key `{KEY_SCORES}`")))?;
     let vocab = vocab_map(tokens);
-    let merges = spm_merges(tokens, &scores, &vocab);
+    let merges = spm_merges(tokens, scores, &vocab)?;
     let mut builder = BPE::builder()
         .vocab_and_merges(vocab, merges)
         .byte_fallback(true)
         .fuse_unk(true);
-    if let Some(unk) = types.iter().position(|&t| t == TYPE_UNKNOWN) {
+    if let Some(unk) = spec.types.iter().position(|&t| t == TYPE_UNKNOWN) {
         builder = builder.unk_token(tokens[unk].to_owned());
     }
     let bpe = builder.build().map_err(|e| {
-        tok_err(format!(
+        vocab_err(format!(
             "building SPM from `{KEY_TOKENS}`/`{KEY_SCORES}`: {e}"
         ))
     })?;
-    let add_prefix = md.opt_bool(KEY_SPACE_PREFIX)?.unwrap_or(true);
+    let add_prefix = spec.add_space_prefix.unwrap_or(true);
     let mut tokenizer = Tokenizer::new(bpe);
     tokenizer
         .with_normalizer(Some(spm_normalizer(add_prefix)?))
-        .map_err(|e| tok_err(format!("SPM normalizer: {e}")))?;
+        .map_err(|e| vocab_err(format!("SPM normalizer: {e}")))?;
     tokenizer.with_decoder(Some(spm_decoder(add_prefix)?));
     Ok(tokenizer)
 }
 
+/// Bytes hashed while looking for SentencePiece merges (each piece costs its length in
+/// characters times its length in bytes): about 25M for a 256k-piece vocabulary, so this
+/// bounds time and memory for a hostile one (every prefix of a long piece a piece too).
+pub const SPM_MERGE_WORK_LIMIT: u64 = 1 << 28;
+
 /// Every split of every piece into two known pieces, best merged-piece score first.
-fn spm_merges(tokens: &[&str], scores: &[f32], vocab: &Vocab) -> Vec<(String, String)> {
+fn spm_merges(tokens: &[&str], scores: &[f32], vocab: &Vocab) -> Result<Vec<(String, String)>> {
     let mut ranked: Vec<(f32, usize, &str, &str)> = Vec::new();
+    let mut work = 0u64;
     for (id, (piece, score)) in tokens.iter().zip(scores).enumerate() {
+        work += piece.chars().count() as u64 * piece.len() as u64;
+        if work > SPM_MERGE_WORK_LIMIT {
+            return Err(vocab_err(format!(
+                "`{KEY_TOKENS}`: the pieces are too long to derive SentencePiece merges from \
+                 (over {SPM_MERGE_WORK_LIMIT} bytes to compare by piece {id})"
+            )));
+        }
         for (split, _) in piece.char_indices().skip(1) {
             let (a, b) = piece.split_at(split);
             if vocab.contains_key(a) && vocab.contains_key(b) {
@@ -226,14 +225,14 @@ fn spm_merges(tokens: &[&str], scores: &[f32], vocab: &Vocab) -> Vec<(String, St
         }
     }
     ranked.sort_by(|x, y| y.0.total_cmp(&x.0).then(x.1.cmp(&y.1)));
-    ranked
+    Ok(ranked
         .into_iter()
         .map(|(_, _, a, b)| (a.to_owned(), b.to_owned()))
-        .collect()
+        .collect())
 }
 
 fn spm_normalizer(add_prefix: bool) -> Result<NormalizerWrapper> {
-    let replace = Replace::new(" ", SPM_SPACE).map_err(|e| tok_err(e.to_string()))?;
+    let replace = Replace::new(" ", SPM_SPACE).map_err(|e| vocab_err(e.to_string()))?;
     let mut steps = Vec::new();
     if add_prefix {
         steps.push(NormalizerWrapper::Prepend(Prepend::new(
@@ -245,7 +244,7 @@ fn spm_normalizer(add_prefix: bool) -> Result<NormalizerWrapper> {
 }
 
 fn spm_decoder(add_prefix: bool) -> Result<DecoderWrapper> {
-    let replace = Replace::new(SPM_SPACE, " ").map_err(|e| tok_err(e.to_string()))?;
+    let replace = Replace::new(SPM_SPACE, " ").map_err(|e| vocab_err(e.to_string()))?;
     let mut steps = vec![
         DecoderWrapper::Replace(replace),
         DecoderWrapper::ByteFallback(ByteFallback::new()),
@@ -273,7 +272,7 @@ fn add_special_tokens(tokenizer: &mut Tokenizer, tokens: &[&str], types: &[i64])
     tokenizer
         .add_special_tokens(special)
         .and_then(|_| tokenizer.add_tokens(user))
-        .map_err(|e| tok_err(format!("adding tokens from `{KEY_TYPES}`: {e}")))?;
+        .map_err(|e| vocab_err(format!("adding tokens from `{KEY_TYPES}`: {e}")))?;
     Ok(())
 }
 
@@ -287,8 +286,9 @@ fn special_for(
     if !wanted {
         return Ok(None);
     }
-    let id = id.ok_or_else(|| tok_err(format!("the vocabulary adds `{key}` but it is missing")))?;
-    // `token_id` has checked the range.
+    let id =
+        id.ok_or_else(|| vocab_err(format!("the vocabulary adds `{key}` but it is missing")))?;
+    // `VocabSpec` has checked the range.
     Ok(tokens.get(id as usize).map(|t| ((*t).to_owned(), id)))
 }
 
@@ -318,146 +318,34 @@ fn post_processor(
     let specials = specials
         .into_iter()
         .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|e| tok_err(format!("post-processor special tokens: {e}")))?;
+        .map_err(|e| vocab_err(format!("post-processor special tokens: {e}")))?;
     TemplateProcessing::builder()
         .try_single(single)
         .and_then(|b| b.try_pair(pair))
-        .map_err(|e| tok_err(format!("post-processor template: {e}")))?
+        .map_err(|e| vocab_err(format!("post-processor template: {e}")))?
         .special_tokens(specials)
         .build()
-        .map_err(|e| tok_err(format!("post-processor: {e}")))
-}
-
-/// Typed access to the metadata map; every error names the key.
-struct Meta<'a>(&'a HashMap<String, Value>);
-
-impl<'a> Meta<'a> {
-    fn get(&self, key: &str) -> Result<&'a Value> {
-        self.0
-            .get(key)
-            .ok_or_else(|| tok_err(format!("missing GGUF metadata key `{key}`")))
-    }
-
-    fn bad(key: &str, want: &str) -> ModelError {
-        tok_err(format!("GGUF metadata key `{key}` is not {want}"))
-    }
-
-    fn str(&self, key: &str) -> Result<&'a str> {
-        match self.get(key)? {
-            Value::String(s) => Ok(s),
-            _ => Err(Self::bad(key, "a string")),
-        }
-    }
-
-    fn opt_str(&self, key: &str) -> Result<Option<&'a str>> {
-        self.0.get(key).map(|_| self.str(key)).transpose()
-    }
-
-    fn opt_bool(&self, key: &str) -> Result<Option<bool>> {
-        match self.0.get(key) {
-            None => Ok(None),
-            Some(Value::Bool(b)) => Ok(Some(*b)),
-            Some(v) => as_i64(v)
-                .map(|n| Some(n != 0))
-                .ok_or_else(|| Self::bad(key, "a bool")),
-        }
-    }
-
-    fn array(&self, key: &str) -> Result<&'a [Value]> {
-        match self.get(key)? {
-            Value::Array(items) => Ok(items),
-            _ => Err(Self::bad(key, "an array")),
-        }
-    }
-
-    fn str_array(&self, key: &str) -> Result<Vec<&'a str>> {
-        self.array(key)?
-            .iter()
-            .map(|v| match v {
-                Value::String(s) => Ok(s.as_str()),
-                _ => Err(Self::bad(key, "an array of strings")),
-            })
-            .collect()
-    }
-
-    fn f32_array(&self, key: &str) -> Result<Vec<f32>> {
-        self.array(key)?
-            .iter()
-            .map(|v| match v {
-                Value::F32(x) => Ok(*x),
-                Value::F64(x) => Ok(*x as f32),
-                _ => as_i64(v)
-                    .map(|n| n as f32)
-                    .ok_or_else(|| Self::bad(key, "an array of numbers")),
-            })
-            .collect()
-    }
-
-    /// Token types, one per token; all "normal" when the key is absent.
-    fn token_types(&self, n_tokens: usize) -> Result<Vec<i64>> {
-        if !self.0.contains_key(KEY_TYPES) {
-            return Ok(vec![1; n_tokens]);
-        }
-        let types = self.array(KEY_TYPES)?;
-        if types.len() != n_tokens {
-            return Err(tok_err(format!(
-                "`{KEY_TYPES}` has {} entries but `{KEY_TOKENS}` has {n_tokens}",
-                types.len()
-            )));
-        }
-        let bad = || Self::bad(KEY_TYPES, "an array of integers");
-        types.iter().map(|v| as_i64(v).ok_or_else(bad)).collect()
-    }
-
-    /// An optional token id, checked to be inside the vocabulary.
-    fn token_id(&self, key: &str, n_tokens: usize) -> Result<Option<u32>> {
-        let Some(v) = self.0.get(key) else {
-            return Ok(None);
-        };
-        let id = as_i64(v).ok_or_else(|| Self::bad(key, "an integer"))?;
-        match u32::try_from(id) {
-            Ok(id) if (id as usize) < n_tokens => Ok(Some(id)),
-            _ => Err(tok_err(format!(
-                "GGUF metadata key `{key}` = {id} is outside the vocabulary of {n_tokens} tokens"
-            ))),
-        }
-    }
-}
-
-fn as_i64(v: &Value) -> Option<i64> {
-    Some(match v {
-        Value::U8(x) => i64::from(*x),
-        Value::I8(x) => i64::from(*x),
-        Value::U16(x) => i64::from(*x),
-        Value::I16(x) => i64::from(*x),
-        Value::U32(x) => i64::from(*x),
-        Value::I32(x) => i64::from(*x),
-        Value::U64(x) => i64::try_from(*x).ok()?,
-        Value::I64(x) => *x,
-        _ => return None,
-    })
+        .map_err(|e| vocab_err(format!("post-processor: {e}")))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gguf::{Array, Value};
 
     fn strings(items: &[&str]) -> Value {
-        Value::Array(
-            items
-                .iter()
-                .map(|s| Value::String((*s).to_owned()))
-                .collect(),
-        )
+        Value::Array(Array::String(
+            items.iter().map(|s| (*s).to_owned()).collect(),
+        ))
     }
 
-    fn meta(pairs: Vec<(&str, Value)>) -> HashMap<String, Value> {
-        pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+    fn meta(pairs: Vec<(&str, Value)>) -> Metadata {
+        Metadata(pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
     }
 
     /// A five-token byte-level BPE vocabulary plus one control token.
-    fn tiny_gpt2() -> HashMap<String, Value> {
-        let types = [1, 1, 1, 1, 1, 3].map(Value::I32).to_vec();
+    fn tiny_gpt2() -> Metadata {
+        let types = Array::I32(vec![1, 1, 1, 1, 1, 3]);
         meta(vec![
             (KEY_MODEL, Value::String("gpt2".into())),
             (KEY_PRE, Value::String("gpt-2".into())),
@@ -473,7 +361,7 @@ mod tests {
     }
 
     /// A SentencePiece vocabulary where `▁ab` outranks `ab`, which outranks `▁a`.
-    fn tiny_spm() -> HashMap<String, Value> {
+    fn tiny_spm() -> Metadata {
         let tokens = [
             "<unk>", "<s>", "</s>", "▁", "a", "b", "▁a", "ab", "▁ab", "<0x63>",
         ];
@@ -482,8 +370,8 @@ mod tests {
         meta(vec![
             (KEY_MODEL, Value::String("llama".into())),
             (KEY_TOKENS, strings(&tokens)),
-            (KEY_SCORES, Value::Array(scores.map(Value::F32).to_vec())),
-            (KEY_TYPES, Value::Array(types.map(Value::I32).to_vec())),
+            (KEY_SCORES, Value::Array(Array::F32(scores.to_vec()))),
+            (KEY_TYPES, Value::Array(Array::I32(types.to_vec()))),
             (KEY_BOS, Value::U32(1)),
             (KEY_EOS, Value::U32(2)),
         ])
@@ -524,29 +412,101 @@ mod tests {
 
     #[test]
     fn missing_or_bad_keys_are_named() {
-        let err = |md: &HashMap<String, Value>| match vocab_from_gguf(md) {
+        let err = |md: &Metadata| match vocab_from_gguf(md) {
             Ok(_) => panic!("expected an error"),
             Err(e) => e.to_string(),
         };
         for key in [KEY_MODEL, KEY_TOKENS, KEY_MERGES] {
             let mut md = tiny_gpt2();
-            md.remove(key);
+            md.0.remove(key);
             assert!(err(&md).contains(key), "{key}: {}", err(&md));
         }
         let mut md = tiny_spm();
-        md.remove(KEY_SCORES);
+        md.0.remove(KEY_SCORES);
         assert!(err(&md).contains(KEY_SCORES));
         let mut md = tiny_spm();
-        md.insert(KEY_BOS.into(), Value::U32(99));
+        md.0.insert(KEY_BOS.into(), Value::U32(99));
         assert!(err(&md).contains(KEY_BOS));
         let mut md = tiny_gpt2();
-        md.insert(KEY_PRE.into(), Value::String("martian".into()));
+        md.0.insert(KEY_PRE.into(), Value::String("martian".into()));
         assert!(err(&md).contains(KEY_PRE));
         let mut md = tiny_gpt2();
-        md.insert(KEY_MODEL.into(), Value::String("t5".into()));
+        md.0.insert(KEY_MODEL.into(), Value::String("t5".into()));
         assert!(err(&md).contains(KEY_MODEL));
         let mut md = tiny_gpt2();
-        md.insert(KEY_TOKENS.into(), Value::U32(3));
+        md.0.insert(KEY_TOKENS.into(), Value::U32(3));
         assert!(err(&md).contains(KEY_TOKENS));
+    }
+
+    #[test]
+    fn inconsistent_arrays_are_rejected() {
+        let err = |md: &Metadata| match vocab_from_gguf(md) {
+            Ok(_) => panic!("expected an error"),
+            Err(e) => e.to_string(),
+        };
+        let mut md = tiny_spm();
+        md.0.insert(KEY_SCORES.into(), Value::Array(Array::F32(vec![0.0; 3])));
+        assert!(
+            err(&md).contains("`tokenizer.ggml.scores` has 3 entries"),
+            "{}",
+            err(&md)
+        );
+        let mut md = tiny_gpt2();
+        md.0.insert(KEY_TYPES.into(), Value::Array(Array::I32(vec![1; 99])));
+        assert!(err(&md).contains("has 99 entries"));
+        let mut md = tiny_gpt2();
+        md.0.insert(KEY_TYPES.into(), Value::Array(Array::F32(vec![1.0; 6])));
+        assert!(err(&md).contains("not an array of integers"));
+        let mut md = tiny_gpt2();
+        md.0.insert(KEY_TOKENS.into(), strings(&[]));
+        assert!(err(&md).contains("has 0 tokens"));
+        let mut md = tiny_gpt2();
+        md.0.insert(KEY_MERGES.into(), Value::Array(Array::U8(vec![1])));
+        assert!(err(&md).contains("not an array of strings"));
+        let mut md = tiny_gpt2();
+        let long = "x".repeat(MAX_TOKEN_BYTES + 1);
+        md.0.insert(KEY_TOKENS.into(), strings(&["a", &long]));
+        md.0.remove(KEY_TYPES);
+        assert!(err(&md).contains("`tokenizer.ggml.tokens`[1] has 4097 bytes"));
+        // Every prefix of a long piece is a piece: the merge search would be quadratic.
+        let mut md = tiny_spm();
+        let pieces: Vec<String> = (1..=2000).map(|n| "a".repeat(n)).collect();
+        let refs: Vec<&str> = pieces.iter().map(String::as_str).collect();
+        md.0.insert(KEY_TOKENS.into(), strings(&refs));
+        md.0.insert(KEY_SCORES.into(), Value::Array(Array::F32(vec![0.0; 2000])));
+        md.0.remove(KEY_TYPES);
+        md.0.remove(KEY_BOS);
+        md.0.remove(KEY_EOS);
+        assert!(
+            err(&md).contains("too long to derive SentencePiece merges"),
+            "{}",
+            err(&md)
+        );
+        let mut md = tiny_spm();
+        md.0.insert(KEY_EOS.into(), Value::I64(-1));
+        assert!(err(&md).contains("-1 is outside the vocabulary"));
+        let mut md = tiny_spm();
+        md.0.insert(KEY_ADD_BOS.into(), Value::String("yes".into()));
+        assert!(err(&md).contains(KEY_ADD_BOS));
+    }
+
+    /// Found by fuzzing: a repeated token text maps to its last id, so the tokenizer's
+    /// own vocabulary size undercounts the ids; `num_ids` does not.
+    #[test]
+    fn repeated_token_texts_keep_every_id_counted() {
+        let mut md = tiny_gpt2();
+        md.0.insert(
+            KEY_TOKENS.into(),
+            strings(&["a", "b", "a", "b", "ab", "Ġ", "Ġab", "<|end|>"]),
+        );
+        md.0.insert(
+            KEY_TYPES.into(),
+            Value::Array(Array::I32(vec![1, 1, 1, 1, 1, 1, 1, 3])),
+        );
+        md.0.insert(KEY_EOS.into(), Value::U32(7));
+        let v = vocab_from_gguf(&md).expect("vocab");
+        assert_eq!(v.num_ids, 8);
+        assert!(v.tokenizer.get_vocab_size(true) < 8);
+        assert_eq!(ids(&v, "ab ab<|end|>", false), [4, 6, 7]);
     }
 }

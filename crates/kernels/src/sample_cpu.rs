@@ -1,0 +1,337 @@
+//! `sample` on the host: the CPU port of kernels/sample.cu, in three parts.
+//!
+//! - The element math (sample_math.rs, the twin of kernels/sample_math.cuh): the logit
+//!   key, the weight `exp((x - max) / T)`, its fixed-point mass and the exponential
+//!   variate of a Philox word. Because these are bit-identical and everything else that
+//!   decides the token is integer arithmetic or comparisons, the port and the kernel draw
+//!   the same token for the same (logits, params, seed, position).
+//! - The radix select over keys, by count (top-k, top-n) or by mass (top-p), with the
+//!   kernel's levels, histograms and shared-memory buffer ([`Radix`]).
+//! - The row: pass 1 (max, argmax, log-sum-exp), thresholds, the draw, the logprobs.
+//!   Sums of floats (log-sum-exp, kept weight) follow the kernel's per-thread partition
+//!   but merge in a different order, so logprobs agree within rounding, not bit for bit.
+
+use super::math::{clean, exp_nonpos, exponential, mass, weight, Keys};
+use super::{LogprobMode, RowParams};
+use crate::philox;
+
+/// Threads per block of the CUDA kernel (one block per row); the port partitions its
+/// per-thread sums the same way.
+pub(crate) const THREADS: usize = 512;
+
+/// Radix-select parameters: bits per digit (histogram of `2^digit_bits` bins) and the
+/// shared-memory buffer that a level's candidates move into once they fit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Radix {
+    pub digit_bits: u32,
+    pub cap: usize,
+}
+
+/// The CUDA kernel's parameters (`DIGIT`, `CAP` in sample.cu). Tests shrink them to reach
+/// every path (overflowing buffers, deep levels) with small vocabularies.
+pub(crate) const RADIX: Radix = Radix {
+    digit_bits: 11,
+    cap: 2048,
+};
+
+// ---- radix select ------------------------------------------------------------------
+
+/// A row after pass 1: cleaned logits, their maximum and the temperature in effect.
+pub(crate) struct Row<'a> {
+    pub x: &'a [f32],
+    pub keys: Keys,
+    pub max: f32,
+    pub t: f32,
+}
+
+impl Row<'_> {
+    fn key(&self, i: usize) -> u64 {
+        self.keys.key(self.x[i], i)
+    }
+    fn mass_of(&self, key: u64) -> u64 {
+        mass(weight(self.keys.value(key), self.max, self.t))
+    }
+}
+
+/// What a select looks for, walking keys from the largest down.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Want {
+    /// The key of the n-th token (n >= 1).
+    Count(u64),
+    /// The key of the token at which the running mass reaches `top_p` of the total.
+    Mass(f32),
+}
+
+/// Top-p's mass target: `max(ceil(top_p * total), 1)`, the same f64 operations as the
+/// kernel's.
+pub(crate) fn cutoff(top_p: f32, total: u64) -> u64 {
+    (f64::from(top_p) * total as f64).ceil().max(1.0) as u64
+}
+
+/// The threshold key of `want` over the tokens with key >= `lo`: the kept set is then
+/// exactly the tokens with key >= the result (`lo` when the mass never reaches the
+/// target). Level by level, a histogram of the next digit (counts, and masses when
+/// selecting by mass) over the tokens matching the digits chosen so far picks the bin
+/// where the running total crosses the target; the first levels scan the row, and once a
+/// chosen bin holds at most `radix.cap` tokens their keys move to a buffer (one more scan)
+/// and the remaining levels read only that.
+pub(crate) fn select(row: &Row, want: Want, lo: u64, radix: Radix) -> u64 {
+    let kb = row.keys.bits();
+    let by_mass = matches!(want, Want::Mass(_));
+    let mut need = match want {
+        Want::Count(n) => n,
+        Want::Mass(_) => 0,
+    };
+    let (mut prefix, mut done) = (0u64, 0u32);
+    let mut buf: Option<Vec<u64>> = None;
+    while done < kb {
+        let width = radix.digit_bits.min(kb - done);
+        let shift = kb - done - width;
+        let nb = 1usize << width;
+        let (mut cnt, mut mass) = (vec![0u64; nb], vec![0u64; nb]);
+        let mut visit = |key: u64| {
+            if key < lo || key >> (shift + width) != prefix >> (shift + width) {
+                return;
+            }
+            let d = (key >> shift) as usize & (nb - 1);
+            cnt[d] += 1;
+            if by_mass {
+                mass[d] += row.mass_of(key);
+            }
+        };
+        match &buf {
+            Some(b) => b.iter().for_each(|&k| visit(k)),
+            None => (0..row.x.len()).for_each(|i| visit(row.key(i))),
+        }
+        if let (Want::Mass(top_p), 0) = (want, done) {
+            let total = mass.iter().sum();
+            need = cutoff(top_p, total);
+            if total < need {
+                return lo;
+            }
+        }
+        let hist = if by_mass { &mass } else { &cnt };
+        let mut above = 0u64;
+        let Some(d) = (0..nb).rev().find(|&d| {
+            let hit = above + hist[d] >= need;
+            if !hit {
+                above += hist[d];
+            }
+            hit
+        }) else {
+            return lo;
+        };
+        need -= above;
+        prefix |= (d as u64) << shift;
+        done += width;
+        if buf.is_none() && cnt[d] as usize <= radix.cap && done < kb {
+            buf = Some(
+                (0..row.x.len())
+                    .map(|i| row.key(i))
+                    .filter(|&k| k >= lo && k >> shift == prefix >> shift)
+                    .collect(),
+            );
+        }
+    }
+    prefix
+}
+
+// ---- the row -----------------------------------------------------------------------
+
+/// One row's result: the token, its logprob, and the top-n `(id, logprob)` pairs.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct RowOut {
+    pub token: u32,
+    pub logprob: f32,
+    pub top: Vec<(u32, f32)>,
+}
+
+/// Pass 1 of a thread (or merged threads): maximum, its lowest id, `sum exp(x - max)`.
+#[derive(Clone, Copy)]
+struct Stats {
+    max: f32,
+    argmax: u32,
+    sum: f32,
+}
+
+impl Stats {
+    const EMPTY: Stats = Stats {
+        max: f32::NEG_INFINITY,
+        argmax: u32::MAX,
+        sum: 0.0,
+    };
+    fn push(&mut self, x: f32, id: u32) {
+        if x > self.max {
+            self.sum = self.sum * exp_nonpos(self.max - x) + 1.0;
+            self.max = x;
+            self.argmax = id;
+        } else {
+            self.sum += exp_nonpos(x - self.max);
+        }
+    }
+    fn merge(self, o: Stats) -> Stats {
+        let max = self.max.max(o.max);
+        let argmax = match (self.max == max, o.max == max) {
+            (true, true) => self.argmax.min(o.argmax),
+            (true, false) => self.argmax,
+            _ => o.argmax,
+        };
+        let sum = self.sum * exp_nonpos(self.max - max) + o.sum * exp_nonpos(o.max - max);
+        Stats { max, argmax, sum }
+    }
+}
+
+/// Visit thread `t`'s elements in the kernel's order: quads `t, t + THREADS, ...`.
+fn for_thread(v: usize, t: usize, mut f: impl FnMut(usize)) {
+    let quads = v.div_ceil(4);
+    for q in (t..quads).step_by(THREADS) {
+        (4 * q..(4 * q + 4).min(v)).for_each(&mut f);
+    }
+}
+
+fn pass1(x: &[f32]) -> Stats {
+    (0..THREADS)
+        .map(|t| {
+            let mut s = Stats::EMPTY;
+            for_thread(x.len(), t, |i| s.push(x[i], i as u32));
+            s
+        })
+        .fold(Stats::EMPTY, Stats::merge)
+}
+
+/// The kept set: key >= `thr`, weight > 0 and >= `min_w`.
+struct Kept {
+    thr: u64,
+    min_w: f32,
+}
+
+impl Kept {
+    /// Top-k, then top-p within it, as one threshold key; min-p as a weight bound.
+    fn new(row: &Row, p: &RowParams, radix: Radix) -> Kept {
+        let mut thr = 0;
+        if p.top_k > 0 && (p.top_k as usize) < row.x.len() {
+            thr = select(row, Want::Count(p.top_k.into()), 0, radix);
+        }
+        if p.top_p < 1.0 {
+            thr = select(row, Want::Mass(p.top_p), thr, radix);
+        }
+        Kept {
+            thr,
+            min_w: p.min_p.max(0.0),
+        }
+    }
+
+    fn weight(&self, row: &Row, i: usize) -> Option<f32> {
+        if row.key(i) < self.thr {
+            return None;
+        }
+        let w = weight(row.x[i], row.max, row.t);
+        (w > 0.0 && w >= self.min_w).then_some(w)
+    }
+}
+
+/// The tokens the port may draw from for `x` (a valid row) under `p` (tests).
+#[cfg(test)]
+pub(crate) fn kept_tokens(x: &[f32], p: &RowParams, radix: Radix) -> Vec<usize> {
+    let x: Vec<f32> = x.iter().map(|&v| clean(v)).collect();
+    let row = Row {
+        x: &x,
+        keys: Keys::new(x.len()),
+        max: pass1(&x).max,
+        t: if p.is_greedy() { 1.0 } else { p.temperature },
+    };
+    let kept = Kept::new(&row, p, radix);
+    (0..x.len())
+        .filter(|&i| kept.weight(&row, i).is_some())
+        .collect()
+}
+
+/// The draw (exponential race: the kept token with the largest `w / E`, E ~ Exp(1) from
+/// Philox at (seed, position, id), ties to the lowest id) when `draw` is given, and the
+/// kept weight's sum.
+fn draw_pass(row: &Row, kept: &Kept, draw: Option<(u64, u32)>) -> (Option<u32>, f32) {
+    let mut best: Option<(f32, u32)> = None;
+    let mut total = 0f32;
+    for t in 0..THREADS {
+        let mut sum = 0f32;
+        let mut words: Option<(usize, [u32; 4])> = None;
+        for_thread(row.x.len(), t, |i| {
+            let Some(w) = kept.weight(row, i) else { return };
+            sum += w;
+            let Some((seed, position)) = draw else { return };
+            let q = i / 4;
+            if words.is_none_or(|(wq, _)| wq != q) {
+                let ctr = philox::sample_counter(position, q as u32);
+                words = Some((q, philox::philox4x32_10(ctr, philox::seed_key(seed))));
+            }
+            let bits = words.map_or(0, |(_, ws)| ws[i % 4]);
+            let r = w / exponential(bits);
+            if best.is_none_or(|(br, bi)| r > br || (r == br && (i as u32) < bi)) {
+                best = Some((r, i as u32));
+            }
+        });
+        total += sum;
+    }
+    (best.map(|(_, i)| i), total)
+}
+
+/// The port of one row: `x` holds the logits as f32, `n_out` is the op's top-n width.
+pub(crate) fn sample_row(x: &[f32], p: &RowParams, n_out: usize, radix: Radix) -> RowOut {
+    let n = (p.n_logprobs as usize).min(n_out).min(x.len());
+    let x: Vec<f32> = x.iter().map(|&v| clean(v)).collect();
+    let stats = pass1(&x);
+    if stats.max == f32::NEG_INFINITY {
+        // No valid distribution (every logit -inf or NaN).
+        let top = (0..n as u32).map(|i| (i, f32::NEG_INFINITY)).collect();
+        return RowOut {
+            token: 0,
+            logprob: f32::NEG_INFINITY,
+            top,
+        };
+    }
+    let greedy = p.is_greedy();
+    let processed = p.logprobs == LogprobMode::Processed;
+    let row = Row {
+        x: &x,
+        keys: Keys::new(x.len()),
+        max: stats.max,
+        t: if greedy { 1.0 } else { p.temperature },
+    };
+    let mut kept = Kept { thr: 0, min_w: 0.0 };
+    let (mut drawn, mut kept_sum) = (None, 1.0);
+    if !greedy || processed {
+        kept = Kept::new(&row, p, radix);
+        let rng = (!greedy).then_some((p.seed, p.position));
+        (drawn, kept_sum) = draw_pass(&row, &kept, rng);
+    }
+    let lse = stats.sum.ln();
+    let ln_kept = kept_sum.ln();
+    let logprob = |i: usize| match processed {
+        true => kept.weight(&row, i).map_or(f32::NEG_INFINITY, |_| {
+            (row.x[i] - row.max) / row.t - ln_kept
+        }),
+        false => (row.x[i] - row.max) - lse,
+    };
+    let token = match greedy {
+        true => stats.argmax,
+        false => drawn.unwrap_or(stats.argmax),
+    };
+    let mut top = Vec::new();
+    if n > 0 {
+        let thr = select(&row, Want::Count(n as u64), 0, radix);
+        let mut keys: Vec<u64> = (0..x.len())
+            .map(|i| row.key(i))
+            .filter(|&k| k >= thr)
+            .collect();
+        keys.sort_unstable_by(|a, b| b.cmp(a));
+        top = keys
+            .iter()
+            .map(|&k| (row.keys.id(k) as u32, logprob(row.keys.id(k))))
+            .collect();
+    }
+    RowOut {
+        token,
+        logprob: logprob(token as usize),
+        top,
+    }
+}
