@@ -35,8 +35,13 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 }
 
 fn engine(args: &[&str]) -> Output {
+    engine_with(args, &[])
+}
+
+fn engine_with(args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_engine"))
         .args(args)
+        .envs(env.iter().copied())
         .env_remove("RUST_BACKTRACE")
         .output()
         .expect("run engine")
@@ -124,8 +129,13 @@ struct Server {
 
 impl Server {
     fn start(extra: &[&str]) -> Self {
+        Self::start_with(extra, &[])
+    }
+
+    fn start_with(extra: &[&str], env: &[(&str, &str)]) -> Self {
         let gguf = default_model();
         let mut child = Command::new(env!("CARGO_BIN_EXE_engine"))
+            .envs(env.iter().copied())
             .args([
                 "serve",
                 "--port",
@@ -353,7 +363,14 @@ fn itl_ttft(dir: &Path) -> (f64, f64, Value) {
 #[test]
 fn endpoint_bench_matches_the_in_process_bench() {
     let _g = serial();
-    let server = Server::start(&[]);
+    // One compute thread on both sides. With candle's default (a worker per core plus
+    // the caller), a 2-core machine runs 3-4 compute threads per engine, and every
+    // wake-up of the server's HTTP thread or of the client stalls a fork-join of each
+    // matmul: on a loaded 2-core box the server's own /metrics showed decode gaps 2x
+    // the in-process ones while the HTTP path added nothing (docs/serving.md,
+    // "Overhead"). One thread compares what serving adds, not how cores are shared.
+    let one = [("RAYON_NUM_THREADS", "1")];
+    let server = Server::start_with(&[], &one);
     let gguf = default_model();
     let dir = tempfile::tempdir().unwrap();
     let workload = [
@@ -368,10 +385,11 @@ fn endpoint_bench_matches_the_in_process_bench() {
         "--no-roofline",
         "--quiet",
     ];
-    // Alternate in-process and endpoint runs and compare each side's best of three:
-    // on a shared machine, other load slows whole stretches of a run (steps 3x slower
-    // for seconds), which a single pair of runs cannot tell from serving overhead.
-    let (mut a_itl, mut b_itl, mut a_ttft, mut b_ttft) = (f64::MAX, f64::MAX, f64::MAX, f64::MAX);
+    // Alternate in-process and endpoint runs, and take the median over three pairs of
+    // the pair's ratio: on a shared machine, other load slows whole stretches of a run
+    // (steps 3x slower for seconds), which one pair cannot tell from serving overhead;
+    // a pair run back to back sees about the same load.
+    let (mut itl_ratios, mut ttft_diffs) = (Vec::new(), Vec::new());
     for round in 0..3 {
         let (a, b) = (
             dir.path().join(format!("A{round}")),
@@ -385,7 +403,7 @@ fn endpoint_bench_matches_the_in_process_bench() {
             a.to_str().unwrap(),
         ];
         args.extend(workload);
-        ok(engine(&args), "in-process bench");
+        ok(engine_with(&args, &one), "in-process bench");
         let mut args = vec![
             "bench",
             "--endpoint",
@@ -410,8 +428,12 @@ fn endpoint_bench_matches_the_in_process_bench() {
             ),
             (Some(0), Some(0), Some(0))
         );
-        (a_itl, b_itl, a_ttft, b_ttft) =
-            (a_itl.min(ai), b_itl.min(bi), a_ttft.min(at), b_ttft.min(bt));
+        itl_ratios.push(bi / ai);
+        ttft_diffs.push(bt - at);
+        eprintln!(
+            "pair {round}: ITL p50 in-process {:.1} ms, endpoint {:.1} ms (ratio {:.3}); TTFT p50 in-process {:.1} ms, endpoint {:.1} ms ({:+.1} ms)",
+            ai * 1e3, bi * 1e3, bi / ai, at * 1e3, bt * 1e3, (bt - at) * 1e3
+        );
         let report = ok(
             engine(&["report", a.to_str().unwrap(), b.to_str().unwrap()]),
             "engine report A B",
@@ -422,12 +444,17 @@ fn endpoint_bench_matches_the_in_process_bench() {
         );
         eprintln!("round {round}:\n{report}");
     }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (itl, ttft) = (median(&mut itl_ratios), median(&mut ttft_diffs));
     eprintln!(
-        "ITL p50: in-process {:.1} ms, endpoint {:.1} ms (ratio {:.3}); TTFT p50: in-process {:.1} ms, endpoint {:.1} ms (serving overhead {:+.1} ms)",
-        a_itl * 1e3, b_itl * 1e3, b_itl / a_itl, a_ttft * 1e3, b_ttft * 1e3, (b_ttft - a_ttft) * 1e3
+        "median of the pairs: ITL p50 endpoint / in-process {itl:.3}; TTFT p50 serving overhead {:+.1} ms",
+        ttft * 1e3
     );
     assert!(
-        (b_itl / a_itl - 1.0).abs() <= 0.10,
-        "decode ITL p50 differs by more than 10 %: {a_itl} vs {b_itl}"
+        (itl - 1.0).abs() <= 0.10,
+        "decode ITL p50 through engine serve differs from in-process by more than 10 % (median ratio {itl:.3} of {itl_ratios:?})"
     );
 }
