@@ -1,6 +1,8 @@
 //! `engine bench`: drive the engine in-process over a sweep of static batches,
 //! closed-loop concurrencies or open-loop request rates, and report latency,
 //! throughput, telemetry and distance from the hardware floor (see docs/metrics.md).
+//! With `--endpoint URL` the same sweep runs against an OpenAI-compatible server
+//! ([`crate::bench_endpoint`], docs/serving.md).
 
 use crate::args::{EngineArgs, ModelArgs, DEFAULT_MAX_NUM_SEQS};
 use anyhow::Context;
@@ -29,6 +31,12 @@ Examples:
   # SLOs, the load a latency budget allows and what a token costs at $3.50 per GPU-hour:
   engine bench --concurrency 1,4,16 --num-requests 64 --workload mixed \\
       --slo ttft=500ms,itl=50ms,e2e=5s --latency-budget 5s --gpu-cost-per-hour 3.5 --out serve-out
+
+  # The same mix through an OpenAI-compatible server (`engine serve`, vLLM...), then
+  # what HTTP and serving add, metric by metric (docs/serving.md):
+  engine bench --endpoint http://127.0.0.1:8000 --concurrency 1,4,16 --num-requests 64 \\
+      --workload mixed --slo ttft=500ms,itl=50ms,e2e=5s --out served
+  engine report serve-out served
 
   # An 8B model's shapes with seeded dummy weights (nothing downloaded), on a GPU:
   engine bench --model dummy:llama-3.1-8b --device cuda --batch 1,8,32,128 --out llama8b

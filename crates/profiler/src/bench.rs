@@ -125,6 +125,18 @@ pub fn run_bench(
         configs.push(c);
     }
     progress.finish();
+    results(o, environment, ceilings, configs, t0)
+}
+
+/// The whole benchmark's results from its configs (analysis and cost included); shared
+/// with the endpoint benchmark.
+pub(crate) fn results(
+    o: &BenchOptions,
+    environment: Environment,
+    ceilings: Option<Ceilings>,
+    configs: Vec<ConfigResult>,
+    t0: Instant,
+) -> BenchResults {
     let mut results = BenchResults {
         schema_version: SCHEMA_VERSION,
         environment,
@@ -181,16 +193,7 @@ fn run_config(
     label: &str,
     progress: &mut Progress,
 ) -> ConfigResult {
-    let mut result = ConfigResult {
-        spec: spec.clone(),
-        status: Status::Ok,
-        warmup_runs: 0,
-        runs: Vec::new(),
-        summary: None,
-        telemetry: Default::default(),
-        roofline: None,
-        cost: None,
-    };
+    let mut result = ConfigResult::new(spec.clone());
     let plans = plan_runs(engine.decoder().config().max_position_embeddings, o, spec);
     let cap = capacity(engine);
     // A static batch must hold its sequences at once; a serving config's requests

@@ -104,6 +104,22 @@ pub struct ConfigResult {
     pub cost: Option<crate::cost::ConfigCost>,
 }
 
+impl ConfigResult {
+    /// A config about to run: status Ok, nothing measured yet.
+    pub fn new(spec: ConfigSpec) -> Self {
+        Self {
+            spec,
+            status: Status::Ok,
+            warmup_runs: 0,
+            runs: Vec::new(),
+            summary: None,
+            telemetry: Default::default(),
+            roofline: None,
+            cost: None,
+        }
+    }
+}
+
 /// Facts about the model that the floors need.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ModelFacts {

@@ -18,14 +18,10 @@ pub mod http;
 pub mod request;
 pub mod sse;
 
-use crate::analysis::analyse;
 use crate::bench::{expected_tokens, plan_runs, planned, BenchOptions};
 use crate::error::{ProfilerError, Result};
 use crate::progress::Progress;
-use crate::result::{
-    BenchResults, ConfigResult, EndpointInfo, Environment, RunRecord, Settings, Status,
-    SCHEMA_VERSION,
-};
+use crate::result::{BenchResults, ConfigResult, EndpointInfo, Environment, RunRecord, Status};
 use crate::run_plan::RunPlan;
 use crate::spec::{ConfigSpec, Load};
 use crate::summary::summarize;
@@ -124,30 +120,7 @@ impl EndpointBench {
             token_counts: describe(&sources),
             not_measured: NOT_MEASURED.iter().map(|s| s.to_string()).collect(),
         });
-        let mut results = BenchResults {
-            schema_version: SCHEMA_VERSION,
-            environment,
-            settings: Settings {
-                runs: o.runs,
-                warmup: o.warmup,
-                num_requests: o.num_requests,
-                respect_eos: o.respect_eos,
-                seed: o.seed,
-                prompts_file: o.prompts_file.clone(),
-                slo: o.slo.clone(),
-                latency_budget_s: o.latency_budget_s,
-                knee_method: crate::analysis::KNEE_METHOD.into(),
-                percentile_method: crate::metrics::PERCENTILE_METHOD.into(),
-                traffic: o.traffic.clone(),
-                cost: o.cost.clone(),
-            },
-            ceilings: None,
-            analysis: analyse(&configs, o.latency_budget_s),
-            configs,
-            total_wall_s: t0.elapsed().as_secs_f64(),
-        };
-        crate::cost::apply(&mut results);
-        results
+        crate::bench::results(o, environment, None, configs, t0)
     }
 
     fn run_config(
@@ -158,16 +131,7 @@ impl EndpointBench {
         plans: &[RunPlan],
         label: &str,
     ) -> ConfigResult {
-        let mut result = ConfigResult {
-            spec: spec.clone(),
-            status: Status::Ok,
-            warmup_runs: 0,
-            runs: Vec::new(),
-            summary: None,
-            telemetry: Default::default(),
-            roofline: None,
-            cost: None,
-        };
+        let mut result = ConfigResult::new(spec.clone());
         // Only what a client can check; the server answers the rest (400: failed).
         if let Some(r) = plans
             .iter()
