@@ -79,8 +79,8 @@ struct Row {
         : x(x_), vocab(vocab_), quads((vocab_ + 3) / 4),
           vec((reinterpret_cast<uintptr_t>(x_) & (4 * sizeof(T) - 1)) == 0), keys(vocab_),
           max(0.f), t(1.f) {}
-    // Cleaned logits 4q .. 4q + 3 into v; returns how many exist.
-    __device__ int load(int q, float v[4]) const {
+    // Raw logits 4q .. 4q + 3 into v; returns how many exist.
+    __device__ int load_raw(int q, float v[4]) const {
         const int i = 4 * q, n = min(4, vocab - i);
         if (vec && n == 4) {
             if constexpr (sizeof(T) == 4) {
@@ -95,6 +95,11 @@ struct Row {
         } else {
             for (int k = 0; k < n; ++k) v[k] = to_f32(x[i + k]);
         }
+        return n;
+    }
+    // Cleaned logits 4q .. 4q + 3 into v; returns how many exist.
+    __device__ int load(int q, float v[4]) const {
+        const int n = load_raw(q, v);
         for (int k = 0; k < n; ++k) v[k] = clean(v[k]);
         return n;
     }
@@ -109,6 +114,7 @@ struct Shared {
     u64 warp_u64[WARPS];
     float warp_f[2][WARPS];
     uint32_t warp_u[WARPS];
+    uint32_t warp_inf[WARPS];
     u64 sel_need;
     uint32_t sel_bin, sel_pop, n_buf, n_top;
 };
@@ -213,9 +219,12 @@ __device__ u64 select(const Row<T>& row, bool by_mass, float top_p, u64 need, u6
     return prefix;
 }
 
+// inf_id: the lowest id whose raw logit is +inf (0xffffffff if none). Cleaning maps +inf
+// to FLT_MAX, so the argmax of cleaned logits alone would tie a +inf with a real FLT_MAX;
+// the engine's argmax rule (crates/kernels/src/argmax.rs) ranks +inf above it.
 struct Stats {
     float max, sum;
-    uint32_t argmax;
+    uint32_t argmax, inf_id;
 };
 
 __device__ __forceinline__ Stats merge(Stats a, Stats b) {
@@ -225,18 +234,21 @@ __device__ __forceinline__ Stats merge(Stats a, Stats b) {
                                                    : b.argmax;
     const float s = __fadd_rn(__fmul_rn(a.sum, exp_nonpos(__fsub_rn(a.max, m))),
                               __fmul_rn(b.sum, exp_nonpos(__fsub_rn(b.max, m))));
-    return {m, s, am};
+    return {m, s, am, min(a.inf_id, b.inf_id)};
 }
 
-// Pass 1: max, lowest argmax, sum exp(x - max) over the row; every thread gets them.
+// Pass 1: max, lowest argmax, sum exp(x - max) over the row; every thread gets them. The
+// returned argmax is the engine's greedy token: the lowest +inf if any, else the lowest
+// id of the cleaned maximum.
 template <typename T>
 __device__ Stats pass1(const Row<T>& row, Shared& sm) {
-    Stats s = {-INFINITY, 0.f, 0xffffffffu};
+    Stats s = {-INFINITY, 0.f, 0xffffffffu, 0xffffffffu};
     for (int q = threadIdx.x; q < row.quads; q += THREADS) {
         float v[4];
-        const int n = row.load(q, v);
+        const int n = row.load_raw(q, v);
         for (int k = 0; k < n; ++k) {
-            const float x = v[k];
+            if (v[k] == INFINITY && s.inf_id == 0xffffffffu) s.inf_id = 4 * q + k;
+            const float x = clean(v[k]);
             if (x > s.max) {
                 s.sum = __fadd_rn(__fmul_rn(s.sum, exp_nonpos(__fsub_rn(s.max, x))), 1.f);
                 s.max = x, s.argmax = 4 * q + k;
@@ -248,15 +260,21 @@ __device__ Stats pass1(const Row<T>& row, Shared& sm) {
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) {
         const Stats b = {__shfl_xor_sync(0xffffffffu, s.max, o), __shfl_xor_sync(0xffffffffu, s.sum, o),
-                         __shfl_xor_sync(0xffffffffu, s.argmax, o)};
+                         __shfl_xor_sync(0xffffffffu, s.argmax, o),
+                         __shfl_xor_sync(0xffffffffu, s.inf_id, o)};
         s = merge(s, b);
     }
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     __syncthreads();
-    if (lane == 0) sm.warp_f[0][warp] = s.max, sm.warp_f[1][warp] = s.sum, sm.warp_u[warp] = s.argmax;
+    if (lane == 0) {
+        sm.warp_f[0][warp] = s.max, sm.warp_f[1][warp] = s.sum;
+        sm.warp_u[warp] = s.argmax, sm.warp_inf[warp] = s.inf_id;
+    }
     __syncthreads();
-    Stats r = {sm.warp_f[0][0], sm.warp_f[1][0], sm.warp_u[0]};
-    for (int w = 1; w < WARPS; ++w) r = merge(r, {sm.warp_f[0][w], sm.warp_f[1][w], sm.warp_u[w]});
+    Stats r = {sm.warp_f[0][0], sm.warp_f[1][0], sm.warp_u[0], sm.warp_inf[0]};
+    for (int w = 1; w < WARPS; ++w)
+        r = merge(r, {sm.warp_f[0][w], sm.warp_f[1][w], sm.warp_u[w], sm.warp_inf[w]});
+    if (r.inf_id != 0xffffffffu) r.argmax = r.inf_id;
     return r;
 }
 

@@ -9,6 +9,8 @@
 #                                          # engine bench --kernels fused vs candle, same session
 #   bash scripts/gpu-kernels.sh check      # the decoder: fused vs candle vs CPU vs transformers
 #   bash scripts/gpu-kernels.sh sample     # the sampler: checks, 100,000-draw chi-square, bench
+#   bash scripts/gpu-kernels.sh sample-e2e [batches] [runs]
+#                                          # engine bench at T 0 vs T 0.7 / top-p 0.9 (#13)
 #
 # Output also goes under $OUT (default /tmp/gpu-kernels).
 set -uo pipefail
@@ -61,8 +63,19 @@ case "$PHASE" in
       $E kernels bench sample --device cuda --dtype f32
     } 2>&1 | tee "$OUT/sample.txt"
     ;;
+  sample-e2e)
+    # #13's acceptance: output tok/s at T 0.7 / top-p 0.9 within 10 % of greedy at batch
+    # 128 (same session; every step samples all rows in one launch either way), with the
+    # sample phase per decode step (decode_sample_p50_ms) apart from the forward.
+    BATCH=${2:-128}
+    RUNS=${3:-3}
+    $E bench --model dummy:llama-3.1-8b --device cuda --kernels fused --batch "$BATCH" \
+      --temperature 0,0.7 --top-p 1,0.9 --input-len 128 --output-len 128 --runs "$RUNS" \
+      --warmup 1 --out "$OUT/sample-e2e" 2>&1 | grep -v '^\s*\[' | tail -25 \
+      | tee "$OUT/sample-e2e.txt"
+    ;;
   *)
-    echo "unknown phase $PHASE: test, sanitize, bench, e2e, check or sample" >&2
+    echo "unknown phase $PHASE: test, sanitize, bench, e2e, check, sample or sample-e2e" >&2
     exit 2
     ;;
 esac

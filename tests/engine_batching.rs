@@ -9,9 +9,9 @@
 //!   ports: paged decode, varlen paged prefill, in-place rope and cache writes), with a
 //!   KV cache small enough to preempt, and with prefix caching over a shared 200-token
 //!   prefix. Every variant must equal the alone runs (candle ops). Last, a batch that
-//!   mixes greedy requests (device argmax), greedy requests with logprobs (host
-//!   sampler) and sampled ones, with preemption and prefix hits, on both op sets: every
-//!   greedy request must equal its alone run.
+//!   mixes greedy requests, greedy requests with logprobs and sampled ones (all rows of
+//!   a step in one launch of the sample op), with preemption and prefix hits, on both op
+//!   sets: every greedy request must equal its alone run.
 //! - `thousand_requests_with_a_tiny_cache`: 1,000 requests on a tiny dummy model against
 //!   a cache that holds about 50 of them all finish, with the outputs of an ample cache,
 //!   and the cache does preempt.
@@ -69,8 +69,8 @@ struct Req {
     pick: Pick,
 }
 
-/// How a request picks its tokens: greedy with top-2 logprobs (the host sampler),
-/// greedy without logprobs (the device's argmax), or sampled with its own seed.
+/// How a request picks its tokens: greedy with top-2 logprobs, greedy without logprobs,
+/// or sampled with its own seed (one sample launch per step serves them all).
 #[derive(Clone, Copy, PartialEq, Debug)]
 enum Pick {
     GreedyLogprobs,
@@ -440,9 +440,9 @@ fn batch_invariance_default_model() -> Result<()> {
     );
     drop(engine);
 
-    // Prefix caching and preemption together, in a batch that mixes greedy requests
-    // (device argmax), greedy requests with logprobs (host sampler) and sampled ones,
-    // on both op sets: every greedy request equals its alone run.
+    // Prefix caching and preemption together, in a batch that mixes greedy requests,
+    // greedy requests with logprobs and sampled ones, on both op sets: every greedy
+    // request equals its alone run.
     let picks: Vec<Pick> = (0..reqs.len())
         .map(|i| match i % 3 {
             0 => Pick::Greedy,

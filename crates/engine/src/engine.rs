@@ -5,23 +5,22 @@
 //!    Scheduler::schedule()          -> SchedulerOutput (who runs, how many tokens each)
 //!    ModelRunner::prepare()         -> StepBatch: ids, positions, slot_mapping, attention
 //!                                      metadata, built and checked once (one hop)
-//!    ModelRunner::execute()         -> Decoder::forward (ONE layer loop), the greedy id of
-//!                                      every row on the device, host logits of the rows
-//!                                      that sample or want logprobs (those rows alone)
-//!    sampler::sample()              -> the host-sampled rows' tokens (+ logprobs)
+//!    ModelRunner::forward()         -> Decoder::forward (ONE layer loop), logits stay on
+//!                                      the device
+//!    ModelRunner::sample()          -> every sampling row (greedy, sampled, logprobs) in
+//!                                      ONE launch of the sample op; ids + logprobs back
 //!    detokenize, stop strings       -> text deltas, stop-string hits
 //!    Scheduler::update_from_output()-> append tokens; the ONE place a request finishes
 //!  -> Vec<RequestOutput>, one StepRecord
 //! ```
-//! One owner, `&mut self`, no locks. Each request keeps its own RNG, and each row's
-//! sampling decision is its own, so preemption and batch composition do not change what
-//! it generates.
+//! One owner, `&mut self`, no locks. Each request's draws are keyed by its own seed and
+//! output position (Philox, see [`crate::sampler`]), so preemption, batch composition
+//! and the device do not change what it generates.
 
 use crate::error::{EngineError, Result};
 use crate::graphs::GraphReport;
 use crate::kv_sizing::{kv_cache_size, DeviceMemory};
 use crate::records::{RequestTimeline, StepRecord};
-use crate::rng::SeqRng;
 use crate::runner::ModelRunner;
 use crate::sampler::SampledToken;
 use crate::stop::StopText;
@@ -109,7 +108,9 @@ pub struct FinalOutput {
 }
 
 pub(crate) struct ReqState {
-    pub(crate) rng: SeqRng,
+    /// The request's seed: its own, or one derived at admission from the engine's seed
+    /// and the request id (reproducible with the same engine seed and arrival order).
+    pub(crate) seed: u64,
     pub(crate) stream: StreamDecoder,
     pub(crate) stop: StopText,
     pub(crate) logprobs: Vec<SampledToken>,
@@ -253,7 +254,7 @@ impl Engine {
             .seed
             .unwrap_or_else(|| self.cfg.seed ^ id.wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let state = ReqState {
-            rng: SeqRng::new(seed),
+            seed,
             stream: StreamDecoder::new(),
             stop: StopText::new(&params.stop),
             logprobs: Vec::new(),

@@ -3,12 +3,17 @@
 //! issues one launch per step instead of a few hundred.
 //!
 //! ```text
-//!  bucket S:  meta [S * 5 + S * max_blocks] u32, persistent (the graph reads it there):
+//!  bucket S:  meta [S * 5 + S * max_blocks + S * 8] u32, persistent (the graph reads it there):
 //!             ids | positions | slots | rows (0..S) | context_lens | block tables [S, max_blocks]
+//!             | sample params [S, 8] (engine_kernels::sample's, read by the sample launch)
 //!  step:      fill meta from the host in ONE copy (padded rows: slot SKIP, context 0:
-//!             they write nowhere and attend to nothing), launch the graph, read the
-//!             greedy ids / logits the graph copied into the shared output buffers.
+//!             they write nowhere and attend to nothing), launch the graph (the forward,
+//!             its logits copied into the shared logits buffer), then the sample op on the
+//!             first S rows of that buffer and the params in meta: one more launch.
 //! ```
+//! The sample op runs after the graph rather than inside it so that a step's sampling
+//! time is measured apart from its forward (the step synchronizes between them); its
+//! params still come with the step's one upload.
 //! A step qualifies when every scheduled sequence decodes one token, wants logits, and its
 //! context fits the graphs' block tables (`max_context`); other steps (prefill, mixed,
 //! long contexts) run eagerly. Only the fused op set is graph-safe: the candle path
@@ -16,10 +21,10 @@
 //! padding and refill run eagerly ("replay"), which is how the tests check this path.
 
 use crate::error::Result;
-use crate::runner::StepLogits;
 use candle_core::{DType, Device, Tensor};
 use engine_kernels::paged_decode::DecodeMeta;
 use engine_kernels::reshape_and_cache::SKIP_SLOT;
+use engine_kernels::sample::{RowParams, PARAM_WORDS};
 use engine_model::{Decoder, KvCache, SeqInput, StepBatch};
 
 /// The batch-size buckets a graph is captured for.
@@ -43,7 +48,7 @@ pub struct GraphReport {
 /// One bucket's persistent inputs and (on CUDA) its graph.
 struct Bucket {
     size: usize,
-    meta: Tensor, // [size * (5 + max_blocks)] u32
+    meta: Tensor, // [size * (5 + max_blocks + 8)] u32
     batch: StepBatch,
     #[cfg(feature = "cuda")]
     graph: Option<candle_core::cuda::cudarc::driver::CudaGraph>,
@@ -54,9 +59,7 @@ pub struct DecodeGraphs {
     buckets: Vec<Bucket>,
     block_size: usize,
     max_blocks: usize,
-    /// [max bucket] u32 and [max bucket, vocab] f32: every graph copies its greedy ids and
-    /// logits here (the first S rows).
-    ids_out: Tensor,
+    /// [max bucket, vocab] f32: every graph copies its logits here (the first S rows).
     logits_out: Tensor,
     report: GraphReport,
     /// Host staging for one refill.
@@ -86,7 +89,6 @@ impl DecodeGraphs {
             buckets,
             block_size,
             max_blocks,
-            ids_out: Tensor::zeros(largest, DType::U32, dev)?,
             logits_out: Tensor::zeros((largest, vocab), DType::F32, dev)?,
             report: GraphReport {
                 mode: "replayed eagerly".into(),
@@ -119,13 +121,25 @@ impl DecodeGraphs {
         self.buckets.iter().position(|b| b.size >= seqs.len())
     }
 
-    /// Write `seqs` into bucket `b`'s buffers in one copy; rows past them are padding.
-    pub fn fill(&mut self, b: usize, seqs: &[SeqInput]) -> Result<()> {
+    /// Write `seqs` and the sample params of their `rows` (the sampling rows, in order)
+    /// into bucket `b`'s buffers in one copy; rows past them are padding.
+    pub fn fill(&mut self, b: usize, seqs: &[SeqInput], rows: &[RowParams]) -> Result<()> {
         let (bs, m) = (self.block_size, self.max_blocks);
         let size = self.buckets[b].size;
+        if rows.len() != seqs.len() || seqs.len() > size {
+            return Err(crate::EngineError::Internal(format!(
+                "decode graph bucket {size}: {} sequences, {} sampling rows",
+                seqs.len(),
+                rows.len()
+            )));
+        }
         let h = &mut self.host;
         h.clear();
         h.resize(size * (5 + m), 0);
+        let n_top = crate::sampler::n_top(rows);
+        engine_kernels::sample::push_params(rows, n_top, h)?;
+        h.resize(size * (5 + m + PARAM_WORDS), 0);
+        let h = &mut h[..size * (5 + m)];
         let (cols, tables) = h.split_at_mut(5 * size);
         for (i, s) in seqs.iter().enumerate() {
             let pos = s.num_computed_tokens;
@@ -140,7 +154,7 @@ impl DecodeGraphs {
             cols[3 * size + i] = i as u32;
         }
         cols[2 * size + seqs.len()..3 * size].fill(SKIP_SLOT);
-        engine_kernels::upload::upload_u32(&self.buckets[b].meta, h)?;
+        engine_kernels::upload::upload_u32(&self.buckets[b].meta, &self.host)?;
         Ok(())
     }
 
@@ -150,26 +164,22 @@ impl DecodeGraphs {
         if let Some(g) = &self.buckets[b].graph {
             return g.launch().map_err(|e| cuda_err("graph launch", e));
         }
-        forward_into(
-            &self.buckets[b].batch,
-            decoder,
-            kv,
-            &self.ids_out,
-            &self.logits_out,
-        )
+        forward_into(&self.buckets[b].batch, decoder, kv, &self.logits_out)
     }
 
-    /// The first `n` rows' greedy ids and the host logits of `host_rows` (indices < n).
-    pub fn outputs(&self, n: usize, host_rows: &[u32]) -> Result<StepLogits> {
-        let host = match host_rows.len() {
-            0 => Vec::new(),
-            k => {
-                let rows = Tensor::from_slice(host_rows, k, self.logits_out.device())?;
-                self.logits_out.index_select(&rows, 0)?.to_vec2::<f32>()?
-            }
-        };
-        let greedy = self.ids_out.narrow(0, 0, n)?.to_vec1::<u32>()?;
-        Ok(StepLogits { greedy, host })
+    /// The logits of the first `n` rows of the last run: [n, vocab] f32 (a view).
+    pub fn logits(&self, n: usize) -> Result<Tensor> {
+        Ok(self.logits_out.narrow(0, 0, n)?)
+    }
+
+    /// Bucket `b`'s sample params of its first `n` rows, as last filled: [n, 8] u32.
+    pub fn params(&self, b: usize, n: usize) -> Result<Tensor> {
+        let bucket = &self.buckets[b];
+        let start = bucket.size * (5 + self.max_blocks);
+        Ok(bucket
+            .meta
+            .narrow(0, start, n * PARAM_WORDS)?
+            .reshape((n, PARAM_WORDS))?)
     }
 
     /// Capture every bucket's graph (CUDA; a no-op on the CPU): warm up eagerly on an
@@ -206,26 +216,14 @@ impl DecodeGraphs {
         let stream = dev.cuda_stream();
         let mut failed = Vec::new();
         for b in 0..self.buckets.len() {
-            self.fill(b, &[])?;
-            forward_into(
-                &self.buckets[b].batch,
-                decoder,
-                kv,
-                &self.ids_out,
-                &self.logits_out,
-            )?;
+            self.fill(b, &[], &[])?;
+            forward_into(&self.buckets[b].batch, decoder, kv, &self.logits_out)?;
             stream.synchronize().map_err(|e| cuda_err("sync", e))?;
             let mode = sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL;
             stream
                 .begin_capture(mode)
                 .map_err(|e| cuda_err("begin capture", e))?;
-            let ran = forward_into(
-                &self.buckets[b].batch,
-                decoder,
-                kv,
-                &self.ids_out,
-                &self.logits_out,
-            );
+            let ran = forward_into(&self.buckets[b].batch, decoder, kv, &self.logits_out);
             let graph = stream.end_capture(sys::CUgraphInstantiate_flags(0));
             match (ran, graph) {
                 (Ok(()), Ok(Some(g))) => self.buckets[b].graph = Some(g),
@@ -254,18 +252,15 @@ pub fn bucket_sizes(max_num_seqs: usize) -> Vec<usize> {
     sizes
 }
 
-/// The step itself, as captured: forward, greedy ids, both copied into the shared
-/// output buffers (so the graph allocates and frees only temporaries of its own).
+/// The step's forward, as captured: its logits copied into the shared output buffer (so
+/// the graph allocates and frees only temporaries of its own).
 fn forward_into(
     batch: &StepBatch,
     decoder: &Decoder,
     kv: &mut KvCache,
-    ids_out: &Tensor,
     logits_out: &Tensor,
 ) -> Result<()> {
     let logits = decoder.forward(batch, kv)?; // [S, vocab] f32
-    let ids = engine_kernels::argmax::argmax(&logits)?;
-    ids_out.slice_set(&ids, 0, 0)?;
     logits_out.slice_set(&logits, 0, 0)?;
     Ok(())
 }
@@ -279,7 +274,7 @@ fn bucket(
     target_blocks: usize,
 ) -> Result<Bucket> {
     let dev: &Device = decoder.device();
-    let meta = Tensor::zeros(size * (5 + max_blocks), DType::U32, dev)?;
+    let meta = Tensor::zeros(size * (5 + max_blocks + PARAM_WORDS), DType::U32, dev)?;
     let col = |i: usize| meta.narrow(0, i * size, size);
     let rows = col(3)?;
     let decode = DecodeMeta {

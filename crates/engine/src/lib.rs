@@ -3,10 +3,10 @@
 //!
 //! The hot path, `Engine::step` (step.rs; the picture is in engine.rs):
 //! `Scheduler::schedule` -> `ModelRunner::prepare` (the step's batch, one hop) ->
-//! `ModelRunner::execute` (`Decoder::forward`, greedy ids on the device) ->
-//! [`sampler::sample`] for the rows that sample or want logprobs -> detokenize and stop
-//! strings -> `Scheduler::update_from_output` (where requests finish) ->
-//! `Vec<RequestOutput>` and one [`StepRecord`].
+//! `ModelRunner::forward` (`Decoder::forward`, logits stay on the device) ->
+//! `ModelRunner::sample` (every sampling row in one launch of the device sample op; see
+//! [`sampler`]) -> detokenize and stop strings -> `Scheduler::update_from_output` (where
+//! requests finish) -> `Vec<RequestOutput>` and one [`StepRecord`].
 
 pub mod admission;
 pub mod device;

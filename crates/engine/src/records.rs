@@ -1,9 +1,9 @@
 //! Timing records: one per request (its timeline) and one per engine step.
 //!
 //! Times are seconds since the engine's epoch (`Engine::new`), read from a monotonic
-//! clock after the step's device work has finished (logits are copied to the host before
-//! a step ends, which synchronizes the device). The profiler derives every metric from
-//! these two records; nothing else is timed.
+//! clock after the step's device work has finished (the step synchronizes the device
+//! after the forward pass, and the sampled ids are copied to the host before it ends).
+//! The profiler derives every metric from these two records; nothing else is timed.
 
 use serde::{Deserialize, Serialize};
 
@@ -65,12 +65,15 @@ pub struct StepRecord {
     /// Start and end, seconds since the engine's epoch (end is after device sync).
     pub start_s: f64,
     pub end_s: f64,
-    /// Parts of the step: scheduling, input preparation, forward (incl. logits to host),
-    /// sampling and bookkeeping.
+    /// Parts of the step: scheduling, input preparation, the forward pass (finished on
+    /// the device), sampling (the one sample launch and the copy of ids / logprobs to the
+    /// host), and post-processing (detokenize, stop strings, scheduler update, outputs).
     pub schedule_s: f64,
     pub prepare_s: f64,
     pub forward_s: f64,
     pub sample_s: f64,
+    #[serde(default)]
+    pub postprocess_s: f64,
     /// Sequences in the batch, and how many of them are decoding one token.
     pub num_seqs: usize,
     pub num_decode_seqs: usize,

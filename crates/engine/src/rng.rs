@@ -1,9 +1,11 @@
-//! A small deterministic per-sequence pseudo-random number generator.
+//! A small deterministic pseudo-random number generator for the host side: random
+//! prompts and test data from a seed. (Sampling draws do not use it: they come from
+//! Philox keyed by the request's seed and output position, on the device; see
+//! [`crate::sampler`].)
 //!
 //! [`SeqRng`] is xoshiro256** (Blackman & Vigna) whose 256-bit state is filled from
 //! the 64-bit seed by SplitMix64, as the xoshiro authors recommend. There is no global
-//! state: every sequence owns its generator, so the same seed always yields the same
-//! stream regardless of batching or of what other sequences do. It is fast and of good
+//! state: the same seed always yields the same stream. It is fast and of good
 //! statistical quality, but it is not cryptographically secure.
 
 /// Deterministic xoshiro256** generator seeded through SplitMix64.

@@ -1,7 +1,7 @@
 //! ModelRunner: turns a [`SchedulerOutput`] into the step's batch in one hop, runs the
-//! forward pass over the paged KV cache, and hands back what sampling needs: every
-//! sampling row's greedy token (taken on the device) and the host logits of only the
-//! rows that sample or want logprobs.
+//! forward pass over the paged KV cache, then samples every sampling row in one launch of
+//! the device sample op (engine_kernels::sample) and copies back only the ids and
+//! logprobs: no logits ever go to the host.
 //!
 //! Building the batch touches only the scheduled sequences' new tokens and block
 //! tables, so its cost grows with the batch, not with the cache.
@@ -9,6 +9,7 @@
 use crate::error::Result;
 use crate::graphs::DecodeGraphs;
 use candle_core::Tensor;
+use engine_kernels::sample::{RowParams, Sampled};
 use engine_model::{Decoder, KvCache, SeqInput, StepBatch};
 use engine_scheduler::{Scheduler, SchedulerOutput};
 
@@ -19,9 +20,14 @@ pub struct ModelRunner {
     graphs: Option<DecodeGraphs>,
 }
 
-/// A step ready to run: an eager batch, or a decode graph bucket already filled.
+/// A step ready to run: an eager batch and its sampling rows' params tensor, or a decode
+/// graph bucket already filled (params included).
 pub enum Prepared {
-    Eager(Box<StepBatch>),
+    Eager {
+        batch: Box<StepBatch>,
+        /// [sampling rows, 8] u32 (engine_kernels::sample::params_tensor).
+        params: Tensor,
+    },
     Graph {
         bucket: usize,
         /// Real (unpadded) rows.
@@ -30,15 +36,8 @@ pub enum Prepared {
     },
 }
 
-/// What a step's forward pass hands to sampling, for the sampling rows in batch order.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct StepLogits {
-    /// Each sampling row's greedy token (engine_kernels::argmax's rule).
-    pub greedy: Vec<u32>,
-    /// The f32 logits of the rows asked for in [`ModelRunner::execute`]'s `host_rows`,
-    /// in that order.
-    pub host: Vec<Vec<f32>>,
-}
+/// A forward pass's logits, ready on the device (the forward has finished).
+pub struct StepLogits(Option<Tensor>); // [sampling rows, vocab] f32; None: no row samples
 
 impl ModelRunner {
     pub fn new(decoder: Decoder, num_blocks: usize, block_size: usize) -> Result<Self> {
@@ -79,8 +78,15 @@ impl ModelRunner {
     }
 
     /// Flatten the scheduled sequences into the step's inputs, checked once: a decode
-    /// graph's buffers (one copy) when the step qualifies, else an eager batch.
-    pub fn prepare(&mut self, out: &SchedulerOutput, sched: &Scheduler) -> Result<Prepared> {
+    /// graph's buffers (one copy, the sampling rows' `rows` params included) when the step
+    /// qualifies, else an eager batch and a params tensor. `rows` holds one entry per
+    /// scheduled sequence that samples, in batch order.
+    pub fn prepare(
+        &mut self,
+        out: &SchedulerOutput,
+        sched: &Scheduler,
+        rows: &[RowParams],
+    ) -> Result<Prepared> {
         let mut seqs = Vec::with_capacity(out.scheduled.len());
         for s in &out.scheduled {
             let Some(seq) = sched.seq(s.seq_id) else {
@@ -96,7 +102,7 @@ impl ModelRunner {
         }
         if let Some(g) = &mut self.graphs {
             if let Some(bucket) = g.bucket_for(&seqs) {
-                g.fill(bucket, &seqs)?;
+                g.fill(bucket, &seqs, rows)?;
                 return Ok(Prepared::Graph {
                     bucket,
                     num_seqs: seqs.len(),
@@ -104,24 +110,29 @@ impl ModelRunner {
                 });
             }
         }
+        let n_top = crate::sampler::n_top(rows);
+        let dev = self.decoder.device();
+        let params = engine_kernels::sample::params_tensor(rows, n_top, dev)?;
         let mut batch = self
             .decoder
             .batch(self.kv.block_size(), out.num_batched_tokens);
         for s in seqs {
             batch.push(s)?;
         }
-        Ok(Prepared::Eager(Box::new(
-            batch.finish(self.decoder.device())?,
-        )))
+        Ok(Prepared::Eager {
+            batch: Box::new(batch.finish(dev)?),
+            params,
+        })
     }
 
-    /// Forward pass, then the greedy token of every logits row on the device and the
-    /// host logits of `host_rows` (indices into the logits rows) only: at batch 128 and
-    /// a 128k vocabulary a greedy batch copies 512 bytes to the host, not 64 MB. The
-    /// copies to the host synchronize the device, so step timings are complete.
-    pub fn execute(&mut self, step: &Prepared, host_rows: &[u32]) -> Result<StepLogits> {
-        let batch = match step {
-            Prepared::Eager(batch) => batch,
+    /// The forward pass (a graph launch for a graph step), finished on the device before
+    /// it returns, so that a step's forward and sampling times are apart.
+    pub fn forward(&mut self, step: &Prepared) -> Result<StepLogits> {
+        let logits = match step {
+            Prepared::Eager { batch, .. } => {
+                let logits = self.decoder.forward(batch, &mut self.kv)?; // [S, vocab] f32
+                (logits.dim(0)? > 0).then_some(logits)
+            }
             Prepared::Graph {
                 bucket, num_seqs, ..
             } => {
@@ -129,24 +140,35 @@ impl ModelRunner {
                     return Err(crate::EngineError::Internal("no decode graphs".into()));
                 };
                 g.run(*bucket, &self.decoder, &mut self.kv)?;
-                return g.outputs(*num_seqs, host_rows);
+                Some(g.logits(*num_seqs)?)
             }
         };
-        let logits = self.decoder.forward(batch, &mut self.kv)?; // [S, vocab] f32
-        if logits.dim(0)? == 0 {
-            self.decoder.device().synchronize()?;
-            return Ok(StepLogits::default());
-        }
-        let greedy = engine_kernels::argmax::argmax(&logits)?; // [S] u32, launched first
-        let host = match host_rows.len() {
-            0 => Vec::new(),
-            n => {
-                let rows = Tensor::from_slice(host_rows, n, logits.device())?;
-                logits.index_select(&rows, 0)?.to_vec2::<f32>()?
-            }
+        self.decoder.device().synchronize()?;
+        Ok(StepLogits(logits))
+    }
+
+    /// Every sampling row's token (+ logprobs) in ONE launch of the sample op, and one
+    /// copy of `[S, 2 + 2 n_top]` words to the host: at batch 128 and no logprobs, 1 KB,
+    /// not the 64 MB of a 128k vocabulary's logits. `rows` as given to [`Self::prepare`].
+    pub fn sample(
+        &self,
+        step: &Prepared,
+        logits: StepLogits,
+        rows: &[RowParams],
+    ) -> Result<Vec<Sampled>> {
+        let Some(logits) = logits.0 else {
+            return Ok(Vec::new());
         };
-        let greedy = greedy.to_vec1::<u32>()?;
-        Ok(StepLogits { greedy, host })
+        let n_top = crate::sampler::n_top(rows);
+        let params = match step {
+            Prepared::Eager { params, .. } => params.clone(),
+            Prepared::Graph { bucket, .. } => match &self.graphs {
+                Some(g) => g.params(*bucket, rows.len())?,
+                None => return Err(crate::EngineError::Internal("no decode graphs".into())),
+            },
+        };
+        let out = engine_kernels::sample::sample(&logits, &params, n_top)?; // [S, 2 + 2 n_top]
+        Ok(engine_kernels::sample::unpack(&out, rows)?)
     }
 }
 

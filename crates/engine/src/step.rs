@@ -1,29 +1,26 @@
 //! `Engine::step`: one iteration of the hot path, and its `StepRecord`.
 //!
 //! ```text
-//!  schedule -> prepare (one hop to the batch, or to a decode graph's buffers)
-//!    -> forward + argmax on the device (a graph launch for a decode-only step)
-//!    -> pick each row's token (greedy: the device's; sampled / logprobs: the host
-//!       sampler on that row's logits alone) -> detokenize, find stop strings
+//!  schedule -> prepare (one hop to the batch, or to a decode graph's buffers; the
+//!             sampling rows' params ride along)
+//!    -> forward on the device (a graph launch for a decode-only step), synchronized
+//!    -> sample: ONE launch of the sample op for every sampling row (greedy, sampled,
+//!       logprobs alike), ids + logprobs copied back -> detokenize, find stop strings
 //!    -> Scheduler::update_from_output (the one place a request finishes) -> outputs
 //! ```
 
 use crate::engine::{Engine, FinalOutput, RequestOutput};
 use crate::error::Result;
 use crate::records::StepRecord;
-use crate::runner::{Prepared, StepLogits};
-use crate::sampler::sample;
+use crate::runner::Prepared;
+use crate::sampler::row_params;
+use engine_kernels::sample::{RowParams, Sampled};
 use engine_scheduler::{FinishReason, NewToken, SchedulerOutput, SeqId};
 
-/// Which sampling rows need their logits on the host, decided per row.
-struct Picks {
-    /// The sampling sequences, in logits-row order.
+/// The step's sampling rows, in logits-row order: each sequence and its op params.
+struct Rows {
     seqs: Vec<SeqId>,
-    /// Per row: `Some(i)` = sampled on the host from `StepLogits::host[i]`; `None` =
-    /// greedy without logprobs, the device's argmax.
-    host: Vec<Option<usize>>,
-    /// The logits rows to copy to the host.
-    host_rows: Vec<u32>,
+    params: Vec<RowParams>,
 }
 
 impl Engine {
@@ -41,12 +38,13 @@ impl Engine {
                 st.timeline.first_scheduled_s.get_or_insert(start);
             }
         }
-        let prepared = self.runner.prepare(&out, &self.scheduler)?;
-        let picks = self.picks(&out);
+        let rows = self.rows(&out);
+        let prepared = self.runner.prepare(&out, &self.scheduler, &rows.params)?;
         let t_prep = self.now_s();
-        let logits = self.runner.execute(&prepared, &picks.host_rows)?;
+        let logits = self.runner.forward(&prepared)?;
         let t_fwd = self.now_s();
-        let tokens = self.pick_tokens(&picks, &logits);
+        let sampled = self.runner.sample(&prepared, logits, &rows.params)?;
+        let tokens = self.take_tokens(&rows, sampled);
         let token_time = self.now_s();
         let (news, deltas) = self.detokenize(&tokens)?;
         let finished = self.scheduler.update_from_output(&out, &news);
@@ -54,58 +52,44 @@ impl Engine {
         let t_end = self.now_s();
         let graph_bucket = match prepared {
             Prepared::Graph { bucket_size, .. } => bucket_size,
-            Prepared::Eager(_) => 0,
+            Prepared::Eager { .. } => 0,
         };
-        self.record(&out, start, [t_sched, t_prep, t_fwd, t_end], graph_bucket);
+        let t = [t_sched, t_prep, t_fwd, token_time, t_end];
+        self.record(&out, start, t, graph_bucket);
         self.collect_finished();
         Ok(outputs)
     }
 
-    /// Decide per sampling row whether it needs its logits on the host: only rows that
-    /// sample or want logprobs do. A greedy request's token then never depends on what
-    /// the other requests in its batch asked for.
-    fn picks(&self, out: &SchedulerOutput) -> Picks {
-        let mut p = Picks {
+    /// The sampling rows' op params: each request's own knobs, its seed, and the output
+    /// position of the token it is about to generate (unchanged by batching and by
+    /// preemption, which recomputes the same tokens).
+    fn rows(&self, out: &SchedulerOutput) -> Rows {
+        let mut rows = Rows {
             seqs: Vec::new(),
-            host: Vec::new(),
-            host_rows: Vec::new(),
+            params: Vec::new(),
         };
         let sampling = out.scheduled.iter().filter(|s| s.samples);
         for s in sampling.filter_map(|s| self.scheduler.seq(s.seq_id)) {
-            let row = p.seqs.len() as u32;
-            p.seqs.push(s.id);
-            let on_host = !s.params.is_greedy() || s.params.logprobs.is_some();
-            p.host.push(on_host.then_some(p.host_rows.len()));
-            if on_host {
-                p.host_rows.push(row);
-            }
+            let seed = self.states.get(&s.id).map_or(0, |st| st.seed);
+            rows.seqs.push(s.id);
+            rows.params
+                .push(row_params(&s.params, seed, s.num_output_tokens()));
         }
-        p
+        rows
     }
 
-    /// One token per sampling row: the device's argmax, or the host sampler with the
-    /// request's own RNG (and its logprobs kept when asked).
-    fn pick_tokens(&mut self, picks: &Picks, logits: &StepLogits) -> Vec<(SeqId, u32)> {
-        let mut tokens = Vec::with_capacity(picks.seqs.len());
-        for (row, (&id, host)) in picks.seqs.iter().zip(&picks.host).enumerate() {
-            let (Some(seq), Some(st)) = (self.scheduler.seq(id), self.states.get_mut(&id)) else {
+    /// One token per sampling row from the sample op's results; a row's logprobs are kept
+    /// when its request asked for them.
+    fn take_tokens(&mut self, rows: &Rows, sampled: Vec<Sampled>) -> Vec<(SeqId, u32)> {
+        let mut tokens = Vec::with_capacity(sampled.len());
+        for (&id, s) in rows.seqs.iter().zip(sampled) {
+            let Some(st) = self.states.get_mut(&id) else {
                 continue;
             };
-            let token = match host.and_then(|i| logits.host.get(i)) {
-                Some(row) => {
-                    let tok = sample(row, &seq.params, &mut st.rng);
-                    let token = tok.token;
-                    if st.want_logprobs {
-                        st.logprobs.push(tok);
-                    }
-                    token
-                }
-                None => match logits.greedy.get(row) {
-                    Some(&t) => t,
-                    None => continue,
-                },
-            };
-            tokens.push((id, token));
+            tokens.push((id, s.token));
+            if st.want_logprobs {
+                st.logprobs.push(s.into());
+            }
         }
         tokens
     }
@@ -189,15 +173,16 @@ impl Engine {
         }
     }
 
-    fn record(&mut self, out: &SchedulerOutput, start: f64, t: [f64; 4], graph_bucket: usize) {
+    fn record(&mut self, out: &SchedulerOutput, start: f64, t: [f64; 5], graph_bucket: usize) {
         let mut rec = StepRecord {
             step: self.step_index,
             start_s: start,
-            end_s: t[3],
+            end_s: t[4],
             schedule_s: t[0] - start,
             prepare_s: t[1] - t[0],
             forward_s: t[2] - t[1],
             sample_s: t[3] - t[2],
+            postprocess_s: t[4] - t[3],
             num_seqs: out.scheduled.len(),
             num_batched_tokens: out.num_batched_tokens,
             blocks_in_use: self.scheduler.kv().num_blocks_in_use(),

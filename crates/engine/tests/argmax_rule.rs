@@ -1,13 +1,14 @@
 //! One rule for the greedy token on every path: NaN is never chosen, among equal maxima
-//! the lowest id wins, a row with nothing valid gives id 0. The engine takes a greedy
-//! row's token with the device argmax (engine_kernels::argmax; its CPU port here, the
-//! same rule as the CUDA kernel) unless the row wants logprobs, when the host sampler
-//! takes it: both must agree on every row.
+//! the lowest id wins, +inf ranks above a real f32::MAX, a row with nothing valid gives
+//! id 0. The engine samples every row with the sample op (engine_kernels::sample, here
+//! its CPU port, the same algorithm as the CUDA kernel); its greedy rows (temperature 0,
+//! with or without logprobs) must pick what the argmax op (engine_kernels::argmax) picks.
 
 use candle_core::{Device, Tensor};
 use engine_core::rng::SeqRng;
-use engine_core::sampler::sample;
+use engine_core::sampler::row_params;
 use engine_core::SamplingParams;
+use engine_kernels::sample::{params_tensor, sample, unpack};
 
 /// Pseudo-random logits in [-scale, scale) from a seed.
 fn random_logits(seed: u64, v: usize, scale: f32) -> Vec<f32> {
@@ -38,21 +39,26 @@ fn planted_rows() -> Vec<Vec<f32>> {
     rows
 }
 
-/// Greedy rows go through the device argmax (engine_kernels::argmax, here its CPU port)
-/// when they want no logprobs, and through the host sampler when they do: both must
-/// pick the same id on every row, NaN and ties included.
+/// The sample op's greedy rows, as the engine builds them (with and without logprobs),
+/// and the argmax op pick the same id on every row, NaN, ties and +inf included.
 #[test]
-fn device_argmax_and_host_sampler_agree_on_nan_and_ties() -> anyhow::Result<()> {
+fn sample_op_greedy_rows_take_the_argmax_rule() -> anyhow::Result<()> {
     for row in planted_rows() {
         let dev = Tensor::from_slice(&row, (1, row.len()), &Device::Cpu)?;
-        let device_id = engine_kernels::argmax::argmax(&dev)?.to_vec1::<u32>()?[0];
-        let mut p = SamplingParams::greedy(1);
-        p.logprobs = Some(2);
-        let host = sample(&row, &p, &mut SeqRng::new(1));
-        assert_eq!(device_id, host.token, "row {row:?}");
-        // NaN is never chosen unless nothing else is valid (then id 0).
-        if row.iter().any(|x| x.is_finite() || *x == f32::INFINITY) {
-            assert!(!row[host.token as usize].is_nan(), "row {row:?}");
+        let argmax_id = engine_kernels::argmax::argmax(&dev)?.to_vec1::<u32>()?[0];
+        for logprobs in [None, Some(2)] {
+            let p = SamplingParams {
+                logprobs,
+                ..SamplingParams::greedy(1)
+            };
+            let rows = [row_params(&p, 7, 3)];
+            let out = sample(&dev, &params_tensor(&rows, 2, &Device::Cpu)?, 2)?;
+            let token = unpack(&out, &rows)?[0].token;
+            assert_eq!(argmax_id, token, "row {row:?} logprobs {logprobs:?}");
+            // NaN is never chosen unless nothing else is valid (then id 0).
+            if row.iter().any(|x| x.is_finite() || *x == f32::INFINITY) {
+                assert!(!row[token as usize].is_nan(), "row {row:?}");
+            }
         }
     }
     Ok(())

@@ -176,6 +176,30 @@ struct Body {
     stop: Option<Stop>,
     ignore_eos: Option<bool>,
     logprobs: Option<usize>,
+    // Accepted at their neutral value only: see `check_penalties`.
+    frequency_penalty: Option<f32>,
+    presence_penalty: Option<f32>,
+    repetition_penalty: Option<f32>,
+}
+
+/// Penalties that need the token history are not supported (the device sampler keeps
+/// none): a line that sets one to anything but its neutral value is rejected by name,
+/// not served as if it were not there.
+fn check_penalties(body: &Body) -> Result<(), String> {
+    let fields = [
+        ("frequency_penalty", body.frequency_penalty, 0.0),
+        ("presence_penalty", body.presence_penalty, 0.0),
+        ("repetition_penalty", body.repetition_penalty, 1.0),
+    ];
+    for (name, value, neutral) in fields {
+        if let Some(v) = value.filter(|&v| v != neutral) {
+            return Err(format!(
+                "{name} {v} is not supported (penalties need the token history, which the \
+                 engine's sampler does not keep); only {neutral} is accepted"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// What a request asks the model to continue.
@@ -233,6 +257,9 @@ impl Envelope {
             Ok(b) => b,
             Err(e) => return Err(self.reject(format!("invalid request: {e}"))),
         };
+        if let Err(e) = check_penalties(&body) {
+            return Err(self.reject(format!("invalid sampling parameters: {e}")));
+        }
         let prompt = match (body.prompt, body.messages) {
             (Some(p), None) => RequestPrompt::Text(p),
             (None, Some(m)) if !m.is_empty() => RequestPrompt::Chat(m),

@@ -183,6 +183,32 @@ pub fn paged_prefill_rows(
 ) -> Result<()> {
     let (heads, d) = (q.heads, q.head_dim);
     let q = q.rows;
+    let (kv_heads, q_stride) = check_tensors(out, q, k_cache, v_cache, meta, heads, d)?;
+    if meta.num_seqs() == 0 || meta.max_query_len == 0 {
+        return Ok(());
+    }
+    let op = PagedPrefill {
+        v_cache: v_cache.clone(),
+        meta: meta.clone(),
+        heads,
+        kv_heads,
+        head_dim: d,
+        q_stride,
+    };
+    Ok(out.inplace_op3(q, k_cache, &op)?)
+}
+
+/// The tensors' dtypes, shapes, devices and layouts against the metadata's host-side
+/// extents (no data is read). Returns (kv_heads, q's row stride).
+fn check_tensors(
+    out: &Tensor,
+    q: &Tensor,
+    k_cache: &Tensor,
+    v_cache: &Tensor,
+    meta: &PrefillMeta,
+    heads: usize,
+    d: usize,
+) -> Result<(usize, usize)> {
     let dtype = q.dtype();
     if !matches!(dtype, DType::F32 | DType::F16 | DType::BF16) {
         input_err!("paged_prefill: q is {dtype:?}, expected f32, f16 or bf16");
@@ -285,18 +311,7 @@ pub fn paged_prefill_rows(
     {
         input_err!("paged_prefill: out shares storage with an input");
     }
-    if meta.num_seqs() == 0 || meta.max_query_len == 0 {
-        return Ok(());
-    }
-    let op = PagedPrefill {
-        v_cache: v_cache.clone(),
-        meta: meta.clone(),
-        heads,
-        kv_heads,
-        head_dim: d,
-        q_stride,
-    };
-    Ok(out.inplace_op3(q, k_cache, &op)?)
+    Ok((kv_heads, q_stride))
 }
 
 /// The op on `out` with operands (q, k_cache); it holds v_cache and the meta tensors.

@@ -186,11 +186,19 @@ pub struct Sampled {
 /// the row and the field).
 pub fn params_tensor(rows: &[RowParams], n_top: usize, dev: &Device) -> Result<Tensor> {
     let mut words = Vec::with_capacity(rows.len() * PARAM_WORDS);
+    push_params(rows, n_top, &mut words)?;
+    Ok(Tensor::from_vec(words, (rows.len(), PARAM_WORDS), dev)?)
+}
+
+/// Append the params words of `rows` (`S * 8`, row-major: the rows of [`params_tensor`])
+/// to `words`, each row checked: for a caller that uploads them with other data in one
+/// copy (the engine's decode graphs).
+pub fn push_params(rows: &[RowParams], n_top: usize, words: &mut Vec<u32>) -> Result<()> {
     for (i, r) in rows.iter().enumerate() {
         r.validate(i, n_top)?;
         words.extend(r.words());
     }
-    Ok(Tensor::from_vec(words, (rows.len(), PARAM_WORDS), dev)?)
+    Ok(())
 }
 
 /// Sample every row of `logits` (`[S, V]`, f32/f16/bf16) with `params` (`[S, 8]` u32 from

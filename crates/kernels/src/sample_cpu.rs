@@ -189,14 +189,21 @@ fn for_thread(v: usize, t: usize, mut f: impl FnMut(usize)) {
     }
 }
 
-fn pass1(x: &[f32]) -> Stats {
-    (0..THREADS)
+/// Pass 1 over the raw logits. The returned `argmax` is the engine's greedy token
+/// (crates/kernels/src/argmax.rs's rule): the lowest +inf if any (cleaning alone would tie
+/// it with a real `f32::MAX`), else the lowest id of the cleaned maximum.
+fn pass1(raw: &[f32]) -> Stats {
+    let mut stats = (0..THREADS)
         .map(|t| {
             let mut s = Stats::EMPTY;
-            for_thread(x.len(), t, |i| s.push(x[i], i as u32));
+            for_thread(raw.len(), t, |i| s.push(clean(raw[i]), i as u32));
             s
         })
-        .fold(Stats::EMPTY, Stats::merge)
+        .fold(Stats::EMPTY, Stats::merge);
+    if let Some(i) = raw.iter().position(|&v| v == f32::INFINITY) {
+        stats.argmax = i as u32;
+    }
+    stats
 }
 
 /// The kept set: key >= `thr`, weight > 0 and >= `min_w`.
@@ -278,8 +285,8 @@ fn draw_pass(row: &Row, kept: &Kept, draw: Option<(u64, u32)>) -> (Option<u32>, 
 /// The port of one row: `x` holds the logits as f32, `n_out` is the op's top-n width.
 pub(crate) fn sample_row(x: &[f32], p: &RowParams, n_out: usize, radix: Radix) -> RowOut {
     let n = (p.n_logprobs as usize).min(n_out).min(x.len());
+    let stats = pass1(x);
     let x: Vec<f32> = x.iter().map(|&v| clean(v)).collect();
-    let stats = pass1(&x);
     if stats.max == f32::NEG_INFINITY {
         // No valid distribution (every logit -inf or NaN).
         let top = (0..n as u32).map(|i| (i, f32::NEG_INFINITY)).collect();

@@ -186,6 +186,49 @@ fn greedy_takes_the_lowest_argmax_and_ranks_nan_last() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Greedy rows (temperature 0, with or without logprobs) take the engine's argmax rule
+/// (crate::argmax): NaN never, the lowest id on ties, +inf above a real f32::MAX, id 0
+/// for a row with nothing valid; spread over many vocab slots so that threads and warps
+/// merge the ties.
+#[test]
+fn greedy_is_the_argmax_rule() -> anyhow::Result<()> {
+    let (nan, inf, max) = (f32::NAN, f32::INFINITY, f32::MAX);
+    let mut rows = vec![
+        vec![max, 2.0, inf, inf],
+        vec![1.0, inf, 0.0, inf],
+        vec![nan, nan],
+        vec![f32::NEG_INFINITY, nan],
+        vec![0.0, -0.0, 0.0, nan],
+    ];
+    for seed in 0..12u32 {
+        let mut r: Vec<f32> = (0..3000u32)
+            .map(|i| ((i * 7919 + seed) % 101) as f32)
+            .collect();
+        r[(seed as usize * 37) % 3000] = nan;
+        if seed % 3 == 0 {
+            r[2999 - seed as usize] = inf;
+            r[seed as usize] = max;
+        }
+        rows.push(r);
+    }
+    for r in rows {
+        let want = crate::argmax::argmax_row(&r);
+        for n_logprobs in [0, 2] {
+            let p = RowParams {
+                n_logprobs,
+                ..RowParams::greedy()
+            };
+            assert_eq!(
+                run(&r, &[p], 2)?[0].token,
+                want,
+                "row of {} n={n_logprobs}",
+                r.len()
+            );
+        }
+    }
+    Ok(())
+}
+
 #[test]
 fn nan_is_never_drawn_and_inf_tokens_share_the_mass() -> anyhow::Result<()> {
     let x = [f32::NAN, 1.0, f32::NAN, 0.5, f32::NEG_INFINITY];

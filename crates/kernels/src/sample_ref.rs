@@ -19,11 +19,15 @@ pub struct Expected {
     pub raw: Vec<f64>,
     /// False when every logit is -inf or NaN.
     pub valid: bool,
+    /// The greedy token by the engine's argmax rule (`crate::argmax::reference`): like
+    /// `order[0]`, except that +inf ranks above a real `f32::MAX`.
+    pub greedy: usize,
 }
 
 impl Expected {
+    /// The greedy token (see [`Expected::greedy`]).
     pub fn argmax(&self) -> usize {
-        self.order[0]
+        self.greedy
     }
 
     /// The logprob of token `i` in `mode` (-inf for an invalid row).
@@ -56,6 +60,9 @@ pub fn reference(logits: &[f32], p: &RowParams) -> Expected {
             .then(a.cmp(&b))
     });
     let max = x[order[0]];
+    let greedy = crate::argmax::reference(logits, logits.len().max(1))
+        .first()
+        .map_or(0, |&i| i as usize);
     let mut probs = vec![0.0; x.len()];
     if max == f64::NEG_INFINITY {
         let raw = vec![f64::NEG_INFINITY; x.len()];
@@ -64,6 +71,7 @@ pub fn reference(logits: &[f32], p: &RowParams) -> Expected {
             probs,
             raw,
             valid: false,
+            greedy,
         };
     }
     // (x - max) - ln(sum): max + ln(sum) would lose ln(sum) next to f32::MAX (+inf).
@@ -102,6 +110,7 @@ pub fn reference(logits: &[f32], p: &RowParams) -> Expected {
         probs,
         raw,
         valid: true,
+        greedy,
     }
 }
 

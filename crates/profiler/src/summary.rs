@@ -33,6 +33,13 @@ pub struct ConfigSummary {
     pub prefill_tok_per_s: Option<f64>,
     /// Duration of each decode-only step.
     pub decode_step_s: Summary,
+    /// Of each decode-only step: its forward pass (finished on the device).
+    #[serde(default)]
+    pub decode_forward_s: Summary,
+    /// Of each decode-only step: its sampling (the one sample launch and the copy of
+    /// ids / logprobs to the host), apart from the forward.
+    #[serde(default)]
+    pub decode_sample_s: Summary,
     /// Decode tokens over decode-step time, all runs pooled.
     pub decode_tok_per_s: Option<f64>,
     /// Per run: output tokens over the run's window (sustained output throughput).
@@ -153,6 +160,8 @@ pub fn summarize(runs: &[RunRecord], slo: &Slo) -> ConfigSummary {
         prefill_tok_per_s: ratio(prefill_tokens as f64, prefill_per_run.iter().sum()),
         prefill_s: Summary::of(&prefill_per_run),
         decode_step_s: Summary::of(&decode_times),
+        decode_forward_s: Summary::of(&decode.iter().map(|s| s.forward_s).collect::<Vec<_>>()),
+        decode_sample_s: Summary::of(&decode.iter().map(|s| s.sample_s).collect::<Vec<_>>()),
         decode_tok_per_s: ratio(decode_tokens as f64, decode_times.iter().sum()),
         output_tok_per_s_cv: coefficient_of_variation(&per_run_tput),
         output_tok_per_s: Summary::of(&per_run_tput),
@@ -198,6 +207,8 @@ pub(crate) mod tests {
                 num_seqs: b,
                 num_decode_seqs: b,
                 num_batched_tokens: b,
+                forward_s: 0.07,
+                sample_s: 0.02,
                 ..Default::default()
             });
         }
@@ -247,6 +258,8 @@ pub(crate) mod tests {
         assert!(close(s.prefill_tok_per_s, 40.0));
         assert_eq!(s.decode_step_s.count, 10);
         assert!(close(s.decode_tok_per_s, 40.0)); // 4 tokens per 0.1 s step
+        assert!(close(s.decode_forward_s.p50, 0.07) && close(s.decode_sample_s.p50, 0.02));
+        assert_eq!(s.decode_sample_s.count, 10, "decode-only steps only");
         assert!(close(s.output_tok_per_s.mean, 22.0)); // 44 tokens in 2 s
         assert!(close(s.requests_per_s, 2.0));
         assert!(close(s.total_tok_per_s, 42.0)); // (40 + 44) / 2

@@ -80,6 +80,17 @@ fn bad_lines_say_why() {
     assert!(reason(r#"{"id":1,"prompt":"a","max_tokens":-1}"#).contains("invalid request"));
     assert!(reason(r#"{"id":1,"prompt":"a","max_token":3}"#).contains("unknown field"));
     assert!(reason(r#"{"id":1,"prompt":"a","temperature":1e39}"#).contains("finite"));
+    assert_eq!(
+        reason(r#"{"id":1,"prompt":"a","repetition_penalty":1.2}"#),
+        "invalid sampling parameters: repetition_penalty 1.2 is not supported (penalties \
+         need the token history, which the engine's sampler does not keep); only 1 is accepted"
+    );
+    assert!(reason(r#"{"id":1,"prompt":"a","presence_penalty":-1}"#)
+        .starts_with("invalid sampling parameters: presence_penalty -1 is not supported"));
+    assert!(reason(r#"{"id":1,"prompt":"a","frequency_penalty":0.5}"#)
+        .starts_with("invalid sampling parameters: frequency_penalty 0.5 is not supported"));
+    let neutral = r#"{"id":1,"prompt":"a","frequency_penalty":0,"presence_penalty":0.0,"repetition_penalty":1}"#;
+    assert!(job(neutral).is_ok(), "neutral penalties are accepted");
     let many: Vec<String> = (0..65).map(|i| format!("\"s{i}\"")).collect();
     let line = format!(r#"{{"id":1,"prompt":"a","stop":[{}]}}"#, many.join(","));
     assert!(reason(&line).contains("65 stop strings"));

@@ -105,6 +105,12 @@ pub fn all() -> Vec<Column> {
         col!("decode_step_p99_ms", |c| ms(sum(c, |s| s
             .decode_step_s
             .p99))),
+        col!("decode_forward_p50_ms", |c| ms(sum(c, |s| s
+            .decode_forward_s
+            .p50))),
+        col!("decode_sample_p50_ms", |c| ms(sum(c, |s| s
+            .decode_sample_s
+            .p50))),
         col!("decode_tok_per_s", |c| num(
             sum(c, |s| s.decode_tok_per_s),
             1
@@ -273,6 +279,7 @@ pub const TABLE: &[&str] = &[
     "prefill_tok_per_s",
     "decode_step_p50_ms",
     "decode_step_p99_ms",
+    "decode_sample_p50_ms",
     "ttft_p50_ms",
     "itl_p50_ms",
     "itl_p99_ms",

@@ -1,7 +1,7 @@
 //! Chrome / Perfetto trace (JSON trace-event format): one process per configuration,
 //! thread 0 carries every engine step as a complete (`X`) event with its parts
-//! (schedule, prepare, forward, sample) nested inside; one thread per request shows its
-//! queue and compute spans. Timestamps are microseconds since the engine's epoch.
+//! (schedule, prepare, forward, sample, postprocess) nested inside; one thread per
+//! request shows its queue and compute spans. Timestamps are microseconds since the engine's epoch.
 
 use crate::result::{BenchResults, ConfigResult};
 use serde_json::{json, Value};
@@ -29,6 +29,7 @@ fn step_events(pid: usize, cfg: &ConfigResult, out: &mut Vec<Value>) {
                 ("prepare", s.prepare_s),
                 ("forward", s.forward_s),
                 ("sample", s.sample_s),
+                ("postprocess", s.postprocess_s),
             ] {
                 if d > 0.0 {
                     out.push(json!({"name": name, "ph": "X", "pid": pid, "tid": 0, "ts": t, "dur": d * 1e6}));
