@@ -243,17 +243,27 @@ impl EngineLoop {
                 }
             })
             .collect();
-        for (id, outcome) in ended {
+        if ended.is_empty() {
+            return;
+        }
+        let mut timed_out = Vec::new();
+        for &(id, outcome) in &ended {
             self.engine.abort(id);
+            self.metrics.count(outcome);
             if let Some(l) = self.live.remove(&id) {
                 if outcome == Outcome::Timeout {
-                    let after = self.cfg.request_timeout.unwrap_or_default().as_secs_f64();
-                    let _ = l.events.send(Event::Failed(ApiError::timeout(format!(
-                        "the request ran past the server's --request-timeout of {after}s and was aborted"
-                    ))));
+                    timed_out.push(l);
                 }
             }
-            self.metrics.count(outcome);
+        }
+        // Counted and freed before any client hears: /metrics read after the answer
+        // already shows it.
+        self.publish();
+        let after = self.cfg.request_timeout.unwrap_or_default().as_secs_f64();
+        for l in timed_out {
+            let _ = l.events.send(Event::Failed(ApiError::timeout(format!(
+                "the request ran past the server's --request-timeout of {after}s and was aborted"
+            ))));
         }
     }
 
@@ -277,6 +287,20 @@ impl EngineLoop {
         self.metrics
             .preemptions
             .fetch_add(preempted as u64, Relaxed);
+        // Finished requests are counted, observed and their blocks shown free before
+        // any client hears of its end: /metrics read after an answer includes it.
+        let mut ending = 0;
+        for f in finals.values() {
+            if let Some(l) = self.live.get(&f.id) {
+                self.observe(l, f);
+                ending += 1;
+            }
+        }
+        let tokens: usize = outputs.iter().map(|o| o.new_token_ids.len()).sum();
+        self.metrics
+            .generation_tokens
+            .fetch_add(tokens as u64, Relaxed);
+        self.publish_with(ending);
         for o in outputs {
             self.route(o, &finals);
         }
@@ -292,14 +316,10 @@ impl EngineLoop {
                 let _ = l.events.send(Event::Delta(delta));
                 l.finish_sent = true;
             }
-            self.observe(&l, &f);
         }
     }
 
     fn route(&mut self, o: RequestOutput, finals: &HashMap<RequestId, FinalOutput>) {
-        self.metrics
-            .generation_tokens
-            .fetch_add(o.new_token_ids.len() as u64, Relaxed);
         let Some(l) = self.live.get_mut(&o.id) else {
             return;
         };
@@ -353,22 +373,34 @@ impl EngineLoop {
 
     /// The engine failed a step: every in-flight request fails with it; serving goes on.
     fn fail_all(&mut self, error: &str) {
-        for (id, l) in std::mem::take(&mut self.live) {
+        let failed = std::mem::take(&mut self.live);
+        for &id in failed.keys() {
             self.engine.abort(id);
-            let msg = format!("the engine failed while running this request: {error}");
-            let _ = l.events.send(Event::Failed(ApiError::internal(msg)));
             self.metrics.count(Outcome::Error);
         }
         self.engine.take_finished();
         self.engine.take_step_records();
+        self.publish();
+        let msg = format!("the engine failed while running this request: {error}");
+        for l in failed.into_values() {
+            let _ = l
+                .events
+                .send(Event::Failed(ApiError::internal(msg.clone())));
+        }
     }
 
     fn publish(&self) {
+        self.publish_with(0);
+    }
+
+    /// The gauges, with `ending` of the live requests finished but not yet removed.
+    fn publish_with(&self, ending: usize) {
         let m = &self.metrics;
         let s = self.engine.scheduler();
         m.waiting.store(s.num_waiting() as u64, Relaxed);
         m.running.store(s.num_running() as u64, Relaxed);
-        m.in_flight.store(self.live.len() as u64, Relaxed);
+        let in_flight = self.live.len().saturating_sub(ending);
+        m.in_flight.store(in_flight as u64, Relaxed);
         m.blocks_in_use
             .store(s.kv().num_blocks_in_use() as u64, Relaxed);
     }
