@@ -17,7 +17,6 @@
 use crate::error::ApiError;
 use crate::messages::{Admitted, Delta, Event, Submission, TokenLogprob};
 use crate::metrics::{Metrics, Outcome};
-use engine_core::sampler::SampledToken;
 use engine_core::{Engine, FinalOutput, FinishReason, Prompt, RequestId, RequestOutput};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
@@ -334,7 +333,9 @@ impl EngineLoop {
             let tok = self.engine.tokenizer();
             logprobs = all[l.logprobs_sent.min(end)..end]
                 .iter()
-                .map(|t| token_logprob(t, top, &|id| tok.decode(&[id], false).unwrap_or_default()))
+                .map(|t| {
+                    TokenLogprob::new(t, top, &|id| tok.decode(&[id], false).unwrap_or_default())
+                })
                 .collect();
             l.logprobs_sent = end;
         }
@@ -403,19 +404,6 @@ impl EngineLoop {
         m.in_flight.store(in_flight as u64, Relaxed);
         m.blocks_in_use
             .store(s.kv().num_blocks_in_use() as u64, Relaxed);
-    }
-}
-
-fn token_logprob(t: &SampledToken, top: usize, text: &dyn Fn(u32) -> String) -> TokenLogprob {
-    TokenLogprob {
-        token: text(t.token),
-        logprob: t.logprob,
-        top: t
-            .top_logprobs
-            .iter()
-            .take(top)
-            .map(|&(id, lp)| (text(id), lp))
-            .collect(),
     }
 }
 

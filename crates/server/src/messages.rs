@@ -3,6 +3,7 @@
 //! the request's [`Event`]s (one [`Delta`] per engine step, or a failure).
 
 use crate::error::ApiError;
+use engine_core::sampler::SampledToken;
 use engine_core::{FinishReason, Prompt, RequestId};
 use engine_scheduler::SamplingParams;
 use std::time::Instant;
@@ -50,4 +51,20 @@ pub struct TokenLogprob {
     pub token: String,
     pub logprob: f32,
     pub top: Vec<(String, f32)>,
+}
+
+impl TokenLogprob {
+    /// A sampled token with at most `top` alternatives, `text` naming each token.
+    pub fn new(t: &SampledToken, top: usize, text: &dyn Fn(u32) -> String) -> Self {
+        Self {
+            token: text(t.token),
+            logprob: t.logprob,
+            top: t
+                .top_logprobs
+                .iter()
+                .take(top)
+                .map(|&(id, lp)| (text(id), lp))
+                .collect(),
+        }
+    }
 }
