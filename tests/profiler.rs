@@ -249,26 +249,35 @@ fn plan_gives_the_engines_block_count_and_says_what_is_planning_only() {
 
 #[test]
 fn bad_traffic_cost_and_plan_flags_give_one_clear_error() {
-    let cases: &[(&[&str], &str)] = &[
-        (&["plan", "--kv-cache-dtype", "fp4"], "fp4"),
-        (&["bench", "--batch", "1", "--workload", "poetry"], "poetry"),
+    // Exit 2: a flag value its parser rejects (clap's usage error); 1: a value that
+    // parses but is wrong for the run.
+    let cases: &[(&[&str], &str, i32)] = &[
+        (&["plan", "--kv-cache-dtype", "fp4"], "fp4", 1),
+        (
+            &["bench", "--batch", "1", "--workload", "poetry"],
+            "poetry",
+            1,
+        ),
         (
             &["bench", "--batch", "1", "--input-len-dist", "normal:mean=5"],
             "`std` is required",
+            1,
         ),
         (
             &["bench", "--batch", "1", "--gpu-cost-per-hour", "0"],
             "gpu-cost-per-hour",
+            2,
         ),
         (
             &["bench", "--batch", "1", "--length-scale", "0.5"],
             "--length-scale",
+            1,
         ),
     ];
-    for (args, needle) in cases {
+    for (args, needle, code) in cases {
         let out = run(args);
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert_eq!(out.status.code(), Some(*code), "{args:?}: {stderr}");
         let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
         assert_eq!(errors.len(), 1, "{args:?}: {stderr}");
         assert!(errors[0].contains(needle), "{args:?}: {}", errors[0]);

@@ -1,6 +1,8 @@
 //! `engine bench`: drive the engine in-process over a sweep of static batches,
 //! closed-loop concurrencies or open-loop request rates, and report latency,
 //! throughput, telemetry and distance from the hardware floor (see docs/metrics.md).
+//! With `--endpoint URL` the same sweep runs against an OpenAI-compatible server
+//! ([`crate::bench_endpoint`], docs/serving.md).
 
 use crate::args::{EngineArgs, ModelArgs, DEFAULT_MAX_NUM_SEQS};
 use anyhow::Context;
@@ -11,7 +13,7 @@ use engine_profiler::analysis::{parse_duration, Slo};
 use engine_profiler::bench::{run_bench, BenchOptions};
 use engine_profiler::cost::CostSettings;
 use engine_profiler::lengths::LengthDist;
-use engine_profiler::result::Environment;
+use engine_profiler::result::{BenchResults, Environment};
 use engine_profiler::spec::{Load, Sweep};
 use engine_profiler::traffic::Traffic;
 use engine_profiler::workload::Workload;
@@ -29,6 +31,12 @@ Examples:
   # SLOs, the load a latency budget allows and what a token costs at $3.50 per GPU-hour:
   engine bench --concurrency 1,4,16 --num-requests 64 --workload mixed \\
       --slo ttft=500ms,itl=50ms,e2e=5s --latency-budget 5s --gpu-cost-per-hour 3.5 --out serve-out
+
+  # The same mix through an OpenAI-compatible server (`engine serve`, vLLM...), then
+  # what HTTP and serving add, metric by metric (docs/serving.md):
+  engine bench --endpoint http://127.0.0.1:8000 --concurrency 1,4,16 --num-requests 64 \\
+      --workload mixed --slo ttft=500ms,itl=50ms,e2e=5s --out served
+  engine report serve-out served
 
   # An 8B model's shapes with seeded dummy weights (nothing downloaded), on a GPU:
   engine bench --model dummy:llama-3.1-8b --device cuda --batch 1,8,32,128 --out llama8b
@@ -164,6 +172,11 @@ pub struct BenchArgs {
         help_heading = "Cost"
     )]
     pub num_gpus: usize,
+    #[command(
+        flatten,
+        next_help_heading = "Endpoint (instead of the engine in-process)"
+    )]
+    pub endpoint: crate::bench_endpoint::EndpointArgs,
     // Last, so that `--help` lists the load and workload first.
     #[command(flatten, next_help_heading = "Model")]
     pub model: ModelArgs,
@@ -269,9 +282,21 @@ pub fn device_identity(device: &candle_core::Device) -> (String, String, Option<
     }
 }
 
+/// Random prompts as the in-process bench draws them: the tokenizer's ids (capped at
+/// the model's vocabulary) without BOS and EOS. The endpoint bench draws the same.
+pub fn random_workload(
+    tok: &engine_model::Tokenizer,
+    cfg: &engine_model::DecoderConfig,
+    seed: u64,
+) -> anyhow::Result<Workload> {
+    let vocab = tok.vocab_size().min(cfg.vocab_size);
+    let mut special: Vec<u32> = tok.eos_token_ids.clone();
+    special.extend(tok.bos_token_id);
+    special.extend(cfg.eos_token_ids.iter().copied());
+    Ok(Workload::random(vocab, &special, seed)?)
+}
+
 pub fn run(a: BenchArgs) -> anyhow::Result<()> {
-    let device = crate::parse_device(&a.model.device)?;
-    let dtype = crate::parse_dtype(a.model.dtype.as_deref(), &device)?;
     let loads = loads(&a)?;
     let slo = a
         .slo
@@ -299,6 +324,27 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         top_ps: a.top_p.clone(),
         workload: traffic.as_ref().map(Traffic::label),
     };
+    let mut bench_opts = BenchOptions {
+        sweep,
+        runs: a.runs.max(1),
+        warmup: a.warmup,
+        num_requests: a.num_requests.max(1),
+        respect_eos: a.respect_eos,
+        seed: a.model.seed,
+        slo,
+        latency_budget_s: budget,
+        gpu_index: None,
+        telemetry_period: Duration::from_millis(a.telemetry_interval_ms.max(1)),
+        show_progress: !a.quiet,
+        prompts_file: a.prompts.as_ref().map(|p| p.display().to_string()),
+        traffic,
+        cost,
+    };
+    if let Some(url) = &a.endpoint.endpoint {
+        return crate::bench_endpoint::run(&a, url, &bench_opts);
+    }
+    let device = crate::parse_device(&a.model.device)?;
+    let dtype = crate::parse_dtype(a.model.dtype.as_deref(), &device)?;
     let cfg = engine_config(&a, &loads);
     let opts = a.model.load_options(device.clone(), dtype);
     let model = load_model(&a.model.model, &opts, &crate::say)
@@ -307,14 +353,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     let mut engine = Engine::new(model, cfg).context("creating the engine")?;
     let workload = match &a.prompts {
         Some(p) => Workload::from_file(p, engine.tokenizer())?,
-        None => {
-            let tok = engine.tokenizer();
-            let vocab = tok.vocab_size().min(engine.decoder().config().vocab_size);
-            let mut special: Vec<u32> = tok.eos_token_ids.clone();
-            special.extend(tok.bos_token_id);
-            special.extend(engine.decoder().config().eos_token_ids.iter().copied());
-            Workload::random(vocab, &special, a.model.seed)?
-        }
+        None => random_workload(engine.tokenizer(), engine.decoder().config(), a.model.seed)?,
     };
     let label = device_label(&device);
     let (device_name, driver, gpu_index) = device_identity(&device);
@@ -351,43 +390,34 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         date: environment::utc_now_iso8601(),
         command_line: std::env::args().collect::<Vec<_>>().join(" "),
         profiler_version: env!("CARGO_PKG_VERSION").to_string(),
+        endpoint: None,
     };
-    let bench_opts = BenchOptions {
-        sweep,
-        runs: a.runs.max(1),
-        warmup: a.warmup,
-        num_requests: a.num_requests.max(1),
-        respect_eos: a.respect_eos,
-        seed: a.model.seed,
-        slo,
-        latency_budget_s: budget,
-        gpu_index,
-        telemetry_period: Duration::from_millis(a.telemetry_interval_ms.max(1)),
-        show_progress: !a.quiet,
-        prompts_file: a.prompts.as_ref().map(|p| p.display().to_string()),
-        traffic,
-        cost,
-    };
+    bench_opts.gpu_index = gpu_index;
     let results = run_bench(&mut engine, &workload, &bench_opts, env, ceilings);
-    print!("{}", report::table::render_text(&results));
-    for line in report::table::analysis_lines(&results) {
+    output(&a, &results)
+}
+
+/// Print the table, the analysis, cost and traffic lines; write the files asked for.
+pub fn output(a: &BenchArgs, results: &BenchResults) -> anyhow::Result<()> {
+    print!("{}", report::table::render_text(results));
+    for line in report::table::analysis_lines(results) {
         println!("{line}");
     }
-    for line in cost::lines(&results)
+    for line in cost::lines(results)
         .into_iter()
-        .chain(report::traffic::lines(&results))
+        .chain(report::traffic::lines(results))
     {
         println!("{line}");
     }
     if let Some(dir) = &a.out {
-        report::write_all(&results, dir).with_context(|| format!("writing {}", dir.display()))?;
+        report::write_all(results, dir).with_context(|| format!("writing {}", dir.display()))?;
         crate::say(&format!(
             "wrote results.json, summary.csv, report.md and plots to {}",
             dir.display()
         ));
     }
     if let Some(path) = &a.trace {
-        report::write_trace(&results, path)?;
+        report::write_trace(results, path)?;
         crate::say(&format!("wrote trace to {}", path.display()));
     }
     Ok(())

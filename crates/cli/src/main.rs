@@ -2,6 +2,7 @@
 
 mod args;
 mod bench;
+mod bench_endpoint;
 mod cuda_visible;
 mod device;
 mod generate;
@@ -11,6 +12,7 @@ mod logging;
 mod plan;
 mod report;
 mod run;
+mod serve;
 mod tokenize;
 mod validate;
 mod verify;
@@ -51,6 +53,9 @@ enum Command {
     Logits(verify::LogitsArgs),
     /// Batch job: JSONL prompts in, JSONL results out; resumable, sharded (exit 2: some lines failed).
     Run(run::RunArgs),
+    /// Serve the model over an OpenAI-compatible HTTP API (completions, chat, streaming,
+    /// /metrics); SIGTERM drains in-flight requests. See docs/serving.md.
+    Serve(serve::ServeArgs),
     /// Fused kernels: list, test against references, benchmark against the copy ceiling.
     Kernels(kernels::KernelsArgs),
     /// Token ids, pieces and count of a text as the engine encodes it (--chat: through the
@@ -79,6 +84,7 @@ fn main() {
         Command::Logits(a) => verify::logits(a),
         Command::Run(a) => run::run(a),
         Command::Kernels(a) => kernels::run(a),
+        Command::Serve(a) => serve::run(a),
         Command::Tokenize(a) => tokenize::run(a),
     };
     if let Err(e) = result {

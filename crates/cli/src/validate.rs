@@ -136,6 +136,15 @@ pub fn interval_ms(s: &str) -> Result<u64, String> {
     int_in(s, 1, 3_600_000).map(|v| v as u64)
 }
 
+/// A positive duration such as 500ms, 30s or 2.5 (seconds), at most a day.
+pub fn duration(s: &str) -> Result<std::time::Duration, String> {
+    let secs = engine_profiler::analysis::parse_duration(s).map_err(|e| e.to_string())?;
+    if !(secs > 0.0 && secs <= 86_400.0) {
+        return Err("must be positive and at most a day (86400s)".into());
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
+}
+
 /// A stop string: non-empty, at most `MAX_STOP_STRING_BYTES`.
 pub fn stop_string(s: &str) -> Result<String, String> {
     engine_formats::jsonl::check_stop_strings(&[s.to_string()])?;
@@ -176,6 +185,10 @@ mod tests {
         );
         assert!(logprobs("21").is_err());
         assert!(stop_string("").is_err());
+        assert_eq!(duration("250ms"), Ok(std::time::Duration::from_millis(250)));
+        for bad in ["0s", "-1s", "2d", "1e9s", "nan"] {
+            assert!(duration(bad).is_err(), "{bad}");
+        }
         assert!(stop_string(&"x".repeat(5000)).is_err());
     }
 }

@@ -280,6 +280,12 @@ impl Engine {
         }
     }
 
+    /// Log-probabilities sampled so far for an unfinished request (empty unless it asked
+    /// for them); `None` once it has finished (its [`FinalOutput`] has them all).
+    pub fn request_logprobs(&self, id: RequestId) -> Option<&[SampledToken]> {
+        self.states.get(&id).map(|s| s.logprobs.as_slice())
+    }
+
     /// Finished requests' outputs since the last call.
     pub fn take_finished(&mut self) -> Vec<FinalOutput> {
         std::mem::take(&mut self.finished)

@@ -70,7 +70,7 @@ pub fn model_facts(engine: &Engine) -> ModelFacts {
     }
 }
 
-fn expected_tokens(spec: &ConfigSpec, o: &BenchOptions) -> f64 {
+pub(crate) fn expected_tokens(spec: &ConfigSpec, o: &BenchOptions) -> f64 {
     let per = match &o.traffic {
         Some(t) => t.mean_output_len(),
         None => spec.output_len as f64,
@@ -82,7 +82,7 @@ fn expected_tokens(spec: &ConfigSpec, o: &BenchOptions) -> f64 {
 }
 
 /// What the progress bar's ETA needs to know of a config.
-fn planned(spec: &ConfigSpec, o: &BenchOptions) -> Planned {
+pub(crate) fn planned(spec: &ConfigSpec, o: &BenchOptions) -> Planned {
     let (width, min_s) = match spec.load {
         Load::Batch { size } => (size as f64, 0.0),
         Load::Concurrency { n } => (n.min(o.num_requests) as f64, 0.0),
@@ -129,6 +129,18 @@ pub fn run_bench(
         configs.push(c);
     }
     progress.finish();
+    results(o, environment, ceilings, configs, t0)
+}
+
+/// The whole benchmark's results from its configs (analysis and cost included); shared
+/// with the endpoint benchmark.
+pub(crate) fn results(
+    o: &BenchOptions,
+    environment: Environment,
+    ceilings: Option<Ceilings>,
+    configs: Vec<ConfigResult>,
+    t0: Instant,
+) -> BenchResults {
     let mut results = BenchResults {
         schema_version: SCHEMA_VERSION,
         environment,
@@ -155,9 +167,9 @@ pub fn run_bench(
     results
 }
 
-/// The plans of every run of `spec`, warm-ups first.
-fn plan_runs(engine: &Engine, o: &BenchOptions, spec: &ConfigSpec) -> Vec<RunPlan> {
-    let context = engine.decoder().config().max_position_embeddings;
+/// The plans of every run of `spec`, warm-ups first, for a model of `context` tokens
+/// (the same plans whether the engine runs in-process or behind an endpoint).
+pub(crate) fn plan_runs(context: usize, o: &BenchOptions, spec: &ConfigSpec) -> Vec<RunPlan> {
     let measured = match spec.load {
         Load::Batch { .. } => o.runs,
         _ => 1,
@@ -185,17 +197,8 @@ fn run_config(
     label: &str,
     progress: &mut Progress,
 ) -> ConfigResult {
-    let mut result = ConfigResult {
-        spec: spec.clone(),
-        status: Status::Ok,
-        warmup_runs: 0,
-        runs: Vec::new(),
-        summary: None,
-        telemetry: Default::default(),
-        roofline: None,
-        cost: None,
-    };
-    let plans = plan_runs(engine, o, spec);
+    let mut result = ConfigResult::new(spec.clone());
+    let plans = plan_runs(engine.decoder().config().max_position_embeddings, o, spec);
     let cap = capacity(engine);
     // A static batch must hold its sequences at once; a serving config's requests
     // (and its warm-up batches) must each fit alone: the scheduler queues the rest.

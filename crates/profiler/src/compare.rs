@@ -1,7 +1,9 @@
 //! Two saved runs side by side, configuration by configuration: each metric of A, of B,
-//! and the ratio B / A. Configurations are matched by their label (load, lengths,
-//! sampling); those present in only one run are listed, and when none match,
-//! [`why_nothing_matched`] says why (e.g. a concurrency run against a rate run).
+//! the difference B - A and the ratio B / A. With A in-process and B through
+//! `engine serve` on the same workload, B - A is what HTTP and serving add.
+//! Configurations are matched by their label (load, lengths, sampling); those present
+//! in only one run are listed, and when none match, [`why_nothing_matched`] says why
+//! (e.g. a concurrency run against a rate run).
 
 use crate::result::{BenchResults, ConfigResult};
 use crate::spec::Load;
@@ -17,7 +19,9 @@ pub const METRICS: &[Metric] = &[
         s.decode_step_s.p50.map(|v| v * 1e3)
     }),
     ("TTFT p50 ms", |s| s.ttft_s.p50.map(|v| v * 1e3)),
+    ("TTFT p99 ms", |s| s.ttft_s.p99.map(|v| v * 1e3)),
     ("ITL p50 ms", |s| s.itl_s.p50.map(|v| v * 1e3)),
+    ("ITL p99 ms", |s| s.itl_s.p99.map(|v| v * 1e3)),
     ("E2E p50 ms", |s| s.e2e_s.p50.map(|v| v * 1e3)),
     ("E2E p99 ms", |s| s.e2e_s.p99.map(|v| v * 1e3)),
 ];
@@ -111,18 +115,37 @@ pub fn why_nothing_matched(a: &BenchResults, b: &BenchResults) -> String {
 pub fn render(a: &BenchResults, b: &BenchResults) -> String {
     let (rows, unmatched) = compare(a, b);
     let f = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));
-    let mut out = format!(
-        "{:<40} {:<20} {:>12} {:>12} {:>8}\n",
-        "config", "metric", "A", "B", "B/A"
-    );
+    let side = |name: &str, r: &BenchResults| match &r.environment.endpoint {
+        Some(e) => format!(
+            "{name}: {} over HTTP ({} API, model {})\n",
+            e.url, e.api, e.served_model
+        ),
+        None => format!(
+            "{name}: in-process, {} on {}\n",
+            r.environment.model, r.environment.device
+        ),
+    };
+    let mut out = side("A", a) + &side("B", b);
+    if a.environment.endpoint.is_none() && b.environment.endpoint.is_some() {
+        out.push_str("B - A: what HTTP and serving add to the engine\n");
+    }
+    out.push_str(&format!(
+        "{:<40} {:<20} {:>12} {:>12} {:>10} {:>8}\n",
+        "config", "metric", "A", "B", "B-A", "B/A"
+    ));
     for r in rows {
         let ratio = r.ratio.map_or("-".to_string(), |v| format!("{v:.3}"));
+        let diff = match (r.a, r.b) {
+            (Some(x), Some(y)) => format!("{:+.2}", y - x),
+            _ => "-".to_string(),
+        };
         out.push_str(&format!(
-            "{:<40} {:<20} {:>12} {:>12} {:>8}\n",
+            "{:<40} {:<20} {:>12} {:>12} {:>10} {:>8}\n",
             r.config,
             r.metric,
             f(r.a),
             f(r.b),
+            diff,
             ratio
         ));
     }
@@ -149,7 +172,12 @@ mod tests {
         assert!((tput.ratio.unwrap() - 2.0).abs() < 1e-9);
         assert_eq!(unmatched.len(), 1);
         assert!(unmatched[0].contains("batch=1 ") && unmatched[0].contains("only in A"));
-        assert!(render(&a, &b).contains("B/A"));
+        let text = render(&a, &b);
+        assert!(text.contains("B/A") && text.contains("B-A"));
+        assert!(text.contains("A: in-process"), "{text}");
+        // Throughput doubled: B - A is the first run's throughput, with a sign.
+        let v = tput.a.unwrap();
+        assert!(text.contains(&format!("{:+.2}", v)), "{text}");
     }
 
     #[test]

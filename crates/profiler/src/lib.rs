@@ -14,6 +14,8 @@
 //!   engine's own sizing function.
 //! - [`telemetry`] (NVML and RSS sampling), [`device`] (measured ceilings) and
 //!   [`roofline`] (floors and achieved fractions).
+//! - [`endpoint`]: the same workloads and metrics against an OpenAI-compatible server
+//!   over HTTP (`engine bench --endpoint`).
 //! - [`progress`] and [`eta`]: the progress bar and its load-aware time estimate.
 //! - [`report`]: results.json, summary.csv, report.md, SVG plots, the terminal table and
 //!   Chrome traces; [`compare`]: two saved runs side by side.
@@ -25,6 +27,7 @@ pub mod compare;
 pub mod cost;
 pub mod device;
 pub mod driver;
+pub mod endpoint;
 pub mod environment;
 pub mod error;
 pub mod eta;

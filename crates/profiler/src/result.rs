@@ -36,10 +36,20 @@ pub struct RunRecord {
     pub end_s: f64,
     pub requests: Vec<RequestRecord>,
     pub steps: Vec<StepRecord>,
-    /// Requests the engine refused at `add_request` (counted, not retried).
+    /// Requests the engine refused at `add_request`, or (over HTTP) answered 429
+    /// (counted, not retried).
     pub rejected: usize,
     /// The profiler's own time between consecutive `Engine::step` calls, per step.
     pub overhead_s: Vec<f64>,
+    /// Over HTTP: requests that failed (an error status other than 429, a connection
+    /// error, an error event or a stream cut short), and those past the client timeout.
+    #[serde(default)]
+    pub failed: usize,
+    #[serde(default)]
+    pub timed_out: usize,
+    /// Up to five distinct failure messages.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
 }
 
 impl RunRecord {
@@ -94,6 +104,22 @@ pub struct ConfigResult {
     pub cost: Option<crate::cost::ConfigCost>,
 }
 
+impl ConfigResult {
+    /// A config about to run: status Ok, nothing measured yet.
+    pub fn new(spec: ConfigSpec) -> Self {
+        Self {
+            spec,
+            status: Status::Ok,
+            warmup_runs: 0,
+            runs: Vec::new(),
+            summary: None,
+            telemetry: Default::default(),
+            roofline: None,
+            cost: None,
+        }
+    }
+}
+
 /// Facts about the model that the floors need.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ModelFacts {
@@ -141,6 +167,22 @@ pub struct Environment {
     pub date: String,
     pub command_line: String,
     pub profiler_version: String,
+    /// Set when the run measured an OpenAI-compatible endpoint over HTTP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<EndpointInfo>,
+}
+
+/// An endpoint run: where, through which API, and what HTTP cannot observe.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EndpointInfo {
+    pub url: String,
+    /// `completions` or `chat`.
+    pub api: String,
+    pub served_model: String,
+    /// How output tokens were counted and timed (see the endpoint module).
+    pub token_counts: String,
+    /// Metrics left empty because a client cannot see them.
+    pub not_measured: Vec<String>,
 }
 
 /// Settings that apply to the whole invocation.

@@ -57,6 +57,14 @@ pub struct ConfigSummary {
     pub num_blocks: usize,
     pub num_preemptions: usize,
     pub cached_prompt_tokens: usize,
+    /// Requests refused (engine admission, or HTTP 429), failed and timed out (over
+    /// HTTP), all runs: counted here, never in the latency metrics.
+    #[serde(default)]
+    pub rejected: usize,
+    #[serde(default)]
+    pub failed: usize,
+    #[serde(default)]
+    pub timed_out: usize,
     /// The summed measured windows (seconds): the time the cost figures pay for.
     #[serde(default)]
     pub window_s: f64,
@@ -107,8 +115,10 @@ pub fn summarize(runs: &[RunRecord], slo: &Slo) -> ConfigSummary {
     let output_tokens: usize = reqs.iter().map(|t| t.output_tokens()).sum();
     let wall: f64 = runs.iter().map(RunRecord::wall_s).sum();
 
+    // Runs without step records (measured over HTTP) have no prefill time to report.
     let prefill_per_run: Vec<f64> = runs
         .iter()
+        .filter(|r| !r.steps.is_empty())
         .map(|r| {
             r.steps
                 .iter()
@@ -163,6 +173,9 @@ pub fn summarize(runs: &[RunRecord], slo: &Slo) -> ConfigSummary {
         num_blocks: all_steps().map(|s| s.num_blocks).max().unwrap_or(0),
         num_preemptions: reqs.iter().map(|t| t.num_preemptions).sum(),
         cached_prompt_tokens: reqs.iter().map(|t| t.cached_prompt_tokens).sum(),
+        rejected: runs.iter().map(|r| r.rejected).sum(),
+        failed: runs.iter().map(|r| r.failed).sum(),
+        timed_out: runs.iter().map(|r| r.timed_out).sum(),
         window_s: wall,
         use_cases: crate::breakdown::use_cases(runs),
         length_fit: crate::breakdown::length_fit(runs),
@@ -221,8 +234,8 @@ pub(crate) mod tests {
             end_s: *times.last().unwrap_or(&1.0),
             requests,
             steps,
-            rejected: 0,
             overhead_s: vec![1e-5; n],
+            ..Default::default()
         }
     }
 

@@ -26,6 +26,13 @@ fn pct(v: Option<f64>) -> Option<String> {
     v.map(|v| format!("{:.1}", v * 100.0))
 }
 
+/// Requests (rejected, failed, timed out) over the config's measured runs.
+pub fn failures(c: &ConfigResult) -> (usize, usize, usize) {
+    c.runs.iter().fold((0, 0, 0), |(r, f, t), run| {
+        (r + run.rejected, f + run.failed, t + run.timed_out)
+    })
+}
+
 /// Prefill time per request: a run's prefill-step time over its requests. In static
 /// batches this is the batch's prefill split evenly; in serving modes, where each
 /// request is prefilled on its own (often in mixed steps), it is the figure to read
@@ -208,6 +215,9 @@ pub fn all() -> Vec<Column> {
             6
         )),
         col!("fit_r2", |c| num(fit(c, |f| f.r2), 4)),
+        col!("rejected", |c| Some(failures(c).0.to_string())),
+        col!("failed", |c| Some(failures(c).1.to_string())),
+        col!("timed_out", |c| Some(failures(c).2.to_string())),
     ]
 }
 

@@ -62,6 +62,17 @@ pub fn render(r: &BenchResults, plots: &[&str]) -> String {
             n = c.matmul_n
         );
     }
+    if let Some(ep) = &e.endpoint {
+        let _ = writeln!(
+            s,
+            "\n## Measured over HTTP\n\n`{}` ({} API, model `{}`). Times are the client's: arrival = request sent, token times = streamed chunk arrivals ({}). Not measurable from a client, left empty: {}.",
+            ep.url,
+            ep.api,
+            ep.served_model,
+            ep.token_counts,
+            ep.not_measured.join("; ")
+        );
+    }
     s.push_str("\n## Results\n\nTimes in ms; throughputs in tok/s; `*_floor_pct` = floor / measured (100 % = at the hardware limit). Every column is in summary.csv; every run, request and step in results.json.\n\n");
     s.push_str(&table::render_markdown(r));
     s.push_str("\n## Analysis\n\n");

@@ -263,6 +263,16 @@ fn load_text(v: Option<f64>, none: &str) -> String {
 /// The analysis as lines of text (one block per group).
 pub fn analysis_lines(r: &BenchResults) -> Vec<String> {
     let mut out = Vec::new();
+    if let Some(e) = &r.environment.endpoint {
+        out.push(format!(
+            "measured over HTTP at {} ({} API, model {}); tokens: {}; not measurable from a client: {}",
+            e.url,
+            e.api,
+            e.served_model,
+            e.token_counts,
+            e.not_measured.join(", ")
+        ));
+    }
     for g in &r.analysis {
         out.push(format!("[{}] ({})", g.group, g.load_axis));
         out.push(format!(
@@ -281,6 +291,16 @@ pub fn analysis_lines(r: &BenchResults) -> Vec<String> {
         }
     }
     for c in &r.configs {
+        let (rejected, failed, timed_out) = columns::failures(c);
+        if rejected + failed + timed_out > 0 {
+            let answered: usize = c.runs.iter().map(|r| r.requests.len()).sum();
+            let first = c.runs.iter().flat_map(|r| r.errors.first()).next();
+            out.push(format!(
+                "{}: {answered} answered, {rejected} rejected, {failed} failed, {timed_out} timed out (not in the latency metrics){}",
+                c.spec.label(),
+                first.map_or(String::new(), |e| format!("; e.g. {e}"))
+            ));
+        }
         if let crate::result::Status::DoesNotFit { reason }
         | crate::result::Status::Failed { error: reason } = &c.status
         {
