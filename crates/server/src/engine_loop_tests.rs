@@ -25,6 +25,7 @@ fn tiny_engine(num_blocks: usize) -> Engine {
         seed: 3,
         tokenizer: None,
         kernels: KernelChoice::Candle,
+        quant: Default::default(),
     };
     let model = load_model(&format!("dummy:{}", path.display()), &opts, &|_| {}).unwrap();
     let cfg = EngineConfig {
