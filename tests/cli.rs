@@ -94,6 +94,38 @@ fn info_reports_config_and_sizes_without_loading_weights() {
     assert!(stdout.contains("rms norm eps:        1e-5\n"), "{stdout}");
 }
 
+#[test]
+fn info_counts_bytes_per_weight_type_under_quant() {
+    let out = engine(&[
+        "info",
+        "--model",
+        "dummy:llama-3.1-8b",
+        "--dtype",
+        "bf16",
+        "--quant",
+        "q4_k",
+        "--json",
+    ]);
+    let v = json_of(&out);
+    // Layer matrices: 32 x 4096 x (4096 + 2 x 1024 + 4096 + 3 x 14336) values; the untied
+    // head 128256 x 4096; Q4_K stores 256 values in 144 bytes.
+    let values = 32u64 * 4096 * (4096 + 2 * 1024 + 4096 + 3 * 14336) + 128256 * 4096;
+    let q4k = &v["weight_bytes_by_type"]["q4_k"];
+    assert_eq!(q4k["tensors"], 32 * 7 + 1, "{v}");
+    assert_eq!(q4k["bytes"], values / 256 * 144, "{v}");
+    // The embedding and norms stay in the run dtype; only the embedding is not read.
+    let bf16 = v["weight_bytes_by_type"]["bf16"]["bytes"].as_u64().unwrap();
+    let embed = 128256 * 4096 * 2;
+    assert_eq!(
+        v["weight_bytes_read_per_decode_step"].as_u64().unwrap(),
+        values / 256 * 144 + bf16 - embed
+    );
+    let out = engine(&["info", "--model", "dummy:llama-3.1-8b", "--quant", "q9"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--quant") && err.contains("q4_k"), "{err}");
+}
+
 fn json_of(out: &Output) -> serde_json::Value {
     assert!(
         out.status.success(),
