@@ -24,13 +24,16 @@
 #              checks, chi-square draws and time vs the copy ceiling            35
 #   quant      batch-1 decode of the 8B shape quantized to Q4_K and Q8_0 (when
 #              the binary has --quant)                                           40
+#   serve      what HTTP and serving add: engine bench --endpoint against engine
+#              serve vs the in-process bench, same workload; engine report A B   45
 #
 # $OUT (default /tmp/gpu-verify) gets three files: summary.md (the acceptance table,
 # scripts/gpu_verify_summary.py), verify.log (everything printed) and results.tar.gz,
 # which unpacks to DATE-h200-verify/ ready to commit under benches/results/.
 # VERIFY_DEADLINE_S (default 480) is the overall budget. VERIFY_DRY_RUN=1 runs the same
 # stages here on the CPU build (target/release/engine, small dummy shapes), to check the
-# script itself before device time is spent on it.
+# script itself before device time is spent on it. VERIFY_ONLY="peer serve" runs only
+# the named stages (a rerun of what failed).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu-verify}
@@ -61,6 +64,10 @@ left() { echo $((DEADLINE_S - ($(date +%s) - START))); }
 stage() {
   local name=$1 budget=$2; shift 2
   local avail=$(($(left) - 15)) t0 rc status
+  if [[ -n ${VERIFY_ONLY:-} && " $VERIFY_ONLY " != *" $name "* ]]; then
+    printf '%s\tnot selected\t0\t0\n' "$name" >>"$R/stages.tsv"
+    return
+  fi
   ((budget > avail)) && budget=$avail
   if ((budget < 5)); then
     echo "== $name: skipped (deadline)"
@@ -171,6 +178,27 @@ quant() {
   return $rc
 }
 
+serve_overhead() {
+  local port=18765 url=http://127.0.0.1:18765
+  local work="--concurrency 16 --num-requests 64 --input-len $LEN --output-len $LEN --quiet --no-roofline"
+  $E serve --model "dummy:$MODEL" --device "$DEV" --dtype bf16 --kernels fused --port $port &
+  local pid=$! i
+  for i in $(seq 1 60); do
+    python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)' \
+      "$url/health" 2>/dev/null && break
+    sleep 1
+  done
+  # shellcheck disable=SC2086
+  $E bench --model "dummy:$MODEL" --device "$DEV" --dtype bf16 --kernels fused $work \
+    --out "$R/serve-in-process" \
+    && $E bench --endpoint "$url" --model "dummy:$MODEL" $work --out "$R/serve-endpoint" \
+    && $E report "$R/serve-in-process" "$R/serve-endpoint"
+  local rc=$?
+  kill -TERM $pid 2>/dev/null
+  wait $pid 2>/dev/null
+  return $rc
+}
+
 if [[ ${VERIFY_DRY_RUN:-0} != 1 ]]; then
   ENGINE_GPU_RUN_QUIET=1 bash scripts/gpu-run.sh --version || { echo "no engine binary"; exit 1; }
 fi
@@ -181,7 +209,7 @@ fi
 EXPORT_PID=$!
 export E W R OUT DEV MODEL LEN BATCHES SAMPLE_BATCH BENCH SHAPES
 export -f env_info kernels_test memcheck check_shape check bench bench_graphs bench_eager \
-  bench_candle peer sampling quant
+  bench_candle peer sampling quant serve_overhead
 
 stage env 5 env_info
 stage kernels 25 kernels_test
@@ -193,6 +221,7 @@ stage eager 40 bench_eager
 stage candle 50 bench_candle
 stage sampling 35 sampling
 stage quant 40 quant
+stage serve 45 serve_overhead
 kill "$EXPORT_PID" 2>/dev/null
 
 python3 scripts/gpu_verify_summary.py "$R" | tee "$R/README.md" "$OUT/summary.md"

@@ -147,4 +147,17 @@ for q in ("q4_k", "q8_0"):
                      f"{r[1] / floor:.2f}x (target <= 1.5x)")
     else:
         lines.append(f"- {q}: not measured")
+lines += ["", "## Serving overhead (#14: engine bench --endpoint vs in-process, same workload)", ""]
+a, b = results("serve-in-process"), results("serve-endpoint")
+if a and b and a.get("configs") and b.get("configs"):
+    sa, sb = a["configs"][0].get("summary") or {}, b["configs"][0].get("summary") or {}
+    get = lambda s, k: (s.get(k) or {}).get("p50")
+    ia, ib, ta, tb = get(sa, "itl_s"), get(sb, "itl_s"), get(sa, "ttft_s"), get(sb, "ttft_s")
+    if None not in (ia, ib, ta, tb):
+        lines.append(f"- ITL p50 {ia * 1e3:.2f} ms in-process, {ib * 1e3:.2f} ms served: ratio "
+                     f"{ib / ia:.3f} (target within 10 %)")
+        lines.append(f"- TTFT p50 {ta * 1e3:.1f} ms in-process, {tb * 1e3:.1f} ms served: serving "
+                     f"adds {(tb - ta) * 1e3:+.1f} ms")
+else:
+    lines.append("- not measured")
 print("\n".join(lines))
