@@ -45,4 +45,20 @@ log "packed:   .device/engine.xz ($(stat -c %s .device/engine.xz) bytes, $(du -h
 log "sha256 of the stripped binary: $(sha256sum "$STRIPPED" | cut -d' ' -f1)"
 log "NEEDED: $(readelf -d "$STRIPPED" | sed -n 's/.*Shared library: \[\(.*\)\]/\1/p' | tr '\n' ' ')"
 log "highest GLIBC symbol version: $(objdump -T "$STRIPPED" | grep -o 'GLIBC_[0-9.]*' | sort -V | tail -n 1)"
-log "carry .device to the GPU host and run: bash scripts/gpu-run.sh --help"
+# engine-quant's CUDA matmul tests and bench, for scripts/gpu-verify.sh's quant stage.
+log "engine-quant: the cuda test binary and the matmul bench"
+QT=$(cargo test --release -p engine-quant --features cuda --test cuda --no-run \
+  --message-format=json 2>/dev/null | python3 -c 'import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "cuda":
+        print(m["executable"])' | tail -n 1)
+cargo build --release -p engine-quant --features cuda --example matmul_bench
+for pair in "$QT:quant-cuda-tests" "$CARGO_TARGET_DIR/release/examples/matmul_bench:matmul_bench"; do
+  src=${pair%%:*} name=${pair##*:}
+  [[ -x "$src" ]] || { echo "[build-cuda] ERROR: $src not built" >&2; exit 1; }
+  strip -o "$CARGO_TARGET_DIR/$name.stripped" "$src"
+  xz -T2 -6 -c "$CARGO_TARGET_DIR/$name.stripped" > ".device/$name.xz"
+  log "packed:   .device/$name.xz ($(du -h ".device/$name.xz" | cut -f1))"
+done
+log "carry .device to the GPU host and run: bash scripts/gpu-verify.sh"
