@@ -14,8 +14,8 @@
 #    llama-batched-bench S_TG with 16 sequences (128-token prompts, 128 new tokens), and
 #    `engine bench` on the same file: batch 1 and 16 with 128 + 128 tokens, and a
 #    512-token prefill. The engine gets RAYON_NUM_THREADS=N (its CPU matmul threads) and
-#    $ENGINE_ARGS (the engine's default is `--quant native`: the GGUF's
-#    weights stay quantized; `ENGINE_ARGS="--quant none"` measures the f32 path).
+#    $ENGINE_ARGS (default `--quant native`: the GGUF's weights stay quantized;
+#    `ENGINE_ARGS="--quant none"` measures the f32 path, the engine's own default).
 # 3. Micro: the quantized matmul of crates/quant (examples/matmul_bench.rs) and ggml's
 #    mul_mat at the default model's shapes (576x576, 576x1536, 1536x576, 49152x576;
 #    Q4_1, and Q8_0 for the tied 49152x576 head; plus Q4_0, Q4_K, Q6_K at 1536x576 or
@@ -162,7 +162,7 @@ machine() {
         echo "commit: $(cd "$REPO" && git rev-parse --short HEAD)$(cd "$REPO" && git diff --quiet || echo '+dirty')"
         echo "llama.cpp: llama-cpp-python $SDIST_VERSION vendor/llama.cpp"
         echo "model: ${MODEL:-(end-to-end runs skipped)}"
-        echo "threads: $THREADS, runs: $RUNS, ENGINE_ARGS: ${ENGINE_ARGS:-}"
+        echo "threads: $THREADS, runs: $RUNS, ENGINE_ARGS: ${ENGINE_ARGS---quant native}"
     } >"$OUT/machine.txt"
 }
 
@@ -178,12 +178,12 @@ run_e2e() {
     # shellcheck disable=SC2086
     RAYON_NUM_THREADS="$THREADS" "$ENGINE" bench --model "$MODEL" --device cpu \
         --batch 1,16 --input-len 128 --output-len 128 --runs "$RUNS" --quiet \
-        --no-roofline --out "$OUT/engine-decode" ${ENGINE_ARGS:-} >"$OUT/engine-decode.log" 2>&1
+        --no-roofline --out "$OUT/engine-decode" ${ENGINE_ARGS---quant native} >"$OUT/engine-decode.log" 2>&1
     say "engine bench: 512-token prefill"
     # shellcheck disable=SC2086
     RAYON_NUM_THREADS="$THREADS" "$ENGINE" bench --model "$MODEL" --device cpu \
         --batch 1 --input-len 512 --output-len 1 --runs "$RUNS" --quiet \
-        --no-roofline --out "$OUT/engine-prefill" ${ENGINE_ARGS:-} >"$OUT/engine-prefill.log" 2>&1
+        --no-roofline --out "$OUT/engine-prefill" ${ENGINE_ARGS---quant native} >"$OUT/engine-prefill.log" 2>&1
 }
 
 # CPU seconds (user + sys) of a command, its output to the log.
@@ -198,7 +198,7 @@ run_e2e_cpu() {
     local lb=("$BUILD/bin/llama-bench" -m "$MODEL" -t 1 -r "$RUNS" --no-warmup -n 0)
     # shellcheck disable=SC2206
     local eb=(env RAYON_NUM_THREADS=1 "$ENGINE" bench --model "$MODEL" --device cpu --runs "$RUNS"
-        --warmup 0 --quiet --no-roofline --out "$OUT/engine-cpu" ${ENGINE_ARGS:-})
+        --warmup 0 --quiet --no-roofline --out "$OUT/engine-cpu" ${ENGINE_ARGS---quant native})
     echo "what tokens_llama llama_cpu_s_a llama_cpu_s_b tokens_engine engine_cpu_s_a engine_cpu_s_b" >"$OUT/e2e-cpu.tsv"
     for n in 1 16; do
         local la lb_ ea eb_

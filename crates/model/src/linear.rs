@@ -2,7 +2,7 @@
 //!
 //! | `--quant`        | a GGUF's block-type matrices        | float / safetensors / dummy matrices |
 //! |------------------|-------------------------------------|--------------------------------------|
-//! | `native` (default) | kept in the file's type (engine-quant) | dense in `--dtype`                |
+//! | `native`          | kept in the file's type (engine-quant) | dense in `--dtype`                |
 //! | `none`           | dequantized to `--dtype` (the reference path) | dense in `--dtype`           |
 //! | `q8_0`, `q4_k`, ... | kept if already that type, else re-quantized | quantized at load           |
 //!
