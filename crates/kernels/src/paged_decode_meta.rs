@@ -1,9 +1,10 @@
-//! The metadata of a paged-decode call ([`DecodeMeta`], checked once when built) and the
-//! choice of split-K partition size from the batch ([`auto_partition_size`]).
+//! The metadata of a paged-decode call ([`DecodeMeta`], checked once when built), the
+//! choice of split-K partition size from the batch ([`auto_partition_size`]), and the
+//! per-call checks of the tensors' shapes against it (no data read).
 
 use super::{MIN_PARTITION_SIZE, PARTITION_SIZE};
-use crate::error::{input_err, Result};
-use candle_core::{Device, Tensor};
+use crate::error::{input_err, same_device, shares_storage, Result};
+use candle_core::{DType, Device, Tensor};
 
 /// The decoding sequences of a batch: one query row each.
 #[derive(Debug, Clone)]
@@ -101,4 +102,113 @@ pub fn auto_partition_size(
     let parts = target_blocks.div_ceil(blocks_per_part).max(1);
     let size = max_context_len.div_ceil(parts).div_ceil(32) * 32;
     size.clamp(MIN_PARTITION_SIZE, PARTITION_SIZE)
+}
+
+/// Sizes read off the tensors of one call.
+pub(super) struct Shapes {
+    pub(super) num_tokens: usize,
+    pub(super) q_stride: usize,
+    pub(super) num_slots: usize,
+    pub(super) kv_heads: usize,
+    pub(super) b: usize,
+    pub(super) max_blocks: usize,
+}
+
+/// The tensors' dtypes, shapes, devices and layouts (no data is read).
+pub(super) fn check_shapes(
+    out: &Tensor,
+    q: &Tensor,
+    k_cache: &Tensor,
+    v_cache: &Tensor,
+    meta: &DecodeMeta,
+    heads: usize,
+    d: usize,
+) -> Result<Shapes> {
+    let dtype = q.dtype();
+    if !matches!(dtype, DType::F32 | DType::F16 | DType::BF16) {
+        input_err!("paged_decode: q is {dtype:?}; expected f32, f16 or bf16");
+    }
+    for (name, t) in [("out", out), ("k_cache", k_cache), ("v_cache", v_cache)] {
+        if t.dtype() != dtype {
+            input_err!("paged_decode: q is {dtype:?} but {name} is {:?}", t.dtype());
+        }
+    }
+    let (num_tokens, q_stride) = match q.dims() {
+        &[t, w] if w >= heads * d && heads > 0 => (t, w),
+        s => input_err!(
+            "paged_decode: q rows {s:?} must be [tokens, width] with width >= {heads} heads x {d}"
+        ),
+    };
+    if !d.is_multiple_of(8) || d == 0 || d > 256 {
+        input_err!("paged_decode: head_dim {d} must be a multiple of 8 in 8..=256");
+    }
+    if !matches!(out.dims(), &[t, w] if t == num_tokens && w == heads * d)
+        && out.dims() != [num_tokens, heads, d]
+    {
+        input_err!(
+            "paged_decode: out has shape {:?}; expected [{num_tokens}, {}] or [{num_tokens}, {heads}, {d}]",
+            out.dims(),
+            heads * d,
+        );
+    }
+    let (num_slots, width) = match k_cache.dims() {
+        &[s, w] => (s, w),
+        s => input_err!(
+            "paged_decode: k_cache has shape {s:?}; expected [num_slots, kv_heads * head_dim]"
+        ),
+    };
+    if v_cache.dims() != k_cache.dims() {
+        input_err!(
+            "paged_decode: k_cache {:?} and v_cache {:?} differ",
+            k_cache.dims(),
+            v_cache.dims()
+        );
+    }
+    if width % d != 0 || width == 0 || !heads.is_multiple_of(width / d) {
+        input_err!(
+            "paged_decode: cache width {width} is not kv_heads * {d} with kv_heads dividing {heads} heads"
+        );
+    }
+    let kv_heads = width / d;
+    let (b, max_blocks) = match (
+        meta.rows.dims(),
+        meta.context_lens.dims(),
+        meta.block_tables.dims(),
+    ) {
+        (&[b], &[c], &[n, m]) if c == b && n == b => (b, m),
+        (r, c, t) => input_err!(
+            "paged_decode: rows {r:?}, context_lens {c:?}, block_tables {t:?}: expected [B], [B], \
+             [B, max_blocks]"
+        ),
+    };
+    let named = [("out", out), ("k_cache", k_cache), ("v_cache", v_cache)];
+    let metas = [
+        ("rows", &meta.rows),
+        ("block_tables", &meta.block_tables),
+        ("context_lens", &meta.context_lens),
+    ];
+    let [n0, n1, n2] = named;
+    let [m0, m1, m2] = metas;
+    same_device("paged_decode", ("q", q), &[n0, n1, n2, m0, m1, m2])?;
+    for (name, t) in metas {
+        if t.dtype() != DType::U32 {
+            input_err!("paged_decode: {name} is {:?}; expected u32", t.dtype());
+        }
+    }
+    for (name, t) in named {
+        if !t.is_contiguous() {
+            input_err!("paged_decode: {name} must be contiguous");
+        }
+    }
+    if shares_storage(out, v_cache) {
+        input_err!("paged_decode: out shares storage with v_cache");
+    }
+    Ok(Shapes {
+        num_tokens,
+        q_stride,
+        num_slots,
+        kv_heads,
+        b,
+        max_blocks,
+    })
 }
