@@ -110,3 +110,180 @@ pub(crate) fn out_vec<T: Float>(n: usize, fill: Fill) -> Vec<T> {
     };
     vec![T::from_f(value); n]
 }
+
+// ---- SIMD for the ports' hot loops --------------------------------------------------
+
+/// The widest x86 vector set this CPU has, detected at run time (a default x86_64 build
+/// only assumes SSE2): the hot loops below are plain Rust written so that LLVM
+/// vectorizes them, compiled once per level by [`multiversion!`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Simd {
+    Avx512,
+    Avx2,
+    Base,
+}
+
+pub(crate) fn simd() -> Simd {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::is_x86_feature_detected as has;
+        if has!("avx512f") && has!("avx512vl") && has!("avx2") && has!("fma") {
+            return Simd::Avx512;
+        }
+        if has!("avx2") && has!("fma") {
+            return Simd::Avx2;
+        }
+    }
+    Simd::Base
+}
+
+/// `fn NAME<T: Bound>(args) -> R` (or without the type parameter) that runs
+/// `BODY::<T>(args)` compiled for the CPU's
+/// [`Simd`] level: BODY is `#[inline(always)]` so that its loops are vectorized inside
+/// each `#[target_feature]` wrapper.
+macro_rules! multiversion {
+    ($vis:vis fn $name:ident($($a:ident: $t:ty),* $(,)?) -> $r:ty = $body:ident) => {
+        $vis fn $name($($a: $t),*) -> $r {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+                unsafe fn avx512($($a: $t),*) -> $r {
+                    $body($($a),*)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2($($a: $t),*) -> $r {
+                    $body($($a),*)
+                }
+                match $crate::cpu::simd() {
+                    // SAFETY: simd() detected every feature the wrapper enables.
+                    $crate::cpu::Simd::Avx512 => return unsafe { avx512($($a),*) },
+                    $crate::cpu::Simd::Avx2 => return unsafe { avx2($($a),*) },
+                    $crate::cpu::Simd::Base => {}
+                }
+            }
+            $body($($a),*)
+        }
+    };
+    ($vis:vis fn $name:ident<$T:ident: $B:path>($($a:ident: $t:ty),* $(,)?) -> $r:ty = $body:ident) => {
+        $vis fn $name<$T: $B>($($a: $t),*) -> $r {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+                unsafe fn avx512<$T: $B>($($a: $t),*) -> $r {
+                    $body::<$T>($($a),*)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2<$T: $B>($($a: $t),*) -> $r {
+                    $body::<$T>($($a),*)
+                }
+                match $crate::cpu::simd() {
+                    // SAFETY: simd() detected every feature the wrapper enables.
+                    $crate::cpu::Simd::Avx512 => return unsafe { avx512::<$T>($($a),*) },
+                    $crate::cpu::Simd::Avx2 => return unsafe { avx2::<$T>($($a),*) },
+                    $crate::cpu::Simd::Base => {}
+                }
+            }
+            $body::<$T>($($a),*)
+        }
+    };
+}
+pub(crate) use multiversion;
+
+/// Lanes of the accumulators below: one AVX-512 register, two AVX2 ones.
+const LANES: usize = 16;
+
+/// `sum_i a[i] * b[i]` (same length) in `LANES` partial sums: vectorizes, unlike a
+/// sequential float sum (whose order LLVM must keep).
+#[inline(always)]
+pub(crate) fn dot<T: Float>(a: &[f32], b: &[T]) -> f32 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc = [0f32; LANES];
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for i in 0..LANES {
+            acc[i] += x[i] * y[i].f();
+        }
+    }
+    let tail: f32 = ra.iter().zip(rb).map(|(x, y)| x * y.f()).sum();
+    hsum(acc) + tail
+}
+
+/// The sum of the lanes as a tree (halves added in vector registers), not as a chain of
+/// 16 dependent scalar adds.
+#[inline(always)]
+fn hsum(mut acc: [f32; LANES]) -> f32 {
+    let mut w = LANES / 2;
+    while w > 0 {
+        for i in 0..w {
+            acc[i] += acc[i + w];
+        }
+        w /= 2;
+    }
+    acc[0]
+}
+
+/// `acc[i] += w * x[i]` (same length).
+#[inline(always)]
+pub(crate) fn axpy<T: Float>(acc: &mut [f32], w: f32, x: &[T]) {
+    for (a, e) in acc.iter_mut().zip(x) {
+        *a += w * e.f();
+    }
+}
+
+/// `exp(x)` for `x <= 0` without branches (so that loops over it vectorize): inputs are
+/// clamped to [-87, 0] (below -87 it returns about 1.6e-38 instead of 0); Cody-Waite
+/// reduction by ln 2 and a degree-6 polynomial (Cephes' expf), relative error < 3e-7.
+#[inline(always)]
+pub(crate) fn exp_nonpos(x: f32) -> f32 {
+    const SHIFT: f32 = 12_582_912.0; // 1.5 * 2^23: adding it rounds to an integer
+    let x = x.clamp(-87.0, 0.0);
+    let t = x * std::f32::consts::LOG2_E + SHIFT;
+    let n = t - SHIFT;
+    let r = (x - n * 0.693_359_4) + n * 2.121_944_4e-4; // ln 2 = 0.6933594 - 2.1219444e-4
+    let mut p = 1.987_569_1e-4;
+    for c in [1.398_2e-3, 8.333_452e-3, 4.166_579_6e-2, 0.166_666_65, 0.5] {
+        p = p * r + c;
+    }
+    let y = (p * r) * r + r + 1.0;
+    // 2^n for n in [-126, 0]: t's low mantissa bits hold n.
+    let e = t.to_bits().wrapping_sub(SHIFT.to_bits());
+    y * f32::from_bits(e.wrapping_add(127) << 23)
+}
+
+/// `x = exp(x - m)` for every element (all `<= m`); returns their sum.
+#[inline(always)]
+pub(crate) fn exp_shifted_sum(xs: &mut [f32], m: f32) -> f32 {
+    let mut acc = [0f32; LANES];
+    let mut chunks = xs.chunks_exact_mut(LANES);
+    for c in &mut chunks {
+        for i in 0..LANES {
+            c[i] = exp_nonpos(c[i] - m);
+            acc[i] += c[i];
+        }
+    }
+    let mut tail = 0f32;
+    for x in chunks.into_remainder() {
+        *x = exp_nonpos(*x - m);
+        tail += *x;
+    }
+    hsum(acc) + tail
+}
+
+/// The largest element (-inf for an empty slice; NaN elements are skipped).
+#[inline(always)]
+pub(crate) fn max(xs: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; LANES];
+    let chunks = xs.chunks_exact(LANES);
+    let tail = chunks
+        .remainder()
+        .iter()
+        .fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    for c in chunks {
+        for i in 0..LANES {
+            acc[i] = acc[i].max(c[i]);
+        }
+    }
+    acc.iter().fold(tail, |a, &b| a.max(b))
+}

@@ -66,6 +66,7 @@ impl Params {
     fn group(&self) -> usize {
         self.heads / self.kv_heads
     }
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))] // the CPU port does not tile
     fn ntiles(&self) -> usize {
         self.group().div_ceil(self.head_tile)
     }

@@ -3,7 +3,7 @@
 //! paged_decode_spec.rs.
 
 use super::Params;
-use crate::cpu::Float;
+use crate::cpu::{self, Float};
 use crate::paged;
 
 /// The operands of the CPU port (host slices of the op's tensors).
@@ -38,31 +38,58 @@ fn err(msg: String) -> candle_core::Error {
     candle_core::Error::Msg(msg)
 }
 
-/// The CPU port. Per (sequence, kv head, partition, head tile, head): logits of the
-/// partition's visible keys, their max and exp-sum, the normalized partial output; a
-/// sequence with one partition writes `out` directly, else its partitions are merged
-/// with `w_i = sum_i * exp(max_i - max)` like `paged_decode_reduce`. A context of 0 (a
-/// padding row) writes zeros, as the kernel does. Unlike the kernel (which clamps or
-/// skips), it fails on a row past `q`, a context past the cap and a block past the cache.
+/// Per-sequence buffers of the port, reused across sequences.
+struct Scratch {
+    slots: Vec<usize>,      // [visible context] cache slots, in position order
+    q: Vec<f32>,            // [heads, d] the row's queries, scaled
+    logits: Vec<f32>,       // [heads, partition keys]
+    acc: Vec<f32>,          // [heads, d]
+    stats: Vec<(f32, f32)>, // [heads] (max, sum of exp) of the partition
+    part_max: Vec<f32>,     // [heads, parts of the sequence]
+    part_sum: Vec<f32>,
+    part_acc: Vec<f32>, // [heads, parts, d]
+}
+
+/// The CPU port. Per (sequence, partition): the logits of the partition's visible keys
+/// for every head (each K and V row read once for all kv heads; the kernel's blocks
+/// split the heads by kv head and head tile, which changes no head's math), their max
+/// and exp-sum, the normalized partial output; a sequence with one partition writes
+/// `out` directly, else its partitions are merged with `w_i = sum_i * exp(max_i - max)`
+/// like `paged_decode_reduce`. A context of 0 (a padding row) writes zeros, as the kernel
+/// does. Unlike the kernel (which clamps or skips), it fails on a row past `q`, a context
+/// past the cap and a block past the cache. The loops are vectorized for the CPU's SIMD
+/// level ([`cpu::multiversion!`]).
 pub(super) fn forward<T: Float>(
     out: &mut [T],
     x: &Inputs<'_, T>,
     p: &Params,
 ) -> candle_core::Result<()> {
-    let (h, d, group, np, ps) = (
-        p.heads,
-        p.head_dim,
-        p.group(),
-        p.num_parts,
-        p.partition_size,
-    );
+    forward_simd(out, x, p)
+}
+
+cpu::multiversion!(fn forward_simd<T: Float>(out: &mut [T], x: &Inputs<'_, T>, p: &Params) -> candle_core::Result<()> = forward_body);
+
+#[inline(always)]
+fn forward_body<T: Float>(out: &mut [T], x: &Inputs<'_, T>, p: &Params) -> candle_core::Result<()> {
+    let (h, d) = (p.heads, p.head_dim);
     let kvw = p.kv_heads * d;
     let num_slots = x.k.len() / kvw;
-    let scale = 1.0 / (d as f32).sqrt();
-    let mut part_max = vec![f32::NEG_INFINITY; p.batch * h * np];
-    let mut part_sum = vec![0f32; p.batch * h * np];
-    let mut part_acc = vec![0f32; p.batch * h * np * d];
-    let (mut logits, mut acc) = (Vec::with_capacity(ps), vec![0f32; d]);
+    let mut s = Scratch {
+        slots: Vec::new(),
+        q: vec![0.0; h * d],
+        logits: vec![0.0; h * p.partition_size.min(p.ctx_cap)],
+        acc: vec![0.0; h * d],
+        stats: vec![(0.0, 0.0); h],
+        // Partials only when some sequence spans several partitions.
+        part_max: Vec::new(),
+        part_sum: Vec::new(),
+        part_acc: Vec::new(),
+    };
+    if p.num_parts > 1 {
+        s.part_max.resize(h * p.num_parts, 0.0);
+        s.part_sum.resize(h * p.num_parts, 0.0);
+        s.part_acc.resize(h * p.num_parts * d, 0.0);
+    }
     for b in 0..p.batch {
         let row = x.rows[b] as usize;
         if row >= p.num_tokens {
@@ -78,93 +105,115 @@ pub(super) fn forward<T: Float>(
                 p.ctx_cap
             )));
         }
+        let out_row = &mut out[row * h * d..(row + 1) * h * d];
         if ctx == 0 {
             // A padding row (a decode graph's unused slot): zeros, as the kernel writes.
-            out[row * h * d..(row + 1) * h * d].fill(T::from_f(0.0));
+            out_row.fill(T::from_f(0.0));
             continue;
         }
         let r = seq_range(ctx, p);
-        let direct = r.end_part - r.first_part == 1;
         let table = &x.tables[b * p.max_blocks..][..p.max_blocks];
-        for part in r.first_part..r.end_part {
-            let p0 = (part * ps).max(r.start);
-            let p1 = ((part + 1) * ps).min(r.ctx);
-            let mut slots = Vec::with_capacity(p1 - p0);
-            for pos in p0..p1 {
-                let slot = paged::slot(table, p.block_size, pos);
-                if slot >= num_slots {
-                    return Err(err(format!(
-                        "paged_decode: block_tables[{b}][{}] = {} is past the cache's {num_slots} slots",
-                        pos / p.block_size,
-                        table[pos / p.block_size]
-                    )));
-                }
-                slots.push(slot);
+        s.slots.clear();
+        for pos in r.start..r.ctx {
+            let slot = paged::slot(table, p.block_size, pos);
+            if slot >= num_slots {
+                return Err(err(format!(
+                    "paged_decode: block_tables[{b}][{}] = {} is past the cache's {num_slots} slots",
+                    pos / p.block_size,
+                    table[pos / p.block_size]
+                )));
             }
-            for kvh in 0..p.kv_heads {
-                for tile in 0..p.ntiles() {
-                    let g0 = tile * p.head_tile;
-                    for hh in kvh * group + g0..kvh * group + group.min(g0 + p.head_tile) {
-                        let qh: Vec<f32> = x.q[row * p.q_stride + hh * d..][..d]
-                            .iter()
-                            .map(|e| e.f() * scale)
-                            .collect();
-                        logits.clear();
-                        for &s in &slots {
-                            let kr = &x.k[s * kvw + kvh * d..][..d];
-                            logits.push(qh.iter().zip(kr).map(|(a, b)| a * b.f()).sum::<f32>());
-                        }
-                        let m = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                        let mut sum = 0f32;
-                        for l in logits.iter_mut() {
-                            *l = (*l - m).exp();
-                            sum += *l;
-                        }
-                        acc.fill(0.0);
-                        for (&s, &pr) in slots.iter().zip(&logits) {
-                            let vr = &x.v[s * kvw + kvh * d..][..d];
-                            for (a, e) in acc.iter_mut().zip(vr) {
-                                *a += pr * e.f();
-                            }
-                        }
-                        if direct {
-                            for (o, a) in out[(row * h + hh) * d..][..d].iter_mut().zip(&acc) {
-                                *o = T::from_f(a / sum);
-                            }
-                        } else {
-                            let pi = (b * h + hh) * np + part;
-                            part_max[pi] = m;
-                            part_sum[pi] = sum;
-                            for (o, a) in part_acc[pi * d..][..d].iter_mut().zip(&acc) {
-                                *o = a / sum;
-                            }
-                        }
-                    }
-                }
+            s.slots.push(slot);
+        }
+        let q_row = &x.q[row * p.q_stride..][..h * d];
+        sequence(out_row, q_row, x, p, &r, &mut s);
+    }
+    Ok(())
+}
+
+/// One sequence's heads, partition by partition: one pass over the partition's K rows
+/// (every head's logits from each row while it is in cache), the softmax statistics per
+/// head, one pass over its V rows; then the merge when there are several partitions.
+#[inline(always)]
+fn sequence<T: Float>(
+    out: &mut [T],
+    q_row: &[T],
+    x: &Inputs<'_, T>,
+    p: &Params,
+    r: &SeqRange,
+    s: &mut Scratch,
+) {
+    let (h, d, group, ps) = (p.heads, p.head_dim, p.group(), p.partition_size);
+    let kvw = p.kv_heads * d;
+    let scale = 1.0 / (d as f32).sqrt();
+    let nparts = r.end_part - r.first_part;
+    for (qs, qh) in s.q.iter_mut().zip(q_row) {
+        *qs = qh.f() * scale;
+    }
+    for (pi, part) in (r.first_part..r.end_part).enumerate() {
+        let p0 = (part * ps).max(r.start) - r.start;
+        let p1 = ((part + 1) * ps).min(r.ctx) - r.start;
+        let keys = &s.slots[p0..p1];
+        let n = keys.len();
+        for (j, &slot) in keys.iter().enumerate() {
+            let kr = &x.k[slot * kvw..][..kvw];
+            for hh in 0..h {
+                let kh = &kr[hh / group * d..][..d];
+                s.logits[hh * n + j] = cpu::dot(&s.q[hh * d..][..d], kh);
             }
         }
-        if direct {
-            continue;
+        for (hh, st) in s.stats.iter_mut().enumerate() {
+            let l = &mut s.logits[hh * n..][..n];
+            let m = cpu::max(l);
+            *st = (m, cpu::exp_shifted_sum(l, m));
         }
-        for hh in 0..h {
-            let base = (b * h + hh) * np;
-            let own = r.first_part..r.end_part;
-            let m = own
-                .clone()
-                .map(|i| part_max[base + i])
-                .fold(f32::NEG_INFINITY, f32::max);
-            for t in 0..d {
-                let (mut s, mut a) = (0f32, 0f32);
-                for i in own.clone() {
-                    let w = part_sum[base + i] * (part_max[base + i] - m).exp();
-                    s += w;
-                    a += w * part_acc[(base + i) * d + t];
+        s.acc.fill(0.0);
+        for (j, &slot) in keys.iter().enumerate() {
+            let vr = &x.v[slot * kvw..][..kvw];
+            for hh in 0..h {
+                let vh = &vr[hh / group * d..][..d];
+                cpu::axpy(&mut s.acc[hh * d..][..d], s.logits[hh * n + j], vh);
+            }
+        }
+        for (hh, &(m, sum)) in s.stats.iter().enumerate() {
+            let (acc, inv) = (&s.acc[hh * d..][..d], 1.0 / sum);
+            if nparts == 1 {
+                for (o, a) in out[hh * d..][..d].iter_mut().zip(acc) {
+                    *o = T::from_f(a * inv);
                 }
-                out[(row * h + hh) * d + t] = T::from_f(a / s);
+            } else {
+                let i = hh * nparts + pi;
+                (s.part_max[i], s.part_sum[i]) = (m, sum);
+                for (o, a) in s.part_acc[i * d..][..d].iter_mut().zip(acc) {
+                    *o = a * inv;
+                }
             }
         }
     }
-    Ok(())
+    if nparts > 1 {
+        merge(out, p, nparts, s);
+    }
+}
+
+/// The split-K merge of a sequence's partitions, per head.
+#[inline(always)]
+fn merge<T: Float>(out: &mut [T], p: &Params, nparts: usize, s: &mut Scratch) {
+    let d = p.head_dim;
+    for hh in 0..p.heads {
+        let own = hh * nparts..(hh + 1) * nparts;
+        let m = cpu::max(&s.part_max[own.clone()]);
+        let acc = &mut s.acc[..d];
+        acc.fill(0.0);
+        let mut total = 0f32;
+        for i in own {
+            let w = s.part_sum[i] * (s.part_max[i] - m).exp();
+            total += w;
+            cpu::axpy(acc, w, &s.part_acc[i * d..][..d]);
+        }
+        for (o, a) in out[hh * d..][..d].iter_mut().zip(acc.iter()) {
+            *o = T::from_f(a / total);
+        }
+    }
 }
 
 /// Sizes the reference needs besides the data.

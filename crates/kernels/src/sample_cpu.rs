@@ -8,8 +8,9 @@
 //! - The radix select over keys, by count (top-k, top-n) or by mass (top-p), with the
 //!   kernel's levels, histograms and shared-memory buffer ([`Radix`]).
 //! - The row: pass 1 (max, argmax, log-sum-exp), thresholds, the draw, the logprobs.
-//!   Sums of floats (log-sum-exp, kept weight) follow the kernel's per-thread partition
-//!   but merge in a different order, so logprobs agree within rounding, not bit for bit.
+//!   Sums of floats agree within rounding, not bit for bit: the kept weight follows the
+//!   kernel's per-thread partition but merges in a different order; the log-sum-exp of
+//!   pass 1 sums in vector lanes (pass 1 is vectorized for the CPU's SIMD level).
 
 use super::math::{clean, exp_nonpos, exponential, mass, weight, Keys};
 use super::{LogprobMode, RowParams};
@@ -146,7 +147,7 @@ pub(crate) struct RowOut {
     pub top: Vec<(u32, f32)>,
 }
 
-/// Pass 1 of a thread (or merged threads): maximum, its lowest id, `sum exp(x - max)`.
+/// Pass 1's result: maximum, its lowest id (see [`pass1`]), `sum exp(x - max)`.
 #[derive(Clone, Copy)]
 struct Stats {
     max: f32,
@@ -160,25 +161,6 @@ impl Stats {
         argmax: u32::MAX,
         sum: 0.0,
     };
-    fn push(&mut self, x: f32, id: u32) {
-        if x > self.max {
-            self.sum = self.sum * exp_nonpos(self.max - x) + 1.0;
-            self.max = x;
-            self.argmax = id;
-        } else {
-            self.sum += exp_nonpos(x - self.max);
-        }
-    }
-    fn merge(self, o: Stats) -> Stats {
-        let max = self.max.max(o.max);
-        let argmax = match (self.max == max, o.max == max) {
-            (true, true) => self.argmax.min(o.argmax),
-            (true, false) => self.argmax,
-            _ => o.argmax,
-        };
-        let sum = self.sum * exp_nonpos(self.max - max) + o.sum * exp_nonpos(o.max - max);
-        Stats { max, argmax, sum }
-    }
 }
 
 /// Visit thread `t`'s elements in the kernel's order: quads `t, t + THREADS, ...`.
@@ -189,21 +171,56 @@ fn for_thread(v: usize, t: usize, mut f: impl FnMut(usize)) {
     }
 }
 
-/// Pass 1 over the raw logits. The returned `argmax` is the engine's greedy token
-/// (crates/kernels/src/argmax.rs's rule): the lowest +inf if any (cleaning alone would tie
-/// it with a real `f32::MAX`), else the lowest id of the cleaned maximum.
+/// Pass 1 over the raw logits: the max of the cleaned logits, `sum exp(x - max)` and the
+/// engine's greedy token (crates/kernels/src/argmax.rs's rule): the lowest +inf if any
+/// (cleaning alone would tie it with a real `f32::MAX`), else the lowest id of the
+/// cleaned maximum. Each weight is the kernel's `exp_nonpos` bit for bit; the sum runs in
+/// vector lanes (the kernel's is per thread, then a tree), so it agrees within rounding.
 fn pass1(raw: &[f32]) -> Stats {
-    let mut stats = (0..THREADS)
-        .map(|t| {
-            let mut s = Stats::EMPTY;
-            for_thread(raw.len(), t, |i| s.push(clean(raw[i]), i as u32));
-            s
-        })
-        .fold(Stats::EMPTY, Stats::merge);
-    if let Some(i) = raw.iter().position(|&v| v == f32::INFINITY) {
-        stats.argmax = i as u32;
+    pass1_simd(raw)
+}
+
+crate::cpu::multiversion!(fn pass1_simd(raw: &[f32]) -> Stats = pass1_body);
+
+const LANES: usize = 16;
+
+#[inline(always)]
+fn pass1_body(raw: &[f32]) -> Stats {
+    let chunks = raw.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    let mut acc = [f32::NEG_INFINITY; LANES];
+    for c in chunks.clone() {
+        for i in 0..LANES {
+            acc[i] = acc[i].max(clean(c[i]));
+        }
     }
-    stats
+    let max = tail.iter().fold(
+        acc.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)),
+        |a, &b| a.max(clean(b)),
+    );
+    if max == f32::NEG_INFINITY {
+        return Stats::EMPTY; // no valid logit: the caller returns token 0
+    }
+    let mut sums = [0f32; LANES];
+    for c in chunks {
+        for i in 0..LANES {
+            sums[i] += exp_nonpos(clean(c[i]) - max);
+        }
+    }
+    let sum = tail
+        .iter()
+        .map(|&x| exp_nonpos(clean(x) - max))
+        .sum::<f32>()
+        + sums.iter().sum::<f32>();
+    let argmax = match raw.iter().position(|&v| v == f32::INFINITY) {
+        Some(i) => i,
+        None => raw.iter().position(|&v| clean(v) == max).unwrap_or(0),
+    };
+    Stats {
+        max,
+        argmax: argmax as u32,
+        sum,
+    }
 }
 
 /// The kept set: key >= `thr`, weight > 0 and >= `min_w`.
@@ -286,6 +303,16 @@ fn draw_pass(row: &Row, kept: &Kept, draw: Option<(u64, u32)>) -> (Option<u32>, 
 pub(crate) fn sample_row(x: &[f32], p: &RowParams, n_out: usize, radix: Radix) -> RowOut {
     let n = (p.n_logprobs as usize).min(n_out).min(x.len());
     let stats = pass1(x);
+    let (greedy, processed) = (p.is_greedy(), p.logprobs == LogprobMode::Processed);
+    if greedy && !processed && n == 0 && stats.max > f32::NEG_INFINITY {
+        // The argmax and its raw logprob: nothing else of the row is needed.
+        let token = stats.argmax;
+        return RowOut {
+            token,
+            logprob: (clean(x[token as usize]) - stats.max) - stats.sum.ln(),
+            top: Vec::new(),
+        };
+    }
     let x: Vec<f32> = x.iter().map(|&v| clean(v)).collect();
     if stats.max == f32::NEG_INFINITY {
         // No valid distribution (every logit -inf or NaN).
@@ -296,8 +323,6 @@ pub(crate) fn sample_row(x: &[f32], p: &RowParams, n_out: usize, radix: Radix) -
             top,
         };
     }
-    let greedy = p.is_greedy();
-    let processed = p.logprobs == LogprobMode::Processed;
     let row = Row {
         x: &x,
         keys: Keys::new(x.len()),
@@ -340,5 +365,63 @@ pub(crate) fn sample_row(x: &[f32], p: &RowParams, n_out: usize, radix: Radix) -
         token,
         logprob: logprob(token as usize),
         top,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Pass 1 in f64: the greedy token and its raw logprob.
+    fn greedy_f64(raw: &[f32]) -> (u32, f64) {
+        let x: Vec<f64> = raw.iter().map(|&v| f64::from(clean(v))).collect();
+        let max = x.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let token = match raw.iter().position(|&v| v == f32::INFINITY) {
+            Some(i) => i,
+            None => x.iter().position(|&v| v == max).unwrap(),
+        };
+        let lse = x.iter().map(|v| (v - max).exp()).sum::<f64>().ln();
+        (token as u32, x[token] - max - lse)
+    }
+
+    /// The greedy rows' fast path (no logprobs wanted: pass 1 only) against f64, and
+    /// against the full path of the same row (asking for one top logprob), on rows of
+    /// lengths around the vector width with NaN, +-inf, ties and large values.
+    #[test]
+    fn greedy_fast_path_matches_the_full_row_and_f64() {
+        let greedy = RowParams::greedy();
+        let full = RowParams {
+            n_logprobs: 1,
+            ..greedy
+        };
+        for (case, v) in [1usize, 15, 16, 17, 33, 1000, 49152]
+            .into_iter()
+            .enumerate()
+        {
+            let mut x = crate::harness::random(v, 8.0, case as u64);
+            if v > 20 {
+                x[3] = f32::NAN;
+                x[7] = f32::NEG_INFINITY;
+                x[v - 2] = 30.0; // the max, tied with a later one: the lowest id wins
+                x[v - 1] = 30.0;
+            }
+            if case == 5 {
+                x[600] = f32::INFINITY;
+                x[900] = f32::INFINITY;
+            }
+            let fast = sample_row(&x, &greedy, 0, RADIX);
+            let slow = sample_row(&x, &full, 1, RADIX);
+            let (token, lp) = greedy_f64(&x);
+            assert_eq!((fast.token, slow.token), (token, token), "vocab {v}");
+            assert!(
+                (f64::from(fast.logprob) - lp).abs() < 1e-4,
+                "vocab {v}: {} vs {lp}",
+                fast.logprob
+            );
+            assert_eq!(fast.logprob, slow.logprob, "vocab {v}");
+        }
+        let dead = [f32::NAN, f32::NEG_INFINITY, f32::NAN];
+        let out = sample_row(&dead, &greedy, 0, RADIX);
+        assert_eq!((out.token, out.logprob), (0, f32::NEG_INFINITY));
     }
 }
