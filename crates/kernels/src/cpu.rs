@@ -137,8 +137,8 @@ pub(crate) fn simd() -> Simd {
     Simd::Base
 }
 
-/// `fn NAME<T: Bound>(args) -> R` (or without the type parameter) that runs
-/// `BODY::<T>(args)` compiled for the CPU's
+/// `fn NAME<T: Bound>(args) -> R` that runs `BODY::<T, L>(args)` (`L`: the [`Level`]),
+/// or `fn NAME(args) -> R` that runs `BODY(args)`, compiled for the CPU's
 /// [`Simd`] level: BODY is `#[inline(always)]` so that its loops are vectorized inside
 /// each `#[target_feature]` wrapper.
 macro_rules! multiversion {
@@ -166,24 +166,25 @@ macro_rules! multiversion {
     };
     ($vis:vis fn $name:ident<$T:ident: $B:path>($($a:ident: $t:ty),* $(,)?) -> $r:ty = $body:ident) => {
         $vis fn $name<$T: $B>($($a: $t),*) -> $r {
+            use $crate::cpu::{Simd, L256, L512, LBase};
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
                 unsafe fn avx512<$T: $B>($($a: $t),*) -> $r {
-                    $body::<$T>($($a),*)
+                    $body::<$T, L512>($($a),*)
                 }
                 #[target_feature(enable = "avx2,fma")]
                 unsafe fn avx2<$T: $B>($($a: $t),*) -> $r {
-                    $body::<$T>($($a),*)
+                    $body::<$T, L256>($($a),*)
                 }
                 match $crate::cpu::simd() {
                     // SAFETY: simd() detected every feature the wrapper enables.
-                    $crate::cpu::Simd::Avx512 => return unsafe { avx512::<$T>($($a),*) },
-                    $crate::cpu::Simd::Avx2 => return unsafe { avx2::<$T>($($a),*) },
-                    $crate::cpu::Simd::Base => {}
+                    Simd::Avx512 => return unsafe { avx512::<$T>($($a),*) },
+                    Simd::Avx2 => return unsafe { avx2::<$T>($($a),*) },
+                    Simd::Base => {}
                 }
             }
-            $body::<$T>($($a),*)
+            $body::<$T, LBase>($($a),*)
         }
     };
 }
@@ -192,12 +193,40 @@ pub(crate) use multiversion;
 /// Lanes of the accumulators below: one AVX-512 register, two AVX2 ones.
 const LANES: usize = 16;
 
-/// `sum_i a[i] * b[i]` (same length) in `LANES` partial sums: vectorizes, unlike a
-/// sequential float sum (whose order LLVM must keep).
+/// The [`Simd`] level a body is compiled for (a type parameter of [`multiversion!`]'s
+/// bodies), for the few loops written with intrinsics.
+pub(crate) trait Level {
+    const SIMD: Simd;
+}
+pub(crate) struct L512;
+pub(crate) struct L256;
+pub(crate) struct LBase;
+impl Level for L512 {
+    const SIMD: Simd = Simd::Avx512;
+}
+impl Level for L256 {
+    const SIMD: Simd = Simd::Avx2;
+}
+impl Level for LBase {
+    const SIMD: Simd = Simd::Base;
+}
+
+/// `sum_i a[i] * b[i]` (same length). f32 at the AVX-512 level: two FMA chains and one
+/// tree reduction; else `LANES` partial sums that LLVM vectorizes (a sequential float
+/// sum would keep its order and stay scalar).
 #[inline(always)]
-pub(crate) fn dot<T: Float>(a: &[f32], b: &[T]) -> f32 {
+pub(crate) fn dot<L: Level, T: Float>(a: &[f32], b: &[T]) -> f32 {
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);
+    #[cfg(target_arch = "x86_64")]
+    if L::SIMD == Simd::Avx512 && T::DTYPE == candle_core::DType::F32 {
+        // SAFETY: T is f32 (the one Float of dtype F32), so the cast is the identity;
+        // L512 bodies run only inside functions compiled with avx512f (multiversion!).
+        return unsafe {
+            let b = std::slice::from_raw_parts(b.as_ptr() as *const f32, n);
+            x86::dot512(a, b)
+        };
+    }
     let mut acc = [0f32; LANES];
     let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
     let (ra, rb) = (ca.remainder(), cb.remainder());
@@ -207,21 +236,42 @@ pub(crate) fn dot<T: Float>(a: &[f32], b: &[T]) -> f32 {
         }
     }
     let tail: f32 = ra.iter().zip(rb).map(|(x, y)| x * y.f()).sum();
-    hsum(acc) + tail
+    acc.iter().sum::<f32>() + tail
 }
 
-/// The sum of the lanes as a tree (halves added in vector registers), not as a chain of
-/// 16 dependent scalar adds.
-#[inline(always)]
-fn hsum(mut acc: [f32; LANES]) -> f32 {
-    let mut w = LANES / 2;
-    while w > 0 {
-        for i in 0..w {
-            acc[i] += acc[i + w];
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    /// # Safety
+    /// Only inside a function compiled with avx512f; `a` and `b` of the same length.
+    #[inline(always)]
+    pub(super) unsafe fn dot512(a: &[f32], b: &[f32]) -> f32 {
+        let n = a.len();
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let (mut acc0, mut acc1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+        let mut i = 0;
+        // SAFETY (loads): i + 16 <= n for each 16-float load.
+        while i + 32 <= n {
+            acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(pa.add(i)), _mm512_loadu_ps(pb.add(i)), acc0);
+            acc1 = _mm512_fmadd_ps(
+                _mm512_loadu_ps(pa.add(i + 16)),
+                _mm512_loadu_ps(pb.add(i + 16)),
+                acc1,
+            );
+            i += 32;
         }
-        w /= 2;
+        if i + 16 <= n {
+            acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(pa.add(i)), _mm512_loadu_ps(pb.add(i)), acc0);
+            i += 16;
+        }
+        let mut sum = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+        while i < n {
+            sum += *pa.add(i) * *pb.add(i);
+            i += 1;
+        }
+        sum
     }
-    acc[0]
 }
 
 /// `acc[i] += w * x[i]` (same length).
@@ -268,7 +318,7 @@ pub(crate) fn exp_shifted_sum(xs: &mut [f32], m: f32) -> f32 {
         *x = exp_nonpos(*x - m);
         tail += *x;
     }
-    hsum(acc) + tail
+    acc.iter().sum::<f32>() + tail
 }
 
 /// The largest element (-inf for an empty slice; NaN elements are skipped).

@@ -64,78 +64,121 @@ pub(super) fn forward<T: Float>(
     x: &Inputs<'_, T>,
     p: &Params,
 ) -> candle_core::Result<()> {
-    forward_simd(out, x, p)
-}
-
-cpu::multiversion!(fn forward_simd<T: Float>(out: &mut [T], x: &Inputs<'_, T>, p: &Params) -> candle_core::Result<()> = forward_body);
-
-#[inline(always)]
-fn forward_body<T: Float>(out: &mut [T], x: &Inputs<'_, T>, p: &Params) -> candle_core::Result<()> {
     let (h, d) = (p.heads, p.head_dim);
-    let kvw = p.kv_heads * d;
-    let num_slots = x.k.len() / kvw;
-    let mut s = Scratch {
-        slots: Vec::new(),
-        q: vec![0.0; h * d],
-        logits: vec![0.0; h * p.partition_size.min(p.ctx_cap)],
-        acc: vec![0.0; h * d],
-        stats: vec![(0.0, 0.0); h],
-        // Partials only when some sequence spans several partitions.
-        part_max: Vec::new(),
-        part_sum: Vec::new(),
-        part_acc: Vec::new(),
-    };
-    if p.num_parts > 1 {
-        s.part_max.resize(h * p.num_parts, 0.0);
-        s.part_sum.resize(h * p.num_parts, 0.0);
-        s.part_acc.resize(h * p.num_parts * d, 0.0);
-    }
+    // Check every input first, then hand out disjoint output rows.
+    let mut work = 0;
     for b in 0..p.batch {
-        let row = x.rows[b] as usize;
-        if row >= p.num_tokens {
-            return Err(err(format!(
-                "paged_decode: rows[{b}] = {row} is past q's {} rows",
-                p.num_tokens
-            )));
-        }
-        let ctx = x.ctx_lens[b] as usize;
-        if ctx > p.ctx_cap {
-            return Err(err(format!(
-                "paged_decode: context_lens[{b}] = {ctx}: must be at most {} (max_context_len, block table)",
-                p.ctx_cap
-            )));
-        }
-        let out_row = &mut out[row * h * d..(row + 1) * h * d];
-        if ctx == 0 {
-            // A padding row (a decode graph's unused slot): zeros, as the kernel writes.
-            out_row.fill(T::from_f(0.0));
-            continue;
-        }
-        let r = seq_range(ctx, p);
-        let table = &x.tables[b * p.max_blocks..][..p.max_blocks];
-        s.slots.clear();
-        for pos in r.start..r.ctx {
-            let slot = paged::slot(table, p.block_size, pos);
-            if slot >= num_slots {
-                return Err(err(format!(
-                    "paged_decode: block_tables[{b}][{}] = {} is past the cache's {num_slots} slots",
-                    pos / p.block_size,
-                    table[pos / p.block_size]
-                )));
-            }
-            s.slots.push(slot);
-        }
-        let q_row = &x.q[row * p.q_stride..][..h * d];
-        sequence(out_row, q_row, x, p, &r, &mut s);
+        work += check_sequence(x, p, b)? * h * d;
+    }
+    let mut rows: Vec<Option<&mut [T]>> = out.chunks_mut(h * d).map(Some).collect();
+    let mut seqs = Vec::with_capacity(p.batch);
+    for b in 0..p.batch {
+        let row = rows.get_mut(x.rows[b] as usize).and_then(Option::take);
+        let row = row.ok_or_else(|| err(format!("paged_decode: rows[{b}] appears twice")))?;
+        seqs.push((b, row));
+    }
+    let one = |s: &mut Scratch, (b, row): (usize, &mut [T])| sequence_simd(row, x, p, b, s);
+    if work < PARALLEL_WORK || rayon::current_num_threads() < 2 {
+        let mut s = Scratch::new(p);
+        seqs.into_iter().for_each(|seq| one(&mut s, seq));
+    } else {
+        use rayon::prelude::*;
+        seqs.into_par_iter()
+            .with_max_len(1)
+            .for_each_init(|| Scratch::new(p), one);
     }
     Ok(())
+}
+
+/// Below this many `context x heads x head_dim` elements the call runs on the calling
+/// thread alone (handing out costs more than it brings, e.g. one short sequence).
+const PARALLEL_WORK: usize = 1 << 18;
+
+/// Check sequence `b`'s row, context and the blocks of its visible positions; returns
+/// its visible context length.
+fn check_sequence<T>(x: &Inputs<'_, T>, p: &Params, b: usize) -> candle_core::Result<usize> {
+    let row = x.rows[b] as usize;
+    if row >= p.num_tokens {
+        return Err(err(format!(
+            "paged_decode: rows[{b}] = {row} is past q's {} rows",
+            p.num_tokens
+        )));
+    }
+    let ctx = x.ctx_lens[b] as usize;
+    if ctx > p.ctx_cap {
+        return Err(err(format!(
+            "paged_decode: context_lens[{b}] = {ctx}: must be at most {} (max_context_len, block table)",
+            p.ctx_cap
+        )));
+    }
+    if ctx == 0 {
+        return Ok(0);
+    }
+    let r = seq_range(ctx, p);
+    let num_blocks = x.k.len() / (p.kv_heads * p.head_dim) / p.block_size;
+    let table = &x.tables[b * p.max_blocks..][..p.max_blocks];
+    let blocks = r.start / p.block_size..ctx.div_ceil(p.block_size);
+    for (i, &block) in table[blocks.clone()].iter().enumerate() {
+        if block as usize >= num_blocks {
+            return Err(err(format!(
+                "paged_decode: block_tables[{b}][{}] = {block} is past the cache's {} slots",
+                blocks.start + i,
+                num_blocks * p.block_size
+            )));
+        }
+    }
+    Ok(ctx - r.start)
+}
+
+impl Scratch {
+    fn new(p: &Params) -> Scratch {
+        let (h, d) = (p.heads, p.head_dim);
+        let parts = if p.num_parts > 1 { h * p.num_parts } else { 0 };
+        Scratch {
+            slots: Vec::with_capacity(p.ctx_cap),
+            q: vec![0.0; h * d],
+            logits: vec![0.0; h * p.partition_size.min(p.ctx_cap)],
+            acc: vec![0.0; h * d],
+            stats: vec![(0.0, 0.0); h],
+            // Partials only when some sequence may span several partitions.
+            part_max: vec![0.0; parts],
+            part_sum: vec![0.0; parts],
+            part_acc: vec![0.0; parts * d],
+        }
+    }
+}
+
+cpu::multiversion!(fn sequence_simd<T: Float>(out: &mut [T], x: &Inputs<'_, T>, p: &Params, b: usize, s: &mut Scratch) -> () = sequence_body);
+
+/// Sequence `b` (checked) into its output row `out` [heads * d].
+#[inline(always)]
+fn sequence_body<T: Float, L: cpu::Level>(
+    out: &mut [T],
+    x: &Inputs<'_, T>,
+    p: &Params,
+    b: usize,
+    s: &mut Scratch,
+) {
+    let (row, ctx) = (x.rows[b] as usize, x.ctx_lens[b] as usize);
+    if ctx == 0 {
+        // A padding row (a decode graph's unused slot): zeros, as the kernel writes.
+        out.fill(T::from_f(0.0));
+        return;
+    }
+    let r = seq_range(ctx, p);
+    let table = &x.tables[b * p.max_blocks..][..p.max_blocks];
+    s.slots.clear();
+    s.slots
+        .extend((r.start..r.ctx).map(|pos| paged::slot(table, p.block_size, pos)));
+    let q_row = &x.q[row * p.q_stride..][..p.heads * p.head_dim];
+    sequence::<T, L>(out, q_row, x, p, &r, s);
 }
 
 /// One sequence's heads, partition by partition: one pass over the partition's K rows
 /// (every head's logits from each row while it is in cache), the softmax statistics per
 /// head, one pass over its V rows; then the merge when there are several partitions.
 #[inline(always)]
-fn sequence<T: Float>(
+fn sequence<T: Float, L: cpu::Level>(
     out: &mut [T],
     q_row: &[T],
     x: &Inputs<'_, T>,
@@ -159,7 +202,7 @@ fn sequence<T: Float>(
             let kr = &x.k[slot * kvw..][..kvw];
             for hh in 0..h {
                 let kh = &kr[hh / group * d..][..d];
-                s.logits[hh * n + j] = cpu::dot(&s.q[hh * d..][..d], kh);
+                s.logits[hh * n + j] = cpu::dot::<L, T>(&s.q[hh * d..][..d], kh);
             }
         }
         for (hh, st) in s.stats.iter_mut().enumerate() {
