@@ -2,7 +2,8 @@
 //!
 //! A decode step runs a few hundred matmuls of tens of microseconds each, so waking
 //! workers must cost far less than that: after a job, workers spin on an epoch counter
-//! for a short while (`spin`) before they sleep on a condition variable, and the caller
+//! for a short while (`spin`, yielding the core every few microseconds to any other
+//! thread ready to run on it) before they sleep on a condition variable, and the caller
 //! only touches the condition variable when some worker is asleep. Nothing here reads
 //! /proc or asks the OS for the CPU count per call (candle's CPU matmul does, unless
 //! RAYON_NUM_THREADS is set).
@@ -140,8 +141,16 @@ fn next_epoch(s: &Shared, seen: u64) -> Option<u64> {
             return Some(e);
         }
         n = n.wrapping_add(1);
-        if !n.is_multiple_of(256) || start.elapsed() < s.spin {
+        if !n.is_multiple_of(256) {
             std::hint::spin_loop();
+            continue;
+        }
+        if start.elapsed() < s.spin {
+            // Every few microseconds of spinning, let another thread that is ready on
+            // this core run (the ops between two matmuls, e.g. candle's or the kernels'
+            // threads), so that the spin costs them nothing on a machine with no core
+            // to spare.
+            std::thread::yield_now();
             continue;
         }
         let mut g = s.sleep.lock().unwrap_or_else(|e| e.into_inner());
