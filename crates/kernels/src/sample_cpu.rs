@@ -188,10 +188,11 @@ const LANES: usize = 16;
 fn pass1_body(raw: &[f32]) -> Stats {
     let chunks = raw.chunks_exact(LANES);
     let tail = chunks.remainder();
-    let mut acc = [f32::NEG_INFINITY; LANES];
+    let (mut acc, mut inf) = ([f32::NEG_INFINITY; LANES], [false; LANES]);
     for c in chunks.clone() {
         for i in 0..LANES {
             acc[i] = acc[i].max(clean(c[i]));
+            inf[i] |= c[i] == f32::INFINITY;
         }
     }
     let max = tail.iter().fold(
@@ -212,15 +213,36 @@ fn pass1_body(raw: &[f32]) -> Stats {
         .map(|&x| exp_nonpos(clean(x) - max))
         .sum::<f32>()
         + sums.iter().sum::<f32>();
-    let argmax = match raw.iter().position(|&v| v == f32::INFINITY) {
-        Some(i) => i,
-        None => raw.iter().position(|&v| clean(v) == max).unwrap_or(0),
+    let argmax = match inf.contains(&true) || tail.contains(&f32::INFINITY) {
+        true => first(raw, |v| v == f32::INFINITY),
+        false => first(raw, |v| clean(v) == max),
     };
     Stats {
         max,
-        argmax: argmax as u32,
+        argmax: argmax.unwrap_or(0) as u32,
         sum,
     }
+}
+
+/// The first index where `hit` holds, `LANES` elements tested at a time.
+#[inline(always)]
+fn first(raw: &[f32], hit: impl Fn(f32) -> bool) -> Option<usize> {
+    let mut chunks = raw.chunks_exact(LANES);
+    for (n, c) in chunks.by_ref().enumerate() {
+        let mut any = false;
+        for &v in c {
+            any |= hit(v);
+        }
+        if any {
+            return c.iter().position(|&v| hit(v)).map(|i| n * LANES + i);
+        }
+    }
+    let done = raw.len() - chunks.remainder().len();
+    chunks
+        .remainder()
+        .iter()
+        .position(|&v| hit(v))
+        .map(|i| done + i)
 }
 
 /// The kept set: key >= `thr`, weight > 0 and >= `min_w`.
