@@ -17,8 +17,12 @@ use crate::pack::TILE;
 use crate::simd::{Isa, Level};
 use crate::types::GgmlType;
 
-/// Bytes of one [`BlockQ8`](crate::act::BlockQ8): d (f32), sum (i32), 32 codes.
-pub(crate) const Q8_BYTES: usize = 40;
+/// Bytes of one [`BlockQ8`](crate::act::BlockQ8): d (f32), s (f32), sum (i32), 32 codes.
+pub(crate) const Q8_BYTES: usize = std::mem::size_of::<crate::act::BlockQ8>();
+/// Byte offsets of its `s`, `sum` and codes.
+pub(crate) const Q8_S: usize = 4;
+pub(crate) const Q8_SUM: usize = 8;
+pub(crate) const Q8_CODES: usize = 12;
 
 /// One call of a tile kernel. Pointers are valid for the whole reduction dimension.
 #[derive(Clone, Copy)]
