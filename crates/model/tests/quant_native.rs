@@ -160,9 +160,11 @@ fn tiny_qwen2_quantized_at_load_matches_dense() -> Result<()> {
 /// the flips multiply layer by layer. Measured 2026-11-30 (x86-64 AMD EPYC, AVX-512),
 /// 320 rows: f32 max|diff|/max|logit| median 1.4e-6; native median 2.6e-2, p90 3.7e-2,
 /// top-2 margin change p90 0.24 -- as large as native vs llama.cpp and our f32 path vs
-/// llama.cpp (quant_vs_llamacpp.rs). Prints; asserts only that the f32 path agrees.
+/// llama.cpp (quant_vs_llamacpp.rs) -- and the greedy token differs at one step whose
+/// margin exceeds 0.1 (0.20): issue #17's criterion fails between our own two kernel
+/// sets. Prints; asserts only that the f32 path agrees.
 #[test]
-#[ignore = "a measurement (about 2 minutes): cargo test --release -p engine-model --test quant_native -- --ignored"]
+#[ignore = "a measurement (about 3 minutes): cargo test --release -p engine-model --test quant_native -- --ignored"]
 fn native_rounding_amplifies_ulp_differences() -> Result<()> {
     for quant in [QuantMode::Native, QuantMode::None] {
         let (dec, tokenizer) = load(quant)?;
