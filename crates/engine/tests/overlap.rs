@@ -12,29 +12,14 @@
 //! with the candle op set (eager batches), with a roomy KV cache and with one so small
 //! that requests are preempted while a step is in flight.
 
-use anyhow::{ensure, Context, Result};
+mod common;
+
+use anyhow::{ensure, Result};
 use candle_core::{DType, Device};
-use engine_core::{Engine, EngineConfig, FinalOutput, Prompt, SamplingParams, StepRecord};
+use common::{run_waves, tiny_manifest};
+use engine_core::{Engine, EngineConfig, FinalOutput, Prompt, SamplingParams};
 use engine_model::{load_model, KernelChoice, LoadOptions};
 use engine_scheduler::FinishReason;
-
-fn tiny_manifest(tag: &str) -> Result<String> {
-    let dir = std::env::temp_dir().join(format!("engine-overlap-{}-{tag}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let path = dir.join("tiny.json");
-    let json = serde_json::json!({
-        "name": "tiny",
-        "config": {
-            "model_type": "llama", "vocab_size": 320, "hidden_size": 64,
-            "intermediate_size": 96, "num_hidden_layers": 2, "num_attention_heads": 4,
-            "num_key_value_heads": 2, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
-            "max_position_embeddings": 256, "tie_word_embeddings": false,
-            "bos_token_id": 1, "eos_token_id": 2
-        }
-    });
-    std::fs::write(&path, serde_json::to_string(&json)?)?;
-    Ok(format!("dummy:{}", path.display()))
-}
 
 #[derive(Clone, Copy, Debug)]
 struct Setup {
@@ -77,55 +62,7 @@ fn params(i: usize, stops: &[Option<u32>]) -> SamplingParams {
         stop_token_ids: stops.get(i).copied().flatten().into_iter().collect(),
         ..SamplingParams::greedy(5 + (i * 5) % 20)
     };
-    match i % 3 {
-        0 => base,
-        1 => SamplingParams {
-            logprobs: Some(2),
-            ..base
-        },
-        _ => SamplingParams {
-            temperature: 0.9,
-            seed: Some(i as u64),
-            logprobs: Some(1),
-            ..base
-        },
-    }
-}
-
-/// 14 requests in 4 waves, each followed by a few steps; then run to the end.
-fn run(e: &mut Engine, stops: &[Option<u32>]) -> Result<(Vec<FinalOutput>, Vec<StepRecord>)> {
-    let mut ids = Vec::new();
-    let mut done = Vec::new();
-    for (wave, steps) in [(3usize, 4usize), (5, 3), (4, 6), (2, 0)] {
-        for _ in 0..wave {
-            let i = ids.len();
-            let prompt: Vec<u32> = (0..3 + (i * 7) % 20)
-                .map(|j| ((i * 31 + j * 7) % 300) as u32 + 3)
-                .collect();
-            ids.push(e.add_request(Prompt::Tokens(prompt), params(i, stops))?);
-        }
-        for _ in 0..steps {
-            e.step()?;
-            done.extend(e.take_finished());
-        }
-    }
-    let mut calls = 0;
-    while e.has_unfinished() {
-        e.step()?;
-        done.extend(e.take_finished());
-        calls += 1;
-        ensure!(calls < 10_000, "requests never finish");
-    }
-    let outs = ids
-        .iter()
-        .map(|id| {
-            done.iter()
-                .find(|o| o.id == *id)
-                .cloned()
-                .with_context(|| format!("request {id} did not finish"))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    Ok((outs, e.take_step_records()))
+    common::mixed(i, base)
 }
 
 /// A stop token for every other request: one that its unstopped output produces at
@@ -171,21 +108,21 @@ fn same_outputs(what: &str, a: &[FinalOutput], b: &[FinalOutput]) -> Result<f32>
 
 #[test]
 fn overlapped_steps_produce_the_sequential_outputs() -> Result<()> {
-    let spec = tiny_manifest("equal")?;
+    let spec = tiny_manifest("overlap", "equal", serde_json::json!({}))?;
     for kernels in [KernelChoice::Fused, KernelChoice::Candle] {
         let seq = |num_blocks| Setup {
             kernels,
             overlap: false,
             num_blocks,
         };
-        let (plain, _) = run(&mut engine(&spec, seq(200))?, &[])?;
+        let (plain, _) = run_waves(&mut engine(&spec, seq(200))?, |i| params(i, &[]))?;
         let stops = stops_from(&plain);
         ensure!(
             stops.iter().flatten().count() >= 5,
             "too few stop tokens: {stops:?}"
         );
         for num_blocks in [200, 24] {
-            let (want, _) = run(&mut engine(&spec, seq(num_blocks))?, &stops)?;
+            let (want, _) = run_waves(&mut engine(&spec, seq(num_blocks))?, |i| params(i, &stops))?;
             let stopped = want
                 .iter()
                 .filter(|o| o.finish_reason == FinishReason::Stop)
@@ -195,7 +132,7 @@ fn overlapped_steps_produce_the_sequential_outputs() -> Result<()> {
                 overlap: true,
                 ..seq(num_blocks)
             };
-            let (got, recs) = run(&mut engine(&spec, over)?, &stops)?;
+            let (got, recs) = run_waves(&mut engine(&spec, over)?, |i| params(i, &stops))?;
             let what = format!("{kernels:?}, {num_blocks} blocks");
             let diff = same_outputs(&what, &want, &got)?;
             ensure!(recs.iter().all(|r| r.overlapped));
@@ -220,7 +157,7 @@ fn overlapped_steps_produce_the_sequential_outputs() -> Result<()> {
 /// outputs as they were.
 #[test]
 fn abort_with_a_step_in_flight() -> Result<()> {
-    let spec = tiny_manifest("abort")?;
+    let spec = tiny_manifest("overlap", "abort", serde_json::json!({}))?;
     let setup = |overlap| Setup {
         kernels: KernelChoice::Fused,
         overlap,

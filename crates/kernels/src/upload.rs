@@ -43,22 +43,36 @@ impl InplaceOp1 for Upload<'_> {
 
     #[cfg(feature = "cuda")]
     fn cuda_fwd(&self, s: &mut candle_core::CudaStorage, l: &Layout) -> candle_core::Result<()> {
-        use candle_core::cuda::CudaStorageSlice;
-        let (a, b) = l
-            .contiguous_offsets()
-            .ok_or_else(|| candle_core::Error::Msg("upload_u32: dst not contiguous".into()))?;
-        let stream = s.device.cuda_stream();
-        match &mut s.slice {
-            CudaStorageSlice::U32(d) => {
-                let mut view = d.slice_mut(a..b);
-                stream
-                    .memcpy_htod(self.src, &mut view)
-                    .map_err(|e| candle_core::Error::Msg(format!("upload_u32: {e:?}")))?;
-            }
-            _ => candle_core::bail!("upload_u32: dst is not u32"),
-        }
-        Ok(())
+        htod("upload_u32", self.src, s, l)
     }
+}
+
+/// Copy `src` into the u32 device storage `s` at layout `l` (contiguous), on its stream.
+#[cfg(feature = "cuda")]
+fn htod<S>(
+    name: &str,
+    src: &S,
+    s: &mut candle_core::CudaStorage,
+    l: &Layout,
+) -> candle_core::Result<()>
+where
+    S: candle_core::cuda::cudarc::driver::HostSlice<u32> + ?Sized,
+{
+    use candle_core::cuda::CudaStorageSlice;
+    let (a, b) = l
+        .contiguous_offsets()
+        .ok_or_else(|| candle_core::Error::Msg(format!("{name}: dst not contiguous")))?;
+    let stream = s.device.cuda_stream();
+    match &mut s.slice {
+        CudaStorageSlice::U32(d) => {
+            let mut view = d.slice_mut(a..b);
+            stream
+                .memcpy_htod(src, &mut view)
+                .map_err(|e| candle_core::Error::Msg(format!("{name}: {e:?}")))?;
+        }
+        _ => candle_core::bail!("{name}: dst is not u32"),
+    }
+    Ok(())
 }
 
 /// [`upload_u32`] from page-locked host memory of `dst`'s length: the copy is enqueued
@@ -97,21 +111,7 @@ impl InplaceOp1 for UploadPinned<'_> {
     }
 
     fn cuda_fwd(&self, s: &mut candle_core::CudaStorage, l: &Layout) -> candle_core::Result<()> {
-        use candle_core::cuda::CudaStorageSlice;
-        let (a, b) = l.contiguous_offsets().ok_or_else(|| {
-            candle_core::Error::Msg("upload_u32_pinned: dst not contiguous".into())
-        })?;
-        let stream = s.device.cuda_stream();
-        match &mut s.slice {
-            CudaStorageSlice::U32(d) => {
-                let mut view = d.slice_mut(a..b);
-                stream
-                    .memcpy_htod(self.src, &mut view)
-                    .map_err(|e| candle_core::Error::Msg(format!("upload_u32_pinned: {e:?}")))?;
-            }
-            _ => candle_core::bail!("upload_u32_pinned: dst is not u32"),
-        }
-        Ok(())
+        htod("upload_u32_pinned", self.src, s, l)
     }
 }
 
