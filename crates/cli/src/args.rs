@@ -102,6 +102,11 @@ pub struct EngineArgs {
     /// CUDA, decode steps otherwise replay graphs captured at start-up).
     #[arg(long)]
     pub enforce_eager: bool,
+    /// Finish each step before scheduling the next. By default on CUDA the host
+    /// schedules and launches step n+1 while the GPU computes step n (a request that
+    /// stops at step n then costs one wasted row in step n+1).
+    #[arg(long)]
+    pub disable_overlap: bool,
 }
 
 /// Parse a size: `2GiB`, `512MiB`, `1.5GB` or a plain byte count.
@@ -143,6 +148,7 @@ impl EngineArgs {
             gpu_memory_utilization: self.gpu_memory_utilization,
             seed,
             enforce_eager: self.enforce_eager,
+            disable_overlap: self.disable_overlap,
             ..Default::default()
         }
     }
