@@ -40,9 +40,11 @@ pub struct ModelArgs {
     /// on engine-quant's kernels; other weights dense), `none` (everything dequantized to
     /// --dtype), or a block type to quantize to at load: q8_0, q4_0, q4_1, q5_0, q5_1,
     /// q2_k, q3_k, q4_k, q5_k, q6_k (K-quants fall back to a 32-block type on rows that
-    /// are not a multiple of 256). Default `none` until `native` matches the f32 path
-    /// closely enough: on the default model it changes the greedy answer of a chat test.
-    #[arg(long, default_value = "none", value_parser = parse_quant)]
+    /// are not a multiple of 256). `native` is the default: for a GGUF it runs the file's
+    /// weights as llama.cpp does (activations rounded to 8 bits as its kernels round
+    /// them); safetensors and dummy weights stay dense. `none` is the exact path the
+    /// reference tests use.
+    #[arg(long, default_value = "native", value_parser = parse_quant)]
     pub quant: engine_model::QuantMode,
 }
 
