@@ -15,6 +15,7 @@
 //! | `add_rms_norm`      | `r = x + residual; out = rms_norm(r) * w` (both out) |
 //! | `rope`              | rotary embedding in place, half-split or interleaved |
 //! | `reshape_and_cache` | scatter new K or V rows into the paged cache by slot |
+//! | `rope_and_cache`    | `rope` of q and k in the qkv rows + K and V cached by slot, one pass |
 //! | `paged_decode`      | one query per sequence over its paged context, split-K |
 //! | `paged_prefill`     | varlen causal attention over the paged cache (flash) |
 //! | `argmax`            | greedy id per logits row (NaN never, lowest id on ties) |
@@ -40,6 +41,7 @@ pub mod paged_prefill;
 pub mod philox;
 pub mod reshape_and_cache;
 pub mod rope;
+pub mod rope_and_cache;
 pub mod sample;
 pub mod silu_mul;
 pub mod upload;

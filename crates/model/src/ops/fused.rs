@@ -1,8 +1,9 @@
 //! The hot-path ops on engine-kernels (`--kernels fused`): CUDA kernels on a GPU, their
 //! CPU ports on the host. They read the step's [`StepBatch`] metadata as it is: nothing
-//! to prepare per step. q, k and v stay in the fused projection's rows: rope rotates q
-//! and k there in place (one launch), the cache writes read k and v from there, and the
-//! attention kernels read q from there, so the split costs no copy and no launch.
+//! to prepare per step. q, k and v stay in the fused projection's rows: one
+//! `rope_and_cache` launch rotates q and k there in place and stores the rotated k and
+//! the v at the rows' cache slots, and the attention kernels read q from there, so the
+//! split costs no copy and no launch.
 
 use super::{Heads, HotOps};
 use crate::batch::StepBatch;
@@ -11,7 +12,7 @@ use crate::rope::RopeTable;
 use crate::Result;
 use candle_core::Tensor;
 use engine_kernels::paged::QueryRows;
-use engine_kernels::{add_rms_norm, paged_decode, paged_prefill, reshape_and_cache, silu_mul};
+use engine_kernels::{add_rms_norm, paged_decode, paged_prefill, silu_mul};
 
 pub(crate) struct FusedOps<'a> {
     batch: &'a StepBatch,
@@ -45,18 +46,11 @@ impl HotOps for FusedOps<'_> {
     }
 
     fn rope_and_cache(&self, qkv: &Tensor, kv: &mut KvCache, layer: usize) -> Result<Tensor> {
-        let Heads {
-            heads,
-            kv_heads,
-            head_dim: d,
-        } = self.geo;
-        // A fresh GEMM output: safe to rotate in place. q and k heads are adjacent.
-        let pos = &self.batch.positions;
-        self.rope.rotate_rows_inplace(qkv, pos, heads + kv_heads)?;
+        // A fresh GEMM output: safe to rotate in place.
         let (k_cache, v_cache) = kv.layer_mut(layer);
-        let slots = &self.batch.slots;
-        reshape_and_cache::reshape_and_cache_cols(k_cache, qkv, heads * d, slots)?;
-        reshape_and_cache::reshape_and_cache_cols(v_cache, qkv, (heads + kv_heads) * d, slots)?;
+        let (pos, slots) = (&self.batch.positions, &self.batch.slots);
+        self.rope
+            .rotate_and_cache(qkv, self.geo, pos, (k_cache, v_cache), slots)?;
         Ok(qkv.clone())
     }
 
