@@ -24,6 +24,10 @@
 //! [`paged`] holds the paged cache's slot formula and visibility rule, the one copy the
 //! decoder's metadata, the candle attention path, the CPU ports and the references use.
 //!
+//! [`functions`] holds [`Kernels`], the CUDA functions of the decoder's and the sampler's
+//! kernels looked up once (the decoder owns one; each op is also a method of it); the
+//! plain op functions look their function up at each launch.
+//!
 //! [`harness`] holds the registry that `engine kernels test|bench` and the criterion
 //! benches iterate: random inputs, poisoned outputs, error thresholds per dtype, timing
 //! and bandwidth against the device's copy ceiling. docs/kernels.md is the guide.
@@ -34,6 +38,7 @@ mod cpu;
 #[cfg(feature = "cuda")]
 mod cuda;
 pub mod error;
+pub mod functions;
 pub mod harness;
 pub mod paged;
 pub mod paged_decode;
@@ -47,6 +52,7 @@ pub mod silu_mul;
 pub mod upload;
 
 pub use error::{KernelError, Result};
+pub use functions::Kernels;
 
 /// Which implementation of the hot-path ops the decoder uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -10,6 +10,9 @@
 
 use crate::cpu::{self, with_float, Float};
 use crate::error::{input_err, same_device, shares_storage, Result};
+#[cfg(feature = "cuda")]
+use crate::functions::Func;
+use crate::functions::Kernels;
 use crate::paged::{bad_slot, slot_writes};
 use crate::reshape_and_cache::check_cols;
 use crate::rope::{check_positions, check_rows, cos_sin_row, rotate_token};
@@ -68,56 +71,75 @@ pub fn rope_and_cache(
     (k_cache, v_cache): (&Tensor, &Tensor),
     slots: &Tensor,
 ) -> Result<()> {
-    const OP: &str = "rope_and_cache";
-    let QkvHeads {
-        heads,
-        kv_heads,
-        head_dim: d,
-    } = geo;
-    if kv_heads == 0 {
-        input_err!("{OP}: kv_heads must be at least 1");
-    }
-    check_rows(OP, qkv, rotary.cos_sin, positions, heads + kv_heads, d)?;
-    let kv_width = geo.kv_width();
-    for (name, cache, col) in [
-        ("k_cache", k_cache, heads * d),
-        ("v_cache", v_cache, (heads + kv_heads) * d),
-    ] {
-        check_cols(OP, cache, qkv, col, slots)?;
-        if cache.elem_count() != cache.dim(0)? * kv_width {
-            input_err!(
-                "{OP}: {name} {:?} rows must hold {kv_heads} x {d}",
-                cache.shape()
-            );
+    Kernels::NONE.rope_and_cache(qkv, geo, rotary, positions, (k_cache, v_cache), slots)
+}
+
+impl Kernels {
+    /// [`rope_and_cache`] launched from this table.
+    pub fn rope_and_cache(
+        &self,
+        qkv: &Tensor,
+        geo: QkvHeads,
+        rotary: Rotary,
+        positions: &Tensor,
+        (k_cache, v_cache): (&Tensor, &Tensor),
+        slots: &Tensor,
+    ) -> Result<()> {
+        const OP: &str = "rope_and_cache";
+        let QkvHeads {
+            heads,
+            kv_heads,
+            head_dim: d,
+        } = geo;
+        if kv_heads == 0 {
+            input_err!("{OP}: kv_heads must be at least 1");
         }
-        let others = [qkv, rotary.cos_sin, positions, slots];
-        if others.iter().any(|t| shares_storage(t, cache)) {
-            input_err!("{OP}: {name} shares storage with another operand");
+        check_rows(OP, qkv, rotary.cos_sin, positions, heads + kv_heads, d)?;
+        let kv_width = geo.kv_width();
+        for (name, cache, col) in [
+            ("k_cache", k_cache, heads * d),
+            ("v_cache", v_cache, (heads + kv_heads) * d),
+        ] {
+            check_cols(OP, cache, qkv, col, slots)?;
+            if cache.elem_count() != cache.dim(0)? * kv_width {
+                input_err!(
+                    "{OP}: {name} {:?} rows must hold {kv_heads} x {d}",
+                    cache.shape()
+                );
+            }
+            let others = [qkv, rotary.cos_sin, positions, slots];
+            if others.iter().any(|t| shares_storage(t, cache)) {
+                input_err!("{OP}: {name} shares storage with another operand");
+            }
         }
+        if shares_storage(k_cache, v_cache) {
+            input_err!("{OP}: k_cache and v_cache share storage");
+        }
+        same_device(
+            OP,
+            ("qkv", qkv),
+            &[("k_cache", k_cache), ("v_cache", v_cache)],
+        )?;
+        if qkv.dim(0)? == 0 {
+            return Ok(());
+        }
+        let op = RopeAndCache {
+            kernels: self,
+            geo,
+            neox: rotary.neox,
+            cos_sin: rotary.cos_sin.contiguous()?,
+            k_cache: k_cache.clone(),
+            v_cache: v_cache.clone(),
+        };
+        Ok(qkv.inplace_op3(&positions.contiguous()?, &slots.contiguous()?, &op)?)
     }
-    if shares_storage(k_cache, v_cache) {
-        input_err!("{OP}: k_cache and v_cache share storage");
-    }
-    same_device(
-        OP,
-        ("qkv", qkv),
-        &[("k_cache", k_cache), ("v_cache", v_cache)],
-    )?;
-    if qkv.dim(0)? == 0 {
-        return Ok(());
-    }
-    let op = RopeAndCache {
-        geo,
-        neox: rotary.neox,
-        cos_sin: rotary.cos_sin.contiguous()?,
-        k_cache: k_cache.clone(),
-        v_cache: v_cache.clone(),
-    };
-    Ok(qkv.inplace_op3(&positions.contiguous()?, &slots.contiguous()?, &op)?)
 }
 
 /// The op on `qkv` (dst) with operands (positions, slots); cos/sin and the caches held.
-struct RopeAndCache {
+struct RopeAndCache<'a> {
+    /// The function table the launch uses ([`Kernels::NONE`]: looked up at the launch).
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    kernels: &'a Kernels,
     geo: QkvHeads,
     neox: bool,
     cos_sin: Tensor,
@@ -164,7 +186,7 @@ fn cpu_rope_and_cache<T: Float>(
     Ok(())
 }
 
-impl InplaceOp3 for RopeAndCache {
+impl InplaceOp3 for RopeAndCache<'_> {
     fn name(&self) -> &'static str {
         "rope_and_cache"
     }
@@ -233,11 +255,7 @@ impl InplaceOp3 for RopeAndCache {
         let pairs = crate::rope::pairs_per_unit(d / 2, self.neox, vec, size);
         let units = ((heads + kv_heads) * (d / 2 / pairs)).max(v_units);
         let threads = (units.div_ceil(32) * 32).clamp(32, 512);
-        let f = cuda::func(
-            &s1.device,
-            "rope_and_cache",
-            &format!("rope_and_cache_{}", cuda::suffix(dtype)?),
-        )?;
+        let f = self.kernels.get(&s1.device, Func::RopeAndCache, dtype)?;
         let cfg = LaunchConfig {
             grid_dim: (t as u32, 1, 1),
             block_dim: (threads as u32, 1, 1),

@@ -73,9 +73,11 @@ impl RopeTable {
 
     /// Rotate q and k of the fused qkv rows `qkv` [num_tokens, width] in place at
     /// `positions` and store the rotated k and the v at `slots` of `caches` (k, v), with
-    /// the fused kernel (half-split convention); `positions`, `slots`: [num_tokens] u32.
+    /// the fused kernel launched from `kernels` (half-split convention); `positions`,
+    /// `slots`: [num_tokens] u32.
     pub fn rotate_and_cache(
         &self,
+        kernels: &engine_kernels::Kernels,
         qkv: &Tensor,
         geo: engine_kernels::rope_and_cache::QkvHeads,
         positions: &Tensor,
@@ -86,8 +88,6 @@ impl RopeTable {
             cos_sin: &self.cos_sin,
             neox: true,
         };
-        Ok(engine_kernels::rope_and_cache::rope_and_cache(
-            qkv, geo, rotary, positions, caches, slots,
-        )?)
+        Ok(kernels.rope_and_cache(qkv, geo, rotary, positions, caches, slots)?)
     }
 }

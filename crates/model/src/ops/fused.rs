@@ -12,17 +12,29 @@ use crate::rope::RopeTable;
 use crate::Result;
 use candle_core::Tensor;
 use engine_kernels::paged::QueryRows;
-use engine_kernels::{add_rms_norm, paged_decode, paged_prefill, silu_mul};
+use engine_kernels::Kernels;
 
 pub(crate) struct FusedOps<'a> {
     batch: &'a StepBatch,
     rope: &'a RopeTable,
     geo: Heads,
+    /// The decoder's kernel functions, loaded once.
+    kernels: &'a Kernels,
 }
 
 impl<'a> FusedOps<'a> {
-    pub(crate) fn prepare(batch: &'a StepBatch, rope: &'a RopeTable, geo: Heads) -> Self {
-        Self { batch, rope, geo }
+    pub(crate) fn prepare(
+        batch: &'a StepBatch,
+        rope: &'a RopeTable,
+        geo: Heads,
+        kernels: &'a Kernels,
+    ) -> Self {
+        Self {
+            batch,
+            rope,
+            geo,
+            kernels,
+        }
     }
 
     fn queries<'q>(&self, qkv: &'q Tensor) -> QueryRows<'q> {
@@ -42,7 +54,7 @@ impl HotOps for FusedOps<'_> {
         w: &Tensor,
         eps: f32,
     ) -> Result<(Tensor, Tensor)> {
-        Ok(add_rms_norm::add_rms_norm(x, residual, w, eps)?)
+        Ok(self.kernels.add_rms_norm(x, residual, w, eps)?)
     }
 
     fn rope_and_cache(&self, qkv: &Tensor, kv: &mut KvCache, layer: usize) -> Result<Tensor> {
@@ -50,7 +62,7 @@ impl HotOps for FusedOps<'_> {
         let (k_cache, v_cache) = kv.layer_mut(layer);
         let (pos, slots) = (&self.batch.positions, &self.batch.slots);
         self.rope
-            .rotate_and_cache(qkv, self.geo, pos, (k_cache, v_cache), slots)?;
+            .rotate_and_cache(self.kernels, qkv, self.geo, pos, (k_cache, v_cache), slots)?;
         Ok(qkv.clone())
     }
 
@@ -62,15 +74,19 @@ impl HotOps for FusedOps<'_> {
             engine_kernels::output(&[t, width], qkv.dtype(), qkv.device(), Default::default())?;
         let (k_cache, v_cache) = kv.layer(layer);
         if let Some(meta) = &self.batch.decode {
-            paged_decode::paged_decode_rows(&out, self.queries(qkv), k_cache, v_cache, meta)?;
+            let q = self.queries(qkv);
+            self.kernels
+                .paged_decode_rows(&out, q, k_cache, v_cache, meta)?;
         }
         if let Some(meta) = &self.batch.prefill {
-            paged_prefill::paged_prefill_rows(&out, self.queries(qkv), k_cache, v_cache, meta)?;
+            let q = self.queries(qkv);
+            self.kernels
+                .paged_prefill_rows(&out, q, k_cache, v_cache, meta)?;
         }
         Ok(out)
     }
 
     fn silu_mul(&self, gate_up: &Tensor) -> Result<Tensor> {
-        Ok(silu_mul::silu_mul(gate_up)?)
+        Ok(self.kernels.silu_mul(gate_up)?)
     }
 }
