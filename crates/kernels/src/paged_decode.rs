@@ -355,7 +355,6 @@ impl PagedDecode<'_> {
         dtype: DType,
         ptrs: [u64; 6],
     ) -> candle_core::Result<()> {
-        use crate::cuda;
         use candle_core::cuda::cudarc::driver::{LaunchConfig, PushKernelArg};
         let p = &self.p;
         let msg = candle_core::Error::Msg;
