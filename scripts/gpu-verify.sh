@@ -20,6 +20,7 @@
 #              static cache + torch.compile (batch 1); PyTorch's copy bandwidth  90
 #   eager      the same bench with --enforce-eager                               40
 #   candle     the same bench with --kernels candle                              50
+#   sequential batch 1 and 128 with --disable-overlap (no step overlap)          25
 #   sampling   batch 128 at T 0 / 0.7 x top-p 1 / 0.9; the sample kernel's
 #              checks, chi-square draws and time vs the copy ceiling            35
 #   quant      batch-1 decode of the 8B shape quantized to Q8_0 and Q4_K (Q4_K
@@ -140,6 +141,7 @@ bench() { # DIR extra-args...
 bench_graphs() { bench bench-graphs --kernels fused --batch $BATCHES --runs 2; }
 bench_eager() { bench bench-eager --kernels fused --enforce-eager --batch $BATCHES --runs 1; }
 bench_candle() { bench bench-candle --kernels candle --batch $BATCHES --runs 1; }
+bench_sequential() { bench bench-sequential --kernels fused --disable-overlap --batch "${BATCHES%%,*},$SAMPLE_BATCH" --runs 1; }
 
 peer() {
   # The full-size weights were exported in the background since the start; if they are
@@ -218,7 +220,7 @@ fi
 EXPORT_PID=$!
 export E W R OUT DEV MODEL LEN BATCHES SAMPLE_BATCH BENCH SHAPES
 export -f env_info kernels_test memcheck check_shape check bench bench_graphs bench_eager \
-  bench_candle peer sampling quant serve_overhead
+  bench_candle bench_sequential peer sampling quant serve_overhead
 
 stage env 5 env_info
 stage kernels 25 kernels_test
@@ -228,6 +230,7 @@ stage graphs 55 bench_graphs
 stage peer 90 peer
 stage eager 40 bench_eager
 stage candle 50 bench_candle
+stage sequential 25 bench_sequential
 stage sampling 35 sampling
 stage quant 150 quant
 stage serve 45 serve_overhead

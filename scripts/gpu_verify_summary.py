@@ -104,6 +104,15 @@ for b in sorted({k[0] for k in g} | {k[0] for k in e} | {k[0] for k in c} | set(
                  f"| {fmt(ratio(tg, tc), '{:.2f}x')} | {fmt(pe.get(b))} | {fmt(ratio(tg, pe.get(b)), '{:.2f}x')} "
                  f"| {fmt(pc.get(b))} | {fmt(ratio(tg, pc.get(b)), '{:.2f}x')} |")
 
+seqd = per_batch(results("bench-sequential"))
+if seqd:
+    lines += ["", "Step overlap (graphs, default) vs `--disable-overlap` (each step finished before "
+              "the next is scheduled):", "", "| batch | overlap tok/s | sequential tok/s | ratio |",
+              "|---|---|---|---|"]
+    for b in sorted(k[0] for k in seqd):
+        to, ts = g.get((b, 0.0, 1.0), (None,))[0], seqd[(b, 0.0, 1.0)][0]
+        lines.append(f"| {b} | {fmt(to)} | {fmt(ts)} | {fmt(ratio(to, ts), '{:.3f}x')} |")
+
 lines += ["", "## Acceptance (#12)", ""]
 b1 = g.get((1, 0.0, 1.0))
 if b1 and b1[1] and b1[2] and our_copy:

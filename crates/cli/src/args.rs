@@ -40,9 +40,11 @@ pub struct ModelArgs {
     /// on engine-quant's kernels; other weights dense), `none` (everything dequantized to
     /// --dtype), or a block type to quantize to at load: q8_0, q4_0, q4_1, q5_0, q5_1,
     /// q2_k, q3_k, q4_k, q5_k, q6_k (K-quants fall back to a 32-block type on rows that
-    /// are not a multiple of 256). Default `none` until `native` matches the f32 path
-    /// closely enough: on the default model it changes the greedy answer of a chat test.
-    #[arg(long, default_value = "none", value_parser = parse_quant)]
+    /// are not a multiple of 256). `native` is the default: for a GGUF it runs the file's
+    /// weights as llama.cpp does (activations rounded to 8 bits as its kernels round
+    /// them); safetensors and dummy weights stay dense. `none` is the exact path the
+    /// reference tests use.
+    #[arg(long, default_value = "native", value_parser = parse_quant)]
     pub quant: engine_model::QuantMode,
 }
 
@@ -102,6 +104,11 @@ pub struct EngineArgs {
     /// CUDA, decode steps otherwise replay graphs captured at start-up).
     #[arg(long)]
     pub enforce_eager: bool,
+    /// Finish each step before scheduling the next. By default on CUDA the host
+    /// schedules and launches step n+1 while the GPU computes step n (a request that
+    /// stops at step n then costs one wasted row in step n+1).
+    #[arg(long)]
+    pub disable_overlap: bool,
 }
 
 /// Parse a size: `2GiB`, `512MiB`, `1.5GB` or a plain byte count.
@@ -143,6 +150,7 @@ impl EngineArgs {
             gpu_memory_utilization: self.gpu_memory_utilization,
             seed,
             enforce_eager: self.enforce_eager,
+            disable_overlap: self.disable_overlap,
             ..Default::default()
         }
     }

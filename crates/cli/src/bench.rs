@@ -251,6 +251,7 @@ fn engine_config(a: &BenchArgs, loads: &[Load]) -> EngineConfig {
         gpu_memory_utilization: a.engine.gpu_memory_utilization,
         seed: a.model.seed,
         enforce_eager: a.engine.enforce_eager,
+        disable_overlap: a.engine.disable_overlap,
         ..Default::default()
     }
 }
@@ -380,6 +381,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         dtype: format!("{dtype:?}").to_lowercase(),
         kernels: engine.decoder().kernels().as_str().to_string(),
         graphs: engine.graph_report().cloned(),
+        overlap: engine.overlaps(),
         device: label,
         device_name,
         driver,

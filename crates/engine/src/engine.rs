@@ -5,10 +5,12 @@
 //!    Scheduler::schedule()          -> SchedulerOutput (who runs, how many tokens each)
 //!    ModelRunner::prepare()         -> StepBatch: ids, positions, slot_mapping, attention
 //!                                      metadata, built and checked once (one hop)
-//!    ModelRunner::forward()         -> Decoder::forward (ONE layer loop), logits stay on
-//!                                      the device
-//!    ModelRunner::sample()          -> every sampling row (greedy, sampled, logprobs) in
-//!                                      ONE launch of the sample op; ids + logprobs back
+//!    ModelRunner::launch()          -> Decoder::forward (ONE layer loop), logits stay on
+//!                                      the device; every sampling row (greedy, sampled,
+//!                                      logprobs) in ONE launch of the sample op; the ids
+//!                                      + logprobs copy back starts
+//!    (overlap: the previous step's results are read here, while this one runs)
+//!    ModelRunner::finish()          -> wait for the ids + logprobs
 //!    detokenize, stop strings       -> text deltas, stop-string hits
 //!    Scheduler::update_from_output()-> append tokens; the ONE place a request finishes
 //!  -> Vec<RequestOutput>, one StepRecord
@@ -55,6 +57,13 @@ pub struct EngineConfig {
     /// Run the decode-graph path on the CPU too (eagerly, nothing to capture): tests of
     /// its bucketing, padding and refill without a GPU. Graphs are captured on CUDA.
     pub graphs_on_cpu: bool,
+    /// Run every step to its end before scheduling the next (SGLang's
+    /// `--disable-overlap-schedule`). By default on CUDA, step n+1 is scheduled and
+    /// launched while step n runs.
+    pub disable_overlap: bool,
+    /// Overlap steps on the CPU too (where ops finish before they return, so it gains
+    /// nothing): tests of the overlapped schedule without a GPU.
+    pub overlap_on_cpu: bool,
 }
 
 impl Default for EngineConfig {
@@ -71,6 +80,8 @@ impl Default for EngineConfig {
             enforce_eager: false,
             graph_max_context: 8192,
             graphs_on_cpu: false,
+            disable_overlap: false,
+            overlap_on_cpu: false,
         }
     }
 }
@@ -130,6 +141,11 @@ pub struct Engine {
     pub(crate) next_id: RequestId,
     pub(crate) step_index: u64,
     pub(crate) epoch: Instant,
+    /// Schedule step n+1 before step n's results are read (see [`crate::step`]).
+    pub(crate) overlap: bool,
+    /// The launched step whose results are not read yet (overlap only).
+    pub(crate) in_flight: Option<crate::step::InFlight>,
+    pub(crate) last_step_end_s: f64,
 }
 
 /// Blocks for the configured count or memory, at least one: [`kv_cache_size`] with
@@ -168,6 +184,8 @@ impl Engine {
             let max_context = cfg.graph_max_context.min(sched_cfg.max_model_len);
             runner.enable_graphs(cfg.max_num_seqs, max_context)?;
         }
+        let overlap =
+            !cfg.disable_overlap && (runner.decoder().device().is_cuda() || cfg.overlap_on_cpu);
         Ok(Self {
             runner,
             tokenizer: model.tokenizer,
@@ -179,6 +197,9 @@ impl Engine {
             next_id: 0,
             step_index: 0,
             epoch: Instant::now(),
+            overlap,
+            in_flight: None,
+            last_step_end_s: 0.0,
         })
     }
 
@@ -217,8 +238,14 @@ impl Engine {
         self.epoch.elapsed().as_secs_f64()
     }
 
+    /// Requests not finished, or a launched step whose results are not read yet.
     pub fn has_unfinished(&self) -> bool {
-        self.scheduler.has_unfinished()
+        self.scheduler.has_unfinished() || self.in_flight.is_some()
+    }
+
+    /// Whether steps overlap (step n+1 scheduled and launched while step n runs).
+    pub fn overlaps(&self) -> bool {
+        self.overlap
     }
 
     /// Tokenize a prompt as `add_request` would.

@@ -12,8 +12,9 @@
 //!             first S rows of that buffer and the params in meta: one more launch.
 //! ```
 //! The sample op runs after the graph rather than inside it so that a step's sampling
-//! time is measured apart from its forward (the step synchronizes between them); its
-//! params still come with the step's one upload.
+//! time is measured apart from its forward (by device events); its params still come
+//! with the step's one upload. When steps overlap, a row's pending token is written into
+//! the ids column on the device, from the previous step's sample output.
 //! A step qualifies when every scheduled sequence decodes one token, wants logits, and its
 //! context fits the graphs' block tables (`max_context`); other steps (prefill, mixed,
 //! long contexts) run eagerly. Only the fused op set is graph-safe: the candle path
@@ -52,6 +53,12 @@ struct Bucket {
     batch: StepBatch,
     #[cfg(feature = "cuda")]
     graph: Option<candle_core::cuda::cudarc::driver::CudaGraph>,
+    /// Page-locked copies of `meta`'s words, used in turn (CUDA): a refill never waits
+    /// for the device unless the copy from the same buffer two refills ago is pending.
+    #[cfg(feature = "cuda")]
+    staging: Vec<candle_core::cuda::cudarc::driver::PinnedHostSlice<u32>>,
+    #[cfg(feature = "cuda")]
+    turn: usize,
 }
 
 /// The decode graphs of one engine.
@@ -154,8 +161,30 @@ impl DecodeGraphs {
             cols[3 * size + i] = i as u32;
         }
         cols[2 * size + seqs.len()..3 * size].fill(SKIP_SLOT);
-        engine_kernels::upload::upload_u32(&self.buckets[b].meta, &self.host)?;
+        self.upload(b)
+    }
+
+    /// The staged words into bucket `b`'s buffer, in one copy.
+    fn upload(&mut self, b: usize) -> Result<()> {
+        let bucket = &mut self.buckets[b];
+        #[cfg(feature = "cuda")]
+        if !bucket.staging.is_empty() {
+            bucket.turn = (bucket.turn + 1) % bucket.staging.len();
+            let buf = &mut bucket.staging[bucket.turn];
+            buf.as_mut_slice()
+                .map_err(|e| cuda_err("staging", e))?
+                .copy_from_slice(&self.host);
+            engine_kernels::upload::upload_u32_pinned(&bucket.meta, buf)?;
+            return Ok(());
+        }
+        engine_kernels::upload::upload_u32(&bucket.meta, &self.host)?;
         Ok(())
+    }
+
+    /// Bucket `b`'s input buffer: its first `size` words are the step's token ids (row i
+    /// at index i), where a pending token is written on the device after [`Self::fill`].
+    pub fn ids(&self, b: usize) -> &Tensor {
+        &self.buckets[b].meta
     }
 
     /// Run bucket `b`: its graph on CUDA once captured, else the same work eagerly.
@@ -306,11 +335,32 @@ fn bucket(
     };
     Ok(Bucket {
         size,
+        #[cfg(feature = "cuda")]
+        staging: pinned_pair(dev, meta.elem_count())?,
+        #[cfg(feature = "cuda")]
+        turn: 0,
         meta,
         batch,
         #[cfg(feature = "cuda")]
         graph: None,
     })
+}
+
+/// Two page-locked buffers of `len` words on CUDA (write-combined: the host only writes
+/// them), none on the CPU.
+#[cfg(feature = "cuda")]
+fn pinned_pair(
+    dev: &Device,
+    len: usize,
+) -> Result<Vec<candle_core::cuda::cudarc::driver::PinnedHostSlice<u32>>> {
+    let Device::Cuda(d) = dev else {
+        return Ok(Vec::new());
+    };
+    let ctx = d.cuda_stream().context().clone();
+    (0..2)
+        // SAFETY: a buffer is written whole (`fill`) before each copy reads it.
+        .map(|_| unsafe { ctx.alloc_pinned::<u32>(len) }.map_err(|e| cuda_err("pinned alloc", e)))
+        .collect()
 }
 
 #[cfg(feature = "cuda")]

@@ -13,6 +13,7 @@ pub mod device;
 pub mod engine;
 pub mod error;
 pub mod graphs;
+mod inflight;
 pub mod kv_sizing;
 pub mod records;
 pub mod rng;

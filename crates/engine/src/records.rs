@@ -1,8 +1,8 @@
 //! Timing records: one per request (its timeline) and one per engine step.
 //!
 //! Times are seconds since the engine's epoch (`Engine::new`), read from a monotonic
-//! clock after the step's device work has finished (the step synchronizes the device
-//! after the forward pass, and the sampled ids are copied to the host before it ends).
+//! clock on the host; a step ends when its sampled ids are on the host and applied. The
+//! device's own share (forward, sample) is timed by events on the stream.
 //! The profiler derives every metric from these two records; nothing else is timed.
 
 use serde::{Deserialize, Serialize};
@@ -62,18 +62,31 @@ impl RequestTimeline {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StepRecord {
     pub step: u64,
-    /// Start and end, seconds since the engine's epoch (end is after device sync).
+    /// Start and end, seconds since the engine's epoch; the end is when the step's
+    /// results are applied. With overlap the start is the later of the step's launch
+    /// and the previous step's end, so consecutive records never overlap.
     pub start_s: f64,
     pub end_s: f64,
-    /// Parts of the step: scheduling, input preparation, the forward pass (finished on
-    /// the device), sampling (the one sample launch and the copy of ids / logprobs to the
-    /// host), and post-processing (detokenize, stop strings, scheduler update, outputs).
+    /// Parts of the step on the host: scheduling, input preparation, launching (the
+    /// forward, the sample op and the copy back, enqueued), waiting for the results, and
+    /// post-processing (detokenize, stop strings, scheduler update, outputs). On the CPU
+    /// the ops run as they are launched, so `launch_s` holds the compute.
     pub schedule_s: f64,
     pub prepare_s: f64,
-    pub forward_s: f64,
-    pub sample_s: f64,
+    #[serde(default)]
+    pub launch_s: f64,
+    #[serde(default)]
+    pub wait_s: f64,
     #[serde(default)]
     pub postprocess_s: f64,
+    /// The forward pass and the sample op as the device ran them (CUDA events; host
+    /// times of the same calls on the CPU).
+    pub forward_s: f64,
+    pub sample_s: f64,
+    /// Launched before the previous step's results were read: this step's interval
+    /// overlaps its neighbours' (start to end spans two calls of `Engine::step`).
+    #[serde(default)]
+    pub overlapped: bool,
     /// Sequences in the batch, and how many of them are decoding one token.
     pub num_seqs: usize,
     pub num_decode_seqs: usize,

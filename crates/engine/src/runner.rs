@@ -1,23 +1,59 @@
-//! ModelRunner: turns a [`SchedulerOutput`] into the step's batch in one hop, runs the
-//! forward pass over the paged KV cache, then samples every sampling row in one launch of
-//! the device sample op (engine_kernels::sample) and copies back only the ids and
-//! logprobs: no logits ever go to the host.
+//! ModelRunner: turns a [`SchedulerOutput`] into the step's batch in one hop, launches
+//! the forward pass over the paged KV cache and then the sample op for every sampling
+//! row in one launch (engine_kernels::sample), and starts copying back only the ids and
+//! logprobs: no logits ever go to the host, and nothing waits for the device until
+//! [`ModelRunner::finish`].
 //!
 //! Building the batch touches only the scheduled sequences' new tokens and block
-//! tables, so its cost grows with the batch, not with the cache.
+//! tables, so its cost grows with the batch, not with the cache. A decode row whose
+//! token is still pending (the engine overlaps steps) gets it on the device, from the
+//! previous step's sample output.
 
 use crate::error::Result;
 use crate::graphs::DecodeGraphs;
+use crate::inflight::{HostBuffers, Marks, Readback};
 use candle_core::Tensor;
 use engine_kernels::sample::{RowParams, Sampled};
 use engine_model::{Decoder, KvCache, SeqInput, StepBatch};
-use engine_scheduler::{Scheduler, SchedulerOutput};
+use engine_scheduler::{Scheduler, SchedulerOutput, SeqId};
 
 /// The decoder, the KV cache tensors it reads and writes, and the decode graphs.
 pub struct ModelRunner {
     decoder: Decoder,
     kv: KvCache,
     graphs: Option<DecodeGraphs>,
+    host: HostBuffers,
+}
+
+/// The previous launched step's sample output and whose rows it holds: where pending
+/// tokens are read from.
+pub struct Fed<'a> {
+    /// [rows, 2 + 2 n_top] u32 on the device.
+    pub sampled: &'a Tensor,
+    pub seqs: &'a [SeqId],
+}
+
+/// A launched step: its sample output on the device, on its way to the host.
+pub struct Launched {
+    sampled: Option<Tensor>, // [sampling rows, 2 + 2 n_top] u32; None: no row samples
+    readback: Option<Readback>,
+    marks: Marks,
+}
+
+/// A finished step's tokens and its device times.
+pub struct Finished {
+    pub sampled: Vec<Sampled>,
+    /// The forward pass and the sample op, as the device ran them (CUDA events; host
+    /// times on the CPU).
+    pub forward_s: f64,
+    pub sample_s: f64,
+}
+
+impl Launched {
+    /// The sample output (for the next step's pending tokens).
+    pub fn sampled(&self) -> Option<&Tensor> {
+        self.sampled.as_ref()
+    }
 }
 
 /// A step ready to run: an eager batch and its sampling rows' params tensor, or a decode
@@ -36,9 +72,6 @@ pub enum Prepared {
     },
 }
 
-/// A forward pass's logits, ready on the device (the forward has finished).
-pub struct StepLogits(Option<Tensor>); // [sampling rows, vocab] f32; None: no row samples
-
 impl ModelRunner {
     pub fn new(decoder: Decoder, num_blocks: usize, block_size: usize) -> Result<Self> {
         let kv = KvCache::new(
@@ -52,6 +85,7 @@ impl ModelRunner {
             decoder,
             kv,
             graphs: None,
+            host: HostBuffers::default(),
         })
     }
 
@@ -80,29 +114,56 @@ impl ModelRunner {
     /// Flatten the scheduled sequences into the step's inputs, checked once: a decode
     /// graph's buffers (one copy, the sampling rows' `rows` params included) when the step
     /// qualifies, else an eager batch and a params tensor. `rows` holds one entry per
-    /// scheduled sequence that samples, in batch order.
+    /// scheduled sequence that samples, in batch order. A pending token (one the launched
+    /// step `prev` sampled) is written into the inputs on the device.
     pub fn prepare(
         &mut self,
         out: &SchedulerOutput,
         sched: &Scheduler,
         rows: &[RowParams],
+        prev: Option<Fed<'_>>,
     ) -> Result<Prepared> {
+        const PENDING: [u32; 1] = [0]; // placeholder, overwritten on the device
         let mut seqs = Vec::with_capacity(out.scheduled.len());
+        let mut feed: Vec<(u32, u32)> = Vec::new(); // (input row, row of prev's output)
+        let mut row = 0;
         for s in &out.scheduled {
             let Some(seq) = sched.seq(s.seq_id) else {
                 continue;
             };
-            let start = s.num_computed_tokens;
+            let (start, n) = (s.num_computed_tokens, s.num_scheduled_tokens);
+            let tokens = match seq.tokens.get(start..start + n) {
+                Some(t) => t,
+                None => {
+                    let src = prev
+                        .as_ref()
+                        .filter(|_| n == 1 && start == seq.tokens.len())
+                        .and_then(|p| p.seqs.iter().position(|&id| id == s.seq_id));
+                    let Some(src) = src else {
+                        return Err(crate::EngineError::Internal(format!(
+                            "sequence {}: tokens {start}..{} scheduled, {} known, none pending",
+                            s.seq_id,
+                            start + n,
+                            seq.tokens.len()
+                        )));
+                    };
+                    feed.push((row as u32, src as u32));
+                    &PENDING[..]
+                }
+            };
+            row += n;
             seqs.push(SeqInput {
-                tokens: &seq.tokens[start..start + s.num_scheduled_tokens],
+                tokens,
                 num_computed_tokens: start,
                 block_table: sched.block_table(s.seq_id),
                 want_logits: s.samples,
             });
         }
+        let prev = prev.map(|p| p.sampled);
         if let Some(g) = &mut self.graphs {
             if let Some(bucket) = g.bucket_for(&seqs) {
                 g.fill(bucket, &seqs, rows)?;
+                feed_pending(g.ids(bucket), &feed, prev)?;
                 return Ok(Prepared::Graph {
                     bucket,
                     num_seqs: seqs.len(),
@@ -119,16 +180,61 @@ impl ModelRunner {
         for s in seqs {
             batch.push(s)?;
         }
+        let batch = batch.finish(dev)?;
+        feed_pending(&batch.input_ids, &feed, prev)?;
         Ok(Prepared::Eager {
-            batch: Box::new(batch.finish(dev)?),
+            batch: Box::new(batch),
             params,
         })
     }
 
-    /// The forward pass (a graph launch for a graph step), finished on the device before
-    /// it returns, so that a step's forward and sampling times are apart.
-    pub fn forward(&mut self, step: &Prepared) -> Result<StepLogits> {
-        let logits = match step {
+    /// Launch the step: the forward pass (a graph launch for a graph step), then every
+    /// sampling row's token (+ logprobs) in ONE launch of the sample op, then the copy
+    /// of `[S, 2 + 2 n_top]` words to the host (at batch 128 and no logprobs, 1 KB, not
+    /// the 64 MB of a 128k vocabulary's logits). Waits for nothing on CUDA.
+    pub fn launch(&mut self, step: &Prepared, rows: &[RowParams]) -> Result<Launched> {
+        let dev = self.decoder.device().clone();
+        let mut marks = Marks::default();
+        marks.mark(&dev)?;
+        let logits = self.forward(step)?; // [S, vocab] f32, or None
+        marks.mark(&dev)?;
+        let sampled = match logits {
+            Some(l) => Some(self.sample(step, &l, rows)?),
+            None => None,
+        };
+        marks.mark(&dev)?;
+        let readback = match &sampled {
+            Some(t) => Some(Readback::start(t, &mut self.host)?),
+            None => None,
+        };
+        Ok(Launched {
+            sampled,
+            readback,
+            marks,
+        })
+    }
+
+    /// Wait for a launched step's results: its tokens (+ logprobs) per row of `rows`
+    /// (as given to [`Self::launch`]) and its device times.
+    pub fn finish(&mut self, step: Launched, rows: &[RowParams]) -> Result<Finished> {
+        let sampled = match (step.readback, &step.sampled) {
+            (Some(r), Some(t)) => {
+                let words = r.finish(&mut self.host)?;
+                engine_kernels::sample::unpack_words(&words, t.dim(1)?, rows)?
+            }
+            _ => Vec::new(),
+        };
+        let spans = step.marks.spans()?;
+        Ok(Finished {
+            sampled,
+            forward_s: spans.first().copied().unwrap_or(0.0),
+            sample_s: spans.get(1).copied().unwrap_or(0.0),
+        })
+    }
+
+    /// The forward pass's logits of the sampling rows: [S, vocab] f32 on the device.
+    fn forward(&mut self, step: &Prepared) -> Result<Option<Tensor>> {
+        Ok(match step {
             Prepared::Eager { batch, .. } => {
                 let logits = self.decoder.forward(batch, &mut self.kv)?; // [S, vocab] f32
                 (logits.dim(0)? > 0).then_some(logits)
@@ -142,23 +248,11 @@ impl ModelRunner {
                 g.run(*bucket, &self.decoder, &mut self.kv)?;
                 Some(g.logits(*num_seqs)?)
             }
-        };
-        self.decoder.device().synchronize()?;
-        Ok(StepLogits(logits))
+        })
     }
 
-    /// Every sampling row's token (+ logprobs) in ONE launch of the sample op, and one
-    /// copy of `[S, 2 + 2 n_top]` words to the host: at batch 128 and no logprobs, 1 KB,
-    /// not the 64 MB of a 128k vocabulary's logits. `rows` as given to [`Self::prepare`].
-    pub fn sample(
-        &self,
-        step: &Prepared,
-        logits: StepLogits,
-        rows: &[RowParams],
-    ) -> Result<Vec<Sampled>> {
-        let Some(logits) = logits.0 else {
-            return Ok(Vec::new());
-        };
+    /// The sample op over `logits` with the step's params: [S, 2 + 2 n_top] u32.
+    fn sample(&self, step: &Prepared, logits: &Tensor, rows: &[RowParams]) -> Result<Tensor> {
         let n_top = crate::sampler::n_top(rows);
         let params = match step {
             Prepared::Eager { params, .. } => params.clone(),
@@ -167,9 +261,27 @@ impl ModelRunner {
                 None => return Err(crate::EngineError::Internal("no decode graphs".into())),
             },
         };
-        let out = engine_kernels::sample::sample(&logits, &params, n_top)?; // [S, 2 + 2 n_top]
-        Ok(engine_kernels::sample::unpack(&out, rows)?)
+        Ok(engine_kernels::sample::sample(logits, &params, n_top)?)
     }
+}
+
+/// Write pending tokens into a step's input ids on the device: `ids[row] =
+/// prev[src, 0]` for each `(row, src)` of `feed` (column 0 of the sample output is the
+/// token). Two small uploads and two launches, only when some row is pending.
+fn feed_pending(ids: &Tensor, feed: &[(u32, u32)], prev: Option<&Tensor>) -> Result<()> {
+    let Some(prev) = prev.filter(|_| !feed.is_empty()) else {
+        return Ok(());
+    };
+    let dev = ids.device();
+    let (rows, srcs): (Vec<u32>, Vec<u32>) = feed.iter().copied().unzip();
+    let srcs = Tensor::new(srcs, dev)?;
+    let tokens = prev
+        .narrow(1, 0, 1)?
+        .squeeze(1)?
+        .contiguous()?
+        .index_select(&srcs, 0)?; // [k] u32
+    ids.scatter_set(&Tensor::new(rows, dev)?, &tokens, 0)?;
+    Ok(())
 }
 
 /// Logits of a prompt's last position and of each of `generated` fed back one at a time

@@ -1,18 +1,24 @@
 //! `Engine::step`: one iteration of the hot path, and its `StepRecord`.
 //!
 //! ```text
-//!  schedule -> prepare (one hop to the batch, or to a decode graph's buffers; the
-//!             sampling rows' params ride along)
-//!    -> forward on the device (a graph launch for a decode-only step), synchronized
-//!    -> sample: ONE launch of the sample op for every sampling row (greedy, sampled,
-//!       logprobs alike), ids + logprobs copied back -> detokenize, find stop strings
-//!    -> Scheduler::update_from_output (the one place a request finishes) -> outputs
+//!  launch:   schedule -> prepare (one hop to the batch, or to a decode graph's buffers;
+//!            the sampling rows' params ride along; pending tokens fed on the device)
+//!            -> forward -> sample: ONE launch of the sample op for every sampling row
+//!            -> the copy of ids + logprobs to the host starts
+//!  complete: wait for the ids + logprobs -> detokenize, find stop strings
+//!            -> Scheduler::update_from_output (the one place a request finishes)
 //! ```
+//! Without overlap a step is launched and completed in the same call. With overlap (the
+//! default on CUDA) a call launches step n+1 and then completes step n, so the host's
+//! scheduling and preparing of n+1 runs while the device still computes n, and n+1's
+//! decode rows read the tokens n sampled straight from the device. The cost: a request
+//! that stops at step n (EOS, a stop string) has had step n+1 computed for nothing;
+//! max_tokens is known ahead and never overshoots.
 
 use crate::engine::{Engine, FinalOutput, RequestOutput};
 use crate::error::Result;
 use crate::records::StepRecord;
-use crate::runner::Prepared;
+use crate::runner::{Fed, Launched, Prepared};
 use crate::sampler::row_params;
 use engine_kernels::sample::{RowParams, Sampled};
 use engine_scheduler::{FinishReason, NewToken, SchedulerOutput, SeqId};
@@ -23,15 +29,41 @@ struct Rows {
     params: Vec<RowParams>,
 }
 
+/// A launched step, until its results are read.
+pub(crate) struct InFlight {
+    out: SchedulerOutput,
+    rows: Rows,
+    launched: Launched,
+    graph_bucket: usize,
+    /// Start, and the ends of scheduling, preparing and launching (engine seconds).
+    times: [f64; 4],
+}
+
 impl Engine {
     /// Run one step: schedule, forward, sample, update. Returns each scheduled request's
-    /// news (new tokens, text delta, finish reason). Empty when nothing is runnable.
+    /// news (new tokens, text delta, finish reason). Empty when nothing is runnable;
+    /// with overlap, the news is that of the step launched by the previous call (the
+    /// first call of a run returns none, and a call with nothing left to launch returns
+    /// the last step's).
     pub fn step(&mut self) -> Result<Vec<RequestOutput>> {
+        let launched = self.launch()?;
+        let done = match self.overlap {
+            true => std::mem::replace(&mut self.in_flight, launched),
+            false => launched,
+        };
+        match done {
+            Some(step) => self.complete(step),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Schedule, prepare and launch a step; `None` when nothing is runnable.
+    fn launch(&mut self) -> Result<Option<InFlight>> {
         let start = self.now_s();
         let out = self.scheduler.schedule();
         let t_sched = self.now_s();
         if out.is_empty() {
-            return Ok(Vec::new());
+            return Ok(None);
         }
         for s in &out.scheduled {
             if let Some(st) = self.states.get_mut(&s.seq_id) {
@@ -39,30 +71,65 @@ impl Engine {
             }
         }
         let rows = self.rows(&out);
-        let prepared = self.runner.prepare(&out, &self.scheduler, &rows.params)?;
+        let prev = self.in_flight.as_ref().and_then(|f| {
+            f.launched.sampled().map(|sampled| Fed {
+                sampled,
+                seqs: &f.rows.seqs,
+            })
+        });
+        let prepared = self
+            .runner
+            .prepare(&out, &self.scheduler, &rows.params, prev)?;
         let t_prep = self.now_s();
-        let logits = self.runner.forward(&prepared)?;
-        let t_fwd = self.now_s();
-        let sampled = self.runner.sample(&prepared, logits, &rows.params)?;
-        let tokens = self.take_tokens(&rows, sampled);
-        let token_time = self.now_s();
-        let (news, deltas) = self.detokenize(&tokens)?;
-        let finished = self.scheduler.update_from_output(&out, &news);
-        let outputs = self.emit(&news, deltas, &finished, token_time);
-        let t_end = self.now_s();
+        let launched = self.runner.launch(&prepared, &rows.params)?;
         let graph_bucket = match prepared {
             Prepared::Graph { bucket_size, .. } => bucket_size,
             Prepared::Eager { .. } => 0,
         };
-        let t = [t_sched, t_prep, t_fwd, token_time, t_end];
-        self.record(&out, start, t, graph_bucket);
+        Ok(Some(InFlight {
+            out,
+            rows,
+            launched,
+            graph_bucket,
+            times: [start, t_sched, t_prep, self.now_s()],
+        }))
+    }
+
+    /// Read a launched step's results and apply them.
+    fn complete(&mut self, step: InFlight) -> Result<Vec<RequestOutput>> {
+        let InFlight {
+            out,
+            rows,
+            launched,
+            graph_bucket,
+            times,
+        } = step;
+        let t_wait = self.now_s();
+        let finished = self.runner.finish(launched, &rows.params)?;
+        let token_time = self.now_s();
+        let tokens = self.take_tokens(&out, &rows, finished.sampled);
+        let (news, deltas) = self.detokenize(&tokens)?;
+        let done = self.scheduler.update_from_output(&out, &news);
+        let outputs = self.emit(&news, deltas, &done, token_time);
+        let mut rec = self.record(&out, times, self.now_s(), graph_bucket);
+        // Overlapped steps' records tile the timeline: each starts where the previous
+        // one ended, so durations add up to the wall time.
+        rec.start_s = rec.start_s.max(self.last_step_end_s);
+        self.last_step_end_s = rec.end_s;
+        rec.forward_s = finished.forward_s;
+        rec.sample_s = finished.sample_s;
+        rec.wait_s = token_time - t_wait;
+        rec.postprocess_s = rec.end_s - token_time;
+        rec.overlapped = self.overlap;
+        self.records.push(rec);
         self.collect_finished();
         Ok(outputs)
     }
 
     /// The sampling rows' op params: each request's own knobs, its seed, and the output
-    /// position of the token it is about to generate (unchanged by batching and by
-    /// preemption, which recomputes the same tokens).
+    /// position of the token it is about to generate (unchanged by batching, by overlap
+    /// and by preemption, which recomputes the same tokens). The scheduler has already
+    /// counted that token as pending.
     fn rows(&self, out: &SchedulerOutput) -> Rows {
         let mut rows = Rows {
             seqs: Vec::new(),
@@ -71,19 +138,30 @@ impl Engine {
         let sampling = out.scheduled.iter().filter(|s| s.samples);
         for s in sampling.filter_map(|s| self.scheduler.seq(s.seq_id)) {
             let seed = self.states.get(&s.id).map_or(0, |st| st.seed);
+            let position = s.num_output_tokens() + s.num_pending.saturating_sub(1);
             rows.seqs.push(s.id);
-            rows.params
-                .push(row_params(&s.params, seed, s.num_output_tokens()));
+            rows.params.push(row_params(&s.params, seed, position));
         }
         rows
     }
 
-    /// One token per sampling row from the sample op's results; a row's logprobs are kept
-    /// when its request asked for them.
-    fn take_tokens(&mut self, rows: &Rows, sampled: Vec<Sampled>) -> Vec<(SeqId, u32)> {
+    /// One token per sampling row from the sample op's results, for the rows the
+    /// scheduler still takes (not finished, aborted or preempted since the launch); a
+    /// row's logprobs are kept when its request asked for them.
+    fn take_tokens(
+        &mut self,
+        out: &SchedulerOutput,
+        rows: &Rows,
+        sampled: Vec<Sampled>,
+    ) -> Vec<(SeqId, u32)> {
         let mut tokens = Vec::with_capacity(sampled.len());
+        let sampling: Vec<_> = out.scheduled.iter().filter(|s| s.samples).collect();
         for (&id, s) in rows.seqs.iter().zip(sampled) {
-            let Some(st) = self.states.get_mut(&id) else {
+            let current = sampling
+                .iter()
+                .find(|x| x.seq_id == id)
+                .is_some_and(|x| self.scheduler.takes_result(x));
+            let Some(st) = self.states.get_mut(&id).filter(|_| current) else {
                 continue;
             };
             tokens.push((id, s.token));
@@ -173,16 +251,22 @@ impl Engine {
         }
     }
 
-    fn record(&mut self, out: &SchedulerOutput, start: f64, t: [f64; 5], graph_bucket: usize) {
+    /// The step's record; `times` as in [`InFlight`], `end` when its results are applied.
+    fn record(
+        &mut self,
+        out: &SchedulerOutput,
+        times: [f64; 4],
+        end: f64,
+        graph_bucket: usize,
+    ) -> StepRecord {
+        let [start, t_sched, t_prep, t_launch] = times;
         let mut rec = StepRecord {
             step: self.step_index,
             start_s: start,
-            end_s: t[4],
-            schedule_s: t[0] - start,
-            prepare_s: t[1] - t[0],
-            forward_s: t[2] - t[1],
-            sample_s: t[3] - t[2],
-            postprocess_s: t[4] - t[3],
+            end_s: end,
+            schedule_s: t_sched - start,
+            prepare_s: t_prep - t_sched,
+            launch_s: t_launch - t_prep,
             num_seqs: out.scheduled.len(),
             num_batched_tokens: out.num_batched_tokens,
             blocks_in_use: self.scheduler.kv().num_blocks_in_use(),
@@ -209,7 +293,7 @@ impl Engine {
             rec.num_context_tokens += s.num_computed_tokens + s.num_scheduled_tokens;
         }
         self.step_index += 1;
-        self.records.push(rec);
+        rec
     }
 }
 

@@ -9,28 +9,18 @@
 //! noise. A padded row that wrote its K/V anywhere, or attended to anything, would
 //! change some request's tokens (the cache is small enough that every block is used).
 
+mod common;
+
 use anyhow::{ensure, Context, Result};
 use candle_core::{DType, Device};
-use engine_core::{Engine, EngineConfig, FinalOutput, Prompt, SamplingParams, StepRecord};
+use common::run_waves;
+use engine_core::{Engine, EngineConfig, SamplingParams};
 use engine_model::{load_model, KernelChoice, LoadOptions};
 
-/// A tiny model's manifest in a directory of its own (`tag`: tests run in parallel).
+/// The mistral-shaped tiny model (a 24-token window) in a directory of its own.
 fn tiny_manifest(tag: &str) -> Result<String> {
-    let dir = std::env::temp_dir().join(format!("engine-graphs-{}-{tag}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let path = dir.join("tiny.json");
-    let json = serde_json::json!({
-        "name": "tiny",
-        "config": {
-            "model_type": "mistral", "vocab_size": 320, "hidden_size": 64,
-            "intermediate_size": 96, "num_hidden_layers": 2, "num_attention_heads": 4,
-            "num_key_value_heads": 2, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
-            "max_position_embeddings": 256, "sliding_window": 24,
-            "tie_word_embeddings": false, "bos_token_id": 1, "eos_token_id": 2
-        }
-    });
-    std::fs::write(&path, serde_json::to_string(&json)?)?;
-    Ok(format!("dummy:{}", path.display()))
+    let window = serde_json::json!({ "model_type": "mistral", "sliding_window": 24 });
+    common::tiny_manifest("graphs", tag, window)
 }
 
 fn engine(spec: &str, graphs: bool) -> Result<Engine> {
@@ -58,65 +48,19 @@ fn params(i: usize) -> SamplingParams {
         ignore_eos: true,
         ..SamplingParams::greedy(6 + (i * 5) % 30)
     };
-    match i % 3 {
-        0 => base,
-        1 => SamplingParams {
-            logprobs: Some(2),
-            ..base
-        },
-        _ => SamplingParams {
-            temperature: 0.9,
-            seed: Some(i as u64),
-            logprobs: Some(1),
-            ..base
-        },
-    }
-}
-
-/// 14 requests in 4 waves, each followed by a few steps; then run to the end.
-fn run(engine: &mut Engine) -> Result<(Vec<FinalOutput>, Vec<StepRecord>)> {
-    let mut ids = Vec::new();
-    let mut done = Vec::new();
-    for (wave, steps) in [(3usize, 4usize), (5, 3), (4, 6), (2, 0)] {
-        for _ in 0..wave {
-            let i = ids.len();
-            let prompt: Vec<u32> = (0..3 + (i * 7) % 20)
-                .map(|j| ((i * 31 + j * 7) % 300) as u32)
-                .collect();
-            ids.push(engine.add_request(Prompt::Tokens(prompt), params(i))?);
-        }
-        for _ in 0..steps {
-            engine.step()?;
-            done.extend(engine.take_finished());
-        }
-    }
-    while engine.has_unfinished() {
-        engine.step()?;
-        done.extend(engine.take_finished());
-    }
-    done.extend(engine.take_finished());
-    let outs = ids
-        .iter()
-        .map(|id| {
-            done.iter()
-                .find(|o| o.id == *id)
-                .cloned()
-                .with_context(|| format!("request {id} did not finish"))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    Ok((outs, engine.take_step_records()))
+    common::mixed(i, base)
 }
 
 #[test]
 fn graph_replay_equals_eager_steps() -> Result<()> {
     let spec = tiny_manifest("replay")?;
-    let (eager, eager_recs) = run(&mut engine(&spec, false)?)?;
+    let (eager, eager_recs) = run_waves(&mut engine(&spec, false)?, params)?;
     ensure!(eager_recs.iter().all(|r| r.graph_bucket == 0));
     let mut g = engine(&spec, true)?;
     let report = g.graph_report().context("graphs are on")?.clone();
     ensure!(report.buckets == vec![1, 2, 4, 8, 12], "{report:?}");
     ensure!(report.mode == "replayed eagerly" && report.max_context == 48);
-    let (graphs, recs) = run(&mut g)?;
+    let (graphs, recs) = run_waves(&mut g, params)?;
     // Decode-only steps of every size ran in a bucket; prefill steps eagerly.
     let mut sizes: Vec<(usize, usize)> = recs
         .iter()

@@ -14,6 +14,8 @@
 //! engine's output equal `log_softmax` of the recomputed logits (raw logprobs, the
 //! engine's semantics) within `LOGPROB_TOL`.
 
+mod common;
+
 use anyhow::{ensure, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use engine_core::runner::full_logits;
@@ -26,23 +28,8 @@ use engine_model::{load_model, KernelChoice, LoadOptions};
 /// the recomputation differ by f32 rounding only.
 const LOGPROB_TOL: f64 = 1e-4;
 
-/// A tiny model's manifest in a directory of its own (`tag`: tests run in parallel).
 fn tiny_manifest(tag: &str) -> Result<String> {
-    let dir = std::env::temp_dir().join(format!("engine-sampling-{}-{tag}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let path = dir.join("tiny.json");
-    let json = serde_json::json!({
-        "name": "tiny",
-        "config": {
-            "model_type": "llama", "vocab_size": 320, "hidden_size": 64,
-            "intermediate_size": 96, "num_hidden_layers": 2, "num_attention_heads": 4,
-            "num_key_value_heads": 2, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
-            "max_position_embeddings": 256, "tie_word_embeddings": false,
-            "bos_token_id": 1, "eos_token_id": 2
-        }
-    });
-    std::fs::write(&path, serde_json::to_string(&json)?)?;
-    Ok(format!("dummy:{}", path.display()))
+    common::tiny_manifest("sampling", tag, serde_json::json!({}))
 }
 
 fn engine(spec: &str, kernels: KernelChoice, cfg: EngineConfig) -> Result<Engine> {

@@ -277,11 +277,23 @@ pub fn unpack(out: &Tensor, rows: &[RowParams]) -> Result<Vec<Sampled>> {
             out.dims()
         );
     }
-    let n_top = (width - 2) / 2;
     let words = out
         .to_device(&Device::Cpu)?
         .flatten_all()?
         .to_vec1::<u32>()?;
+    unpack_words(&words, width, rows)
+}
+
+/// [`unpack`] of the output's words already on the host (row-major, `width` per row).
+pub fn unpack_words(words: &[u32], width: usize, rows: &[RowParams]) -> Result<Vec<Sampled>> {
+    if width < 2 || !width.is_multiple_of(2) || words.len() != rows.len() * width {
+        input_err!(
+            "unpack: {} words for {} rows of width {width} (2 + 2 n_top)",
+            words.len(),
+            rows.len()
+        );
+    }
+    let n_top = (width - 2) / 2;
     Ok(words
         .chunks(width)
         .zip(rows)

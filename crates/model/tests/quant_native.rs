@@ -16,11 +16,13 @@ use anyhow::Result;
 use candle_core::{DType, Device};
 use common::{argmax, top2_margin, ErrStats, Ours, PROMPTS};
 use engine_model::linear::weight_plan;
+use engine_model::KernelChoice;
 use engine_model::{gguf, Decoder, QuantMode, Tokenizer, WeightSource};
 
 const STEPS: usize = 64;
 /// Measured: 6.1e-2 (abs 2.0 on logits up to 32) on x86-64 (AMD EPYC, AVX-512), 94
-/// positions; the greedy tokens first differed where the f32 margin was 0.005 to 0.22.
+/// positions; with llama.cpp's f16 activation scales (engine-quant's act.rs) 6.5e-2, 135
+/// positions. The greedy tokens first differed where the f32 margin was 0.005 to 0.22.
 const TOL: f32 = 1e-1;
 const MARGIN: f32 = 0.5;
 
@@ -87,7 +89,7 @@ fn smollm2_native_quantized_matches_dequantized_f32() -> Result<()> {
 /// embedding; 64-wide rows, so q4_k falls back to q5_0 and 128-wide down_proj rows too)
 /// against the same model dense: logits within a tolerance that grows with the bits
 /// thrown away, and the errors in that order. Measured (x86-64, AVX-512): max relative
-/// error 3.4e-2 (q8_0), 1.9e-1 (q4_k -> q5_0), 3.6e-1 (q4_0) on logits up to ~2.3; a
+/// error 3.7e-2 (q8_0), 1.7e-1 (q4_k -> q5_0), 3.6e-1 (q4_0) on logits up to ~2.3; a
 /// misplaced row or bias gives errors of order 1.
 #[test]
 fn tiny_qwen2_quantized_at_load_matches_dense() -> Result<()> {
@@ -147,5 +149,70 @@ fn tiny_qwen2_quantized_at_load_matches_dense() -> Result<()> {
     }
     // 8 bits < 5 bits < 4 bits.
     assert!(errors[0] < errors[2] && errors[2] < errors[1], "{errors:?}");
+    Ok(())
+}
+
+/// Why no reimplementation can track llama.cpp's quantized logits closely: the 8-bit
+/// activation rounding turns differences of one f32 ulp into whole 8-bit steps. Our two
+/// kernel sets (candle ops, and the fused ops' CPU ports: the same math, other f32
+/// summation orders) give the same logits to ~1e-6 on the f32 path; on the native path a
+/// one-ulp difference before a rounding flips a code (a step of max|block| / 127), and
+/// the flips multiply layer by layer. Measured 2026-11-30 (x86-64 AMD EPYC, AVX-512),
+/// 320 rows: f32 max|diff|/max|logit| median 1.4e-6; native median 2.6e-2, p90 3.7e-2,
+/// top-2 margin change p90 0.24 -- as large as native vs llama.cpp and our f32 path vs
+/// llama.cpp (quant_vs_llamacpp.rs) -- and the greedy token differs at one step whose
+/// margin exceeds 0.1 (0.20): issue #17's criterion fails between our own two kernel
+/// sets. Prints; asserts only that the f32 path agrees.
+#[test]
+#[ignore = "a measurement (about 3 minutes): cargo test --release -p engine-model --test quant_native -- --ignored"]
+fn native_rounding_amplifies_ulp_differences() -> Result<()> {
+    for quant in [QuantMode::Native, QuantMode::None] {
+        let (dec, tokenizer) = load(quant)?;
+        let mut fused = dec.clone();
+        fused.set_kernels(KernelChoice::Fused);
+        let (mut rel, mut margin, mut flips) = (Vec::new(), Vec::new(), Vec::new());
+        for text in PROMPTS {
+            let prompt = tokenizer.encode(text, true)?;
+            let (tokens, want) = Ours::new(dec.clone(), 48, 16)?.greedy(&prompt, STEPS)?;
+            // Teacher-forced on the same tokens: every prefix in one prefill.
+            let (_, got) = Ours::new(fused.clone(), 600, 16)?.greedy(&tokens, 0)?;
+            for p in prompt.len() - 1..tokens.len() - 1 {
+                let mut one = ErrStats::default();
+                one.add(String::new, &got[p], &want[p]);
+                rel.push(one.max_rel);
+                let (t1, m) = (argmax(&want[p]) as usize, top2_margin(&want[p]));
+                let t2 = (0..want[p].len())
+                    .filter(|&i| i != t1)
+                    .max_by(|&i, &j| want[p][i].total_cmp(&want[p][j]))
+                    .unwrap_or(t1);
+                margin.push(((got[p][t1] - got[p][t2]) - m).abs());
+                if argmax(&got[p]) as usize != t1 && m > 0.1 {
+                    flips.push(m);
+                }
+            }
+        }
+        let q = |v: &mut Vec<f32>, f: f32| {
+            v.sort_by(f32::total_cmp);
+            v[((v.len() - 1) as f32 * f).round() as usize]
+        };
+        eprintln!(
+            "--quant {quant}, fused vs candle kernels, {} rows: max|diff|/max|logit| median \
+             {:.1e} p90 {:.1e} max {:.1e}; top-2 margin change median {:.3} p90 {:.3} max \
+             {:.3}; greedy differs at margins > 0.1: {flips:?}",
+            rel.len(),
+            q(&mut rel, 0.5),
+            q(&mut rel, 0.9),
+            q(&mut rel, 1.0),
+            q(&mut margin, 0.5),
+            q(&mut margin, 0.9),
+            q(&mut margin, 1.0),
+        );
+        if quant == QuantMode::None {
+            assert!(
+                q(&mut rel, 1.0) < 1e-4,
+                "the f32 path's kernel sets disagree"
+            );
+        }
+    }
     Ok(())
 }

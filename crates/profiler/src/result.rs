@@ -155,6 +155,9 @@ pub struct Environment {
     /// Decode graphs: buckets, capture time and memory (`None`: every step ran eagerly).
     #[serde(default)]
     pub graphs: Option<engine_core::graphs::GraphReport>,
+    /// Whether the engine overlapped steps (step n+1 launched before n's results).
+    #[serde(default)]
+    pub overlap: bool,
     pub device: String,
     pub device_name: String,
     pub driver: String,

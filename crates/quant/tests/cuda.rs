@@ -26,7 +26,7 @@ fn check(
     let xt = Tensor::from_slice(&x, (m, cols), dev)?.to_dtype(dtype)?;
     // bf16 inputs: the reference sees the same rounded values.
     let x_seen = xt.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-    let acts = if m <= 8 { Acts::Q8 } else { Acts::F32 };
+    let acts = if m <= 8 { Acts::Q8F32 } else { Acts::F32 };
     let (want, mag) = reference::matmul_with(ty, &bytes, rows, cols, &x_seen, m, acts)?;
     let got = layer
         .forward(&xt)?
@@ -36,7 +36,7 @@ fn check(
     // f32: rounding only (plus TF32 if cuBLAS uses it: 2^-11 per product); bf16 outputs
     // and bf16 dequantized weights: 2^-8 relative.
     let rel = match (dtype, acts) {
-        (DType::F32, Acts::Q8) => 0.0,
+        (DType::F32, Acts::Q8F32) => 0.0,
         (DType::F32, _) => 1e-3,
         _ => 8e-3,
     };

@@ -9,9 +9,17 @@
 //!   2. if nothing was preempted: waiting, first come first served, while budget and
 //!      max_num_seqs allow; prefix-cache hits count as computed; a prompt longer than
 //!      the budget is chunked across steps.
-//!  update_from_output(): advance num_computed_tokens, append sampled tokens, stop
+//!   A scheduled sequence's num_computed_tokens advances at once (vLLM v1), and one
+//!   that samples gets a pending token: its id comes back with the step's results.
+//!  update_from_output(): append the sampled tokens in place of the pending ones, stop
 //!      checks, free the finished, register full blocks in the prefix cache.
 //! ```
+//! Overlap: the engine may schedule step n+1 before step n's tokens are back. A pending
+//! token is then the one input of its sequence's decode row (read on the device from
+//! step n's sample output); a sequence whose pending tokens reach max_tokens is not
+//! scheduled again; preemption drops pending tokens (the recompute samples them again
+//! with the same seed and position, so the output is the same); a step's results for a
+//! sequence preempted or finished since it was scheduled are ignored.
 
 use crate::block_pool::blocks_for;
 use crate::kv_cache_manager::KvCacheManager;
@@ -61,6 +69,9 @@ pub struct ScheduledSeq {
     pub num_scheduled_tokens: usize,
     /// This step reaches the sequence's last token: sample the next one.
     pub samples: bool,
+    /// The sequence's preemption count when scheduled: results of a step scheduled
+    /// before a preemption are stale.
+    pub incarnation: usize,
 }
 
 /// What to run this step.
@@ -174,7 +185,11 @@ impl Scheduler {
         while i < self.running.len() && budget > 0 {
             let id = self.running[i];
             let seq = &self.seqs[&id];
-            let n = (seq.num_tokens() - seq.num_computed_tokens).min(budget);
+            let n = (seq.num_planned_tokens() - seq.num_computed_tokens).min(budget);
+            if n == 0 || seq.ends_when_pending_back(self.cfg.max_model_len) {
+                i += 1;
+                continue;
+            }
             let total = seq.num_computed_tokens + n;
             loop {
                 if self.kv.allocate_slots(id, total, &[]).is_some() {
@@ -224,14 +239,22 @@ impl Scheduler {
         }
     }
 
-    fn push_scheduled(&self, out: &mut SchedulerOutput, id: SeqId, n: usize) {
-        let seq = &self.seqs[&id];
+    /// Schedule `n` tokens of `id`: its computed count advances now, and a sampling step
+    /// adds a pending token.
+    fn push_scheduled(&mut self, out: &mut SchedulerOutput, id: SeqId, n: usize) {
+        let Some(seq) = self.seqs.get_mut(&id) else {
+            return;
+        };
+        let samples = seq.num_computed_tokens + n == seq.num_planned_tokens();
         out.scheduled.push(ScheduledSeq {
             seq_id: id,
             num_computed_tokens: seq.num_computed_tokens,
             num_scheduled_tokens: n,
-            samples: seq.num_computed_tokens + n == seq.num_tokens(),
+            samples,
+            incarnation: seq.num_preemptions,
         });
+        seq.num_computed_tokens += n;
+        seq.num_pending += usize::from(samples);
         out.num_batched_tokens += n;
     }
 
@@ -240,6 +263,7 @@ impl Scheduler {
         debug_assert!(freed.is_ok(), "{freed:?}");
         if let Some(seq) = self.seqs.get_mut(&id) {
             seq.num_computed_tokens = 0;
+            seq.num_pending = 0;
             seq.status = SeqStatus::Waiting;
             seq.num_preemptions += 1;
         }
@@ -259,27 +283,39 @@ impl Scheduler {
         let news: HashMap<SeqId, &NewToken> = sampled.iter().map(|n| (n.seq_id, n)).collect();
         let mut done = Vec::new();
         for s in &out.scheduled {
+            if !self.takes_result(s) {
+                continue;
+            }
             let Some(seq) = self.seqs.get_mut(&s.seq_id) else {
                 continue;
             };
-            if seq.status != SeqStatus::Running {
-                continue;
-            }
-            seq.num_computed_tokens = s.num_computed_tokens + s.num_scheduled_tokens;
-            let computed = seq.num_computed_tokens;
             let new = news.get(&s.seq_id).filter(|_| s.samples);
             if let Some(n) = new {
                 seq.tokens.push(n.token);
+                seq.num_pending -= 1;
             }
+            // Blocks of known tokens only; their K/V are written by this step or by one
+            // already launched after it (the device runs steps in order).
+            let known = seq.num_computed_tokens.min(seq.num_tokens());
             let stop = new.and_then(|n| seq.check_stop(self.cfg.max_model_len, n.stop_string));
             self.kv
-                .cache_full_blocks(s.seq_id, &self.seqs[&s.seq_id].tokens, computed);
+                .cache_full_blocks(s.seq_id, &self.seqs[&s.seq_id].tokens, known);
             if let Some(reason) = stop {
                 self.finish(s.seq_id, reason);
                 done.push((s.seq_id, reason));
             }
         }
         done
+    }
+
+    /// Whether a step's result for `s` still applies: the sequence runs, was not
+    /// preempted since `s` was scheduled, and waits for the token `s` sampled.
+    pub fn takes_result(&self, s: &ScheduledSeq) -> bool {
+        self.seqs.get(&s.seq_id).is_some_and(|q| {
+            q.status == SeqStatus::Running
+                && q.num_preemptions == s.incarnation
+                && (!s.samples || q.num_pending > 0)
+        })
     }
 
     /// End a request now (stop string, abort): free its blocks, drop it from the queues.

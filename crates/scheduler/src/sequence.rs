@@ -64,7 +64,13 @@ pub struct Sequence {
     /// Prompt then output tokens.
     pub tokens: Vec<u32>,
     pub num_prompt_tokens: usize,
+    /// Tokens whose K/V are in the cache or being computed by a launched step (vLLM
+    /// v1's meaning: advanced when a step is scheduled, not when it finishes).
     pub num_computed_tokens: usize,
+    /// Tokens sampled by launched steps whose ids are not back yet (0, or 1-2 when the
+    /// engine overlaps steps): they follow `tokens`, and a step that decodes one reads
+    /// it from the device.
+    pub num_pending: usize,
     pub status: SeqStatus,
     pub params: SamplingParams,
     /// Token ids that end the request unless `params.ignore_eos`.
@@ -86,6 +92,7 @@ impl Sequence {
             num_prompt_tokens: prompt.len(),
             tokens: prompt,
             num_computed_tokens: 0,
+            num_pending: 0,
             status: SeqStatus::Waiting,
             params,
             eos_token_ids,
@@ -94,8 +101,22 @@ impl Sequence {
         }
     }
 
+    /// Known tokens (prompt and output ids that are back).
     pub fn num_tokens(&self) -> usize {
         self.tokens.len()
+    }
+
+    /// Known and pending tokens: what the scheduler plans with.
+    pub fn num_planned_tokens(&self) -> usize {
+        self.tokens.len() + self.num_pending
+    }
+
+    /// Whether the pending tokens alone reach `max_tokens` or the context: the request
+    /// ends when they are back, so it needs no further step.
+    pub fn ends_when_pending_back(&self, max_model_len: usize) -> bool {
+        self.num_pending > 0
+            && (self.num_output_tokens() + self.num_pending >= self.params.max_tokens
+                || self.num_planned_tokens() >= max_model_len)
     }
 
     pub fn output_tokens(&self) -> &[u32] {

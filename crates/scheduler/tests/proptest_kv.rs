@@ -12,7 +12,7 @@
 
 use engine_scheduler::{
     blocks_for, AdmissionError, BlockId, BlockPool, BlockPoolError, KvCacheManager, NewToken,
-    SamplingParams, Scheduler, SchedulerConfig, SeqId, SeqStatus, Sequence,
+    SamplingParams, Scheduler, SchedulerConfig, SchedulerOutput, SeqId, SeqStatus, Sequence,
 };
 use proptest::prelude::*;
 use std::collections::{HashMap, VecDeque};
@@ -569,6 +569,10 @@ struct SchedHarness {
     max_tokens: HashMap<SeqId, usize>,
     num_preempted: usize,
     cached_tokens: usize,
+    /// Overlap as the engine does: schedule step n+1 before step n's tokens are applied.
+    overlap: bool,
+    /// The launched step whose tokens are not applied yet (overlap only).
+    in_flight: Option<(SchedulerOutput, Vec<NewToken>)>,
 }
 
 impl SchedHarness {
@@ -583,7 +587,32 @@ impl SchedHarness {
             max_tokens: HashMap::new(),
             num_preempted: 0,
             cached_tokens: 0,
+            overlap: false,
+            in_flight: None,
         }
+    }
+
+    fn overlapped(cfg: SchedulerConfig) -> Self {
+        Self {
+            overlap: true,
+            ..Self::new(cfg)
+        }
+    }
+
+    /// A sequence's tokens as the step's "device" sees them: the known ones, then the
+    /// token the in-flight step sampled for it while that is still pending (the engine
+    /// reads it from the previous step's sample output).
+    fn device_tokens(&self, seq: &engine_scheduler::Sequence) -> Vec<u32> {
+        let mut tokens = seq.tokens.clone();
+        if seq.num_pending > 0 {
+            let launched = self.in_flight.as_ref().and_then(|(out, sampled)| {
+                let x = out.scheduled.iter().find(|x| x.seq_id == seq.id)?;
+                let t = sampled.iter().find(|t| t.seq_id == seq.id)?;
+                (x.incarnation == seq.num_preemptions).then_some(t.token)
+            });
+            tokens.extend(launched);
+        }
+        tokens
     }
 
     /// A deterministic "model": the next token is a function of the sequence's tokens.
@@ -668,31 +697,43 @@ impl SchedHarness {
                 .seq(x.seq_id)
                 .ok_or_else(|| TestCaseError::fail("scheduled seq gone"))?;
             prop_assert_eq!(seq.status, SeqStatus::Running);
-            prop_assert_eq!(x.num_computed_tokens, seq.num_computed_tokens);
             let end = x.num_computed_tokens + x.num_scheduled_tokens;
-            prop_assert!(end <= seq.num_tokens());
-            prop_assert_eq!(x.samples, end == seq.num_tokens());
+            prop_assert_eq!(end, seq.num_computed_tokens);
+            // The device's view: known tokens, and the in-flight one when pending.
+            let tokens = self.device_tokens(seq);
+            prop_assert!(
+                end <= tokens.len(),
+                "a token nobody has sampled is scheduled"
+            );
+            prop_assert_eq!(x.samples, end == tokens.len());
             let table = self.s.block_table(x.seq_id).to_vec();
             prop_assert!(
                 table.len() >= blocks_for(end, cfg.block_size),
                 "table too short"
             );
             self.shadow
-                .check_read(&table, &seq.tokens, x.num_computed_tokens)
+                .check_read(&table, &tokens, x.num_computed_tokens)
                 .map_err(TestCaseError::fail)?;
             self.shadow
-                .write(&table, &seq.tokens, x.num_computed_tokens, end)
+                .write(&table, &tokens, x.num_computed_tokens, end)
                 .map_err(TestCaseError::fail)?;
             if x.samples {
-                sampled.push(NewToken::new(x.seq_id, Self::next_token(&seq.tokens, seed)));
+                sampled.push(NewToken::new(x.seq_id, Self::next_token(&tokens, seed)));
             }
         }
-        let finished = self.s.update_from_output(&out, &sampled);
-        for (id, _) in finished {
-            prop_assert!(self.s.block_table(id).is_empty());
+        let progressed = !out.scheduled.is_empty();
+        let apply = match self.overlap {
+            true => std::mem::replace(&mut self.in_flight, progressed.then_some((out, sampled))),
+            false => Some((out, sampled)),
+        };
+        if let Some((out, sampled)) = &apply {
+            let finished = self.s.update_from_output(out, sampled);
+            for (id, _) in finished {
+                prop_assert!(self.s.block_table(id).is_empty());
+            }
         }
         self.collect();
-        Ok(!out.scheduled.is_empty())
+        Ok(progressed || (self.overlap && apply.is_some()))
     }
 
     fn abort(&mut self, k: usize) {
@@ -746,7 +787,7 @@ impl SchedHarness {
     fn drain(&mut self) -> Result<(), TestCaseError> {
         let mut idle = 0;
         let mut steps = 0;
-        while self.s.has_unfinished() {
+        while self.s.has_unfinished() || self.in_flight.is_some() {
             let progressed = self.step(0)?;
             self.check()?;
             idle = if progressed { 0 } else { idle + 1 };
@@ -773,8 +814,12 @@ proptest! {
     fn scheduler_random_ops_keep_invariants_and_finish(
         cfg in sched_cfg(),
         ops in prop::collection::vec(sched_op(), 1..100),
+        overlap in any::<bool>(),
     ) {
-        let mut h = SchedHarness::new(cfg.clone());
+        let mut h = match overlap {
+            true => SchedHarness::overlapped(cfg.clone()),
+            false => SchedHarness::new(cfg.clone()),
+        };
         for op in &ops {
             match op {
                 SchedOp::Add { base, len, suffix, max_tokens } => h.add(prompt_of(*base, *len, suffix), *max_tokens)?,
@@ -812,8 +857,12 @@ proptest! {
         };
         let mut outs = Vec::new();
         let mut preempted = 0;
-        for c in [cfg, ample] {
-            let mut h = SchedHarness::new(c);
+        let runs = [(cfg.clone(), false), (ample, false), (cfg, true)];
+        for (c, overlap) in runs {
+            let mut h = match overlap {
+                true => SchedHarness::overlapped(c),
+                false => SchedHarness::new(c),
+            };
             for (base, len, suffix, max_tokens) in &prompts {
                 h.add(prompt_of(*base, *len, suffix), *max_tokens)?;
             }
@@ -828,6 +877,7 @@ proptest! {
         let ran: Vec<SeqId> = outs[0].iter().map(|(id, _)| *id).collect();
         outs[1].retain(|(id, _)| ran.contains(id));
         prop_assert_eq!(&outs[0], &outs[1], "{} preemptions", preempted);
+        prop_assert_eq!(&outs[0], &outs[2], "overlapped; {} preemptions", preempted);
     }
 }
 
@@ -843,17 +893,28 @@ fn scheduler_harness_reaches_preemption_and_prefix_hits() {
         num_blocks: 10,
         enable_prefix_caching: true,
     };
-    let mut h = SchedHarness::new(cfg);
-    h.add(prompt_of(0, 9, &[]), 6).unwrap();
-    for _ in 0..3 {
-        h.step(0).unwrap();
-        h.check().unwrap();
+    for overlap in [false, true] {
+        let mut h = match overlap {
+            true => SchedHarness::overlapped(cfg.clone()),
+            false => SchedHarness::new(cfg.clone()),
+        };
+        h.add(prompt_of(0, 9, &[]), 6).unwrap();
+        for _ in 0..3 {
+            h.step(0).unwrap();
+            h.check().unwrap();
+        }
+        for r in 0..4 {
+            h.add(prompt_of(0, 7 + r, &[1]), 6).unwrap();
+        }
+        h.drain().unwrap();
+        assert!(
+            h.num_preempted > 0,
+            "expected preemption (overlap {overlap})"
+        );
+        assert!(
+            h.cached_tokens > 0,
+            "expected prefix hits (overlap {overlap})"
+        );
+        assert!(h.done.values().all(|(m, o, _)| o.len() == *m));
     }
-    for r in 0..4 {
-        h.add(prompt_of(0, 7 + r, &[1]), 6).unwrap();
-    }
-    h.drain().unwrap();
-    assert!(h.num_preempted > 0, "expected preemption");
-    assert!(h.cached_tokens > 0, "expected prefix hits");
-    assert!(h.done.values().all(|(m, o, _)| o.len() == *m));
 }

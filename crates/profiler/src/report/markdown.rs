@@ -26,6 +26,13 @@ pub fn render(r: &BenchResults, plots: &[&str]) -> String {
         ("dtype", e.dtype.clone()),
         ("kernels", e.kernels.clone()),
         ("decode graphs", graphs_line(e.graphs.as_ref())),
+        (
+            "step overlap",
+            match e.overlap {
+                true => "on: step n+1 scheduled and launched while step n runs".into(),
+                false => "off: each step finishes before the next is scheduled".into(),
+            },
+        ),
         ("device", format!("{} ({})", e.device, e.device_name)),
         ("driver", e.driver.clone()),
         ("CPU", format!("{} ({} logical CPUs)", e.cpu, e.num_cpus)),

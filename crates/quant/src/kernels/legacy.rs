@@ -4,10 +4,10 @@
 //!
 //! Per packed block and column: `isum` (8 lanes = 8 rows) = Σ over the 8 groups of the
 //! 8-bit dot of the rows' codes with the column's 4 codes of that group; then
-//! `acc += float(isum + offset * Σa) * d_w * d_a`, plus `m_w * d_a * Σa` for the types
-//! with a min. The offsets (-8, -16, and -128 for biased Q8_0) are exact integers.
+//! `acc += float(isum + offset * Σa) * d_w * d_a`, plus `m_w * s_a` (s_a ≈ d_a * Σa, as
+//! llama.cpp rounds it) for the types with a min. The offsets (-8, -16, and -128 for biased Q8_0) are exact integers.
 
-use super::{col, dot_cols, store, Tile, Q8_BYTES};
+use super::{col, dot_cols, store, Tile, Q8_BYTES, Q8_CODES, Q8_S, Q8_SUM};
 use crate::simd::Isa;
 
 /// Bit `g` (0..8) of every byte, moved to bit 4 (the fifth bit of a 5-bit code).
@@ -55,22 +55,23 @@ pub(crate) unsafe fn legacy<I: Isa, const C: usize, const T: u8>(t: &Tile) {
                 lo = I::or(lo, bit_to_4::<I>(hb, j));
                 hi = I::or(hi, bit_to_4::<I>(hb, j + 4));
             }
-            dot_cols::<I, C>(&mut isum, lo, t, a + 8 + 4 * j);
-            dot_cols::<I, C>(&mut isum, hi, t, a + 24 + 4 * j);
+            dot_cols::<I, C>(&mut isum, lo, t, a + Q8_CODES + 4 * j);
+            dot_cols::<I, C>(&mut isum, hi, t, a + Q8_CODES + 16 + 4 * j);
         }
         let dw = I::f16x8(w);
         let mw = if has_m { I::f16x8(w.add(16)) } else { dw };
         for (c, acc) in acc.iter_mut().enumerate() {
             let p = col(t, c).add(a);
             let da = (p as *const f32).read_unaligned();
-            let sum = (p.add(4) as *const i32).read_unaligned();
             let mut s = isum[c];
             if offset != 0 {
+                let sum = (p.add(Q8_SUM) as *const i32).read_unaligned();
                 s = I::add32(s, I::splat32(offset * sum));
             }
             *acc = I::fmadd(I::to_f32(s), I::fmul(dw, I::fsplat(da)), *acc);
             if has_m {
-                *acc = I::fmadd(mw, I::fsplat(da * sum as f32), *acc);
+                let sa = (p.add(Q8_S) as *const f32).read_unaligned();
+                *acc = I::fmadd(mw, I::fsplat(sa), *acc);
             }
         }
     }
@@ -88,7 +89,7 @@ pub(crate) unsafe fn q8_0<I: Isa, const C: usize>(t: &Tile) {
         for g in 0..8 {
             let x = I::q8_prep(I::load(w.add(16 + 32 * g)));
             for (c, s) in isum.iter_mut().enumerate() {
-                *s = I::dot_q8(*s, x, I::bcast4(col(t, c).add(a + 8 + 4 * g)));
+                *s = I::dot_q8(*s, x, I::bcast4(col(t, c).add(a + Q8_CODES + 4 * g)));
             }
         }
         let dw = I::f16x8(w);
@@ -97,7 +98,7 @@ pub(crate) unsafe fn q8_0<I: Isa, const C: usize>(t: &Tile) {
             let da = (p as *const f32).read_unaligned();
             let mut s = isum[c];
             if I::Q8_BIASED {
-                let sum = (p.add(4) as *const i32).read_unaligned();
+                let sum = (p.add(Q8_SUM) as *const i32).read_unaligned();
                 s = I::add32(s, I::splat32(-128 * sum));
             }
             *acc = I::fmadd(I::to_f32(s), I::fmul(dw, I::fsplat(da)), *acc);

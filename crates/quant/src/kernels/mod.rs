@@ -17,8 +17,13 @@ use crate::pack::TILE;
 use crate::simd::{Isa, Level};
 use crate::types::GgmlType;
 
-/// Bytes of one [`BlockQ8`](crate::act::BlockQ8): d (f32), sum (i32), 32 codes.
-pub(crate) const Q8_BYTES: usize = 40;
+/// Bytes of one [`BlockQ8`](crate::act::BlockQ8): d (f32), s (f32), sum (i32), 32 codes.
+pub(crate) const Q8_BYTES: usize = std::mem::size_of::<crate::act::BlockQ8>();
+/// Byte offsets of its `s`, `sum` and codes (its `d` is at 0).
+pub(crate) const Q8_S: usize = std::mem::offset_of!(crate::act::BlockQ8, s);
+pub(crate) const Q8_SUM: usize = std::mem::offset_of!(crate::act::BlockQ8, sum);
+pub(crate) const Q8_CODES: usize = std::mem::offset_of!(crate::act::BlockQ8, qs);
+const _: () = assert!(std::mem::offset_of!(crate::act::BlockQ8, d) == 0);
 
 /// One call of a tile kernel. Pointers are valid for the whole reduction dimension.
 #[derive(Clone, Copy)]
