@@ -3,7 +3,9 @@
 // - load/store between the storage types (float, __half, __nv_bfloat16) and float:
 //   every kernel computes in f32 and rounds once when it stores;
 // - warp and block reductions (sum, max) for blocks of up to 1024 threads;
-// - paged_slot / first_visible: the paged cache's slot formula and visibility rule;
+// - copy_row: one row copied by the block's threads, 16-byte vectors when aligned;
+// - paged_slot / slot_writes / first_visible: the paged cache's slot formula, padding
+//   rule and visibility rule;
 // - INSTANTIATE_FLOAT(macro): stamp out one extern "C" kernel per dtype, named
 //   NAME_f32, NAME_f16, NAME_bf16 (the suffix the Rust wrappers ask for).
 #pragma once
@@ -59,15 +61,41 @@ __device__ __forceinline__ float block_max(float v, float* scratch) {
     return warp_max(v);
 }
 
-// The paged cache's two rules, as crates/kernels/src/paged.rs writes them for the host:
-// the slot of position `pos` through a sequence's block table, and the first key a
-// query at `pos` sees (window 0: none; else Hugging Face's p - j < window).
+// The paged cache's rules, as crates/kernels/src/paged.rs writes them for the host: the
+// slot of position `pos` through a sequence's block table, which slots a row writes, and
+// the first key a query at `pos` sees (window 0: none; else Hugging Face's p - j < window).
 __device__ __forceinline__ int64_t paged_slot(const uint32_t* table, int block_size, int pos) {
     return (int64_t)table[pos / block_size] * block_size + pos % block_size;
 }
 
+// A row writes the cache at its slot when slot < num_slots; any other slot writes nowhere
+// (u32::MAX marks padding rows: SKIP_SLOT in crates/kernels/src/paged.rs; another
+// out-of-range slot is an input error the host reports and the kernels skip).
+__device__ __forceinline__ bool slot_writes(uint32_t slot, int64_t num_slots) {
+    return (int64_t)slot < num_slots;
+}
+
 __device__ __forceinline__ int first_visible(int pos, int window) {
     return window > 0 ? max(0, pos + 1 - window) : 0;
+}
+
+// Copy `width` elements from s to d with the threads of the block (block-stride): 16-byte
+// vectors when `vec`, width % (16 / sizeof(T)) == 0 and both rows 16-byte aligned (the
+// host sets `vec`, sizing the block from it; re-checked here, so a wrong flag only costs
+// speed), else single elements.
+template <typename T>
+__device__ __forceinline__ void copy_row(T* __restrict__ d, const T* __restrict__ s,
+                                         int64_t width, int vec) {
+    constexpr int P = 16 / sizeof(T);
+    const uintptr_t addr = reinterpret_cast<uintptr_t>(d) | reinterpret_cast<uintptr_t>(s);
+    if (vec && width % P == 0 && (addr & 15) == 0) {
+        const int64_t n = width / P;
+        const uint4* sv = reinterpret_cast<const uint4*>(s);
+        uint4* dv = reinterpret_cast<uint4*>(d);
+        for (int64_t i = threadIdx.x; i < n; i += blockDim.x) dv[i] = sv[i];
+    } else {
+        for (int64_t i = threadIdx.x; i < width; i += blockDim.x) d[i] = s[i];
+    }
 }
 
 #define INSTANTIATE_FLOAT(M) M(float, f32) M(__half, f16) M(__nv_bfloat16, bf16)

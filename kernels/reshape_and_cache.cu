@@ -25,24 +25,11 @@ __device__ void reshape_and_cache(T* __restrict__ cache, const T* __restrict__ s
                                   const uint32_t* __restrict__ slots, int64_t tokens,
                                   int64_t width, int64_t src_stride, int64_t num_slots,
                                   int vec) {
-    constexpr int P = 16 / sizeof(T);
     const int64_t t = blockIdx.x;
     if (t >= tokens) return;
     const uint32_t slot = slots[t];
-    if ((int64_t)slot >= num_slots) return;  // padding (u32::MAX) or out of range: skip
-    const T* s = src + t * src_stride;
-    T* d = cache + (int64_t)slot * width;
-    // The host decides `vec` (it sizes the block from it); re-checked here so that a wrong
-    // flag can only cost speed, never a misaligned access.
-    const uintptr_t addr = reinterpret_cast<uintptr_t>(d) | reinterpret_cast<uintptr_t>(s);
-    if (vec && width % P == 0 && (addr & 15) == 0) {
-        const int64_t n = width / P;
-        const uint4* sv = reinterpret_cast<const uint4*>(s);
-        uint4* dv = reinterpret_cast<uint4*>(d);
-        for (int64_t i = threadIdx.x; i < n; i += blockDim.x) dv[i] = sv[i];
-    } else {
-        for (int64_t i = threadIdx.x; i < width; i += blockDim.x) d[i] = s[i];
-    }
+    if (!slot_writes(slot, num_slots)) return;  // padding (u32::MAX) or out of range
+    copy_row(cache + (int64_t)slot * width, src + t * src_stride, width, vec);
 }
 
 #define RESHAPE_AND_CACHE(T, S)                                                           \

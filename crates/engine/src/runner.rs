@@ -261,7 +261,8 @@ impl ModelRunner {
                 None => return Err(crate::EngineError::Internal("no decode graphs".into())),
             },
         };
-        Ok(engine_kernels::sample::sample(logits, &params, n_top)?)
+        let functions = self.decoder.kernel_functions(); // loaded once (CUDA)
+        Ok(functions.sample(logits, &params, n_top)?)
     }
 }
 

@@ -6,6 +6,9 @@
 
 use crate::cpu::{self, with_float, Float};
 use crate::error::{input_err, same_device, Result};
+#[cfg(feature = "cuda")]
+use crate::functions::Func;
+use crate::functions::Kernels;
 use crate::harness::{self, BenchCase, Check, KernelSpec};
 use crate::Fill;
 use candle_core::backend::BackendStorage;
@@ -35,62 +38,95 @@ pub fn add_rms_norm_with(
     eps: f32,
     fill: Fill,
 ) -> Result<(Tensor, Tensor)> {
-    if x.rank() == 0 {
-        input_err!("add_rms_norm: x must have a hidden dimension, got a scalar");
+    Kernels::NONE.add_rms_norm_with(x, residual, weight, eps, fill)
+}
+
+impl Kernels {
+    /// [`add_rms_norm`] launched from this table.
+    pub fn add_rms_norm(
+        &self,
+        x: &Tensor,
+        residual: &Tensor,
+        weight: &Tensor,
+        eps: f32,
+    ) -> Result<(Tensor, Tensor)> {
+        self.add_rms_norm_with(x, residual, weight, eps, Fill::Uninit)
     }
-    if x.shape() != residual.shape() {
-        input_err!(
-            "add_rms_norm: x {:?} and residual {:?} differ in shape",
-            x.shape(),
-            residual.shape()
-        );
-    }
-    let hidden = x.dims()[x.rank() - 1];
-    if hidden == 0 {
-        input_err!(
-            "add_rms_norm: hidden size (last dim of x {:?}) is 0",
-            x.shape()
-        );
-    }
-    if weight.dims() != [hidden] {
-        input_err!(
-            "add_rms_norm: weight {:?} must be [{hidden}] (x's last dim)",
-            weight.shape()
-        );
-    }
-    for (name, t) in [("residual", residual), ("weight", weight)] {
-        if t.dtype() != x.dtype() {
+
+    /// [`add_rms_norm_with`] launched from this table.
+    pub fn add_rms_norm_with(
+        &self,
+        x: &Tensor,
+        residual: &Tensor,
+        weight: &Tensor,
+        eps: f32,
+        fill: Fill,
+    ) -> Result<(Tensor, Tensor)> {
+        if x.rank() == 0 {
+            input_err!("add_rms_norm: x must have a hidden dimension, got a scalar");
+        }
+        if x.shape() != residual.shape() {
             input_err!(
-                "add_rms_norm: x is {:?}, {name} is {:?}",
-                x.dtype(),
-                t.dtype()
+                "add_rms_norm: x {:?} and residual {:?} differ in shape",
+                x.shape(),
+                residual.shape()
             );
         }
-    }
-    same_device(
-        "add_rms_norm",
-        ("x", x),
-        &[("residual", residual), ("weight", weight)],
-    )?;
-    if !matches!(x.dtype(), DType::F32 | DType::F16 | DType::BF16) {
-        input_err!(
-            "add_rms_norm: dtype {:?} unsupported (f32, f16, bf16)",
-            x.dtype()
+        let hidden = x.dims()[x.rank() - 1];
+        if hidden == 0 {
+            input_err!(
+                "add_rms_norm: hidden size (last dim of x {:?}) is 0",
+                x.shape()
+            );
+        }
+        if weight.dims() != [hidden] {
+            input_err!(
+                "add_rms_norm: weight {:?} must be [{hidden}] (x's last dim)",
+                weight.shape()
+            );
+        }
+        for (name, t) in [("residual", residual), ("weight", weight)] {
+            if t.dtype() != x.dtype() {
+                input_err!(
+                    "add_rms_norm: x is {:?}, {name} is {:?}",
+                    x.dtype(),
+                    t.dtype()
+                );
+            }
+        }
+        same_device(
+            "add_rms_norm",
+            ("x", x),
+            &[("residual", residual), ("weight", weight)],
+        )?;
+        if !matches!(x.dtype(), DType::F32 | DType::F16 | DType::BF16) {
+            input_err!(
+                "add_rms_norm: dtype {:?} unsupported (f32, f16, bf16)",
+                x.dtype()
+            );
+        }
+        if !eps.is_finite() || eps < 0.0 {
+            input_err!("add_rms_norm: eps must be finite and >= 0, got {eps}");
+        }
+        let (x, residual, weight) = (
+            x.contiguous()?,
+            residual.contiguous()?,
+            weight.contiguous()?,
         );
+        let out = x.apply_op3_no_bwd(
+            &residual,
+            &weight,
+            &AddRmsNorm {
+                eps,
+                fill,
+                kernels: self,
+            },
+        )?;
+        Ok((
+            out.narrow(0, 0, 1)?.squeeze(0)?,
+            out.narrow(0, 1, 1)?.squeeze(0)?,
+        ))
     }
-    if !eps.is_finite() || eps < 0.0 {
-        input_err!("add_rms_norm: eps must be finite and >= 0, got {eps}");
-    }
-    let (x, residual, weight) = (
-        x.contiguous()?,
-        residual.contiguous()?,
-        weight.contiguous()?,
-    );
-    let out = x.apply_op3_no_bwd(&residual, &weight, &AddRmsNorm { eps, fill })?;
-    Ok((
-        out.narrow(0, 0, 1)?.squeeze(0)?,
-        out.narrow(0, 1, 1)?.squeeze(0)?,
-    ))
 }
 
 /// The reference, the obvious way: `round` rounds an f32 to the dtype (the sum is
@@ -147,9 +183,12 @@ fn block_sum(lanes: &[f32]) -> f32 {
     warp(&mut scratch)
 }
 
-struct AddRmsNorm {
+struct AddRmsNorm<'a> {
     eps: f32,
     fill: Fill,
+    /// The function table the launch uses ([`Kernels::NONE`]: looked up at the launch).
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    kernels: &'a Kernels,
 }
 
 /// The CPU port: one row as one CUDA block does it (per-thread partial sums over the
@@ -186,7 +225,7 @@ fn cpu_rows<T: Float>(x: &[T], r: &[T], w: &[T], out: &mut [T], eps: f32) {
     }
 }
 
-impl CustomOp3 for AddRmsNorm {
+impl CustomOp3 for AddRmsNorm<'_> {
     fn name(&self) -> &'static str {
         "add_rms_norm"
     }
@@ -236,11 +275,7 @@ impl CustomOp3 for AddRmsNorm {
         let aligned = [x, r, w, normed, sum].iter().all(|p| p % 16 == 0);
         let vec = aligned && hidden.is_multiple_of(16 / size);
         let (_, _, threads) = plan(hidden, vec, size);
-        let f = cuda::func(
-            dev,
-            "add_rms_norm",
-            &format!("add_rms_norm_{}", cuda::suffix(dtype)?),
-        )?;
+        let f = self.kernels.get(dev, Func::AddRmsNorm, dtype)?;
         let cfg = LaunchConfig {
             grid_dim: (rows as u32, 1, 1),
             block_dim: (threads as u32, 1, 1),

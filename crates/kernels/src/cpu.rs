@@ -1,9 +1,12 @@
-//! Host helpers shared by the CPU ports: typed views of contiguous storage, f32
-//! conversion of the float element types, poisoned output buffers.
+//! Host helpers shared by the CPU ports: typed views of contiguous storage (of candle's
+//! operands and of tensors an op holds, read-only or mutably), f32 conversion of the
+//! float element types, poisoned output buffers.
 
 use crate::Fill;
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, Layout, Storage, Tensor, WithDType};
+use candle_core::{CpuStorage, InplaceOp1, Layout, Storage, Tensor, WithDType};
+use std::cell::Cell;
+use std::marker::PhantomData;
 /// A float element the kernels accept (f32, f16, bf16); CPU ports compute in f32 like
 /// the CUDA kernels do and round once when storing.
 pub(crate) trait Float: WithDType + Copy + Send + Sync {
@@ -99,6 +102,40 @@ pub(crate) fn with_host<T: WithDType, R>(
         _ => Err(candle_core::Error::Msg(
             "kernel operand is not on the CPU".into(),
         )),
+    }
+}
+
+/// Run `f` on the host elements of a tensor held by an op, mutably (an op that writes
+/// more than its destination: rope_and_cache's caches). The tensor's write lock is taken
+/// while candle holds the op's operands' locks, so the wrapper must have checked that it
+/// shares no storage with them ([`crate::error::shares_storage`]).
+pub(crate) fn with_host_mut<T: Float>(
+    t: &Tensor,
+    f: impl FnOnce(&mut [T]) -> candle_core::Result<()>,
+) -> candle_core::Result<()> {
+    t.inplace_op1(&HostMut {
+        f: Cell::new(Some(f)),
+        _t: PhantomData,
+    })
+}
+
+/// [`with_host_mut`]'s op: `f` runs once on the storage candle locks for writing.
+struct HostMut<T, F> {
+    f: Cell<Option<F>>,
+    _t: PhantomData<T>,
+}
+
+impl<T: Float, F: FnOnce(&mut [T]) -> candle_core::Result<()>> InplaceOp1 for HostMut<T, F> {
+    fn name(&self) -> &'static str {
+        "host_mut"
+    }
+
+    fn cpu_fwd(&self, s: &mut CpuStorage, l: &Layout) -> candle_core::Result<()> {
+        let f = self
+            .f
+            .take()
+            .ok_or_else(|| candle_core::Error::Msg("host_mut: ran twice".into()))?;
+        f(slice_mut::<T>(s, l)?)
     }
 }
 

@@ -1,14 +1,16 @@
-//! Device helpers: the PTX modules build.rs produced, raw device addresses of tensors,
-//! output allocation. Everything runs on candle's one stream per device, so kernels are
+//! Device helpers: the PTX modules build.rs produced, kernel functions (looked up per
+//! launch, or once into a [`Table`]), raw device addresses of tensors, output allocation. Everything runs on candle's one stream per device, so kernels are
 //! ordered with candle's own work and need no extra synchronization.
 
+use crate::functions::{dtype_index, Func, Kernels, DTYPES};
 use crate::Fill;
-use candle_core::backend::BackendStorage;
+use candle_core::backend::{BackendDevice, BackendStorage};
 use candle_core::cuda::cudarc::driver::{
-    result, CudaFunction, CudaSlice, DevicePtr, DeviceRepr, LaunchArgs,
+    result, CudaFunction, CudaSlice, CudaStream, DevicePtr, DeviceRepr, LaunchArgs,
 };
 use candle_core::cuda::CudaStorageSlice;
 use candle_core::{CudaDevice, CudaStorage, DType, Layout, Storage, Tensor};
+use std::borrow::Cow;
 use std::sync::Arc;
 
 mod ptx {
@@ -22,8 +24,9 @@ fn err(msg: String) -> candle_core::Error {
 }
 
 /// Load `name` from the PTX of `kernels/{module}.cu` (the module is cached per device
-/// by candle). Launch it with [`Kernel::builder`].
-pub(crate) fn func(dev: &CudaDevice, module: &str, name: &str) -> R<Kernel> {
+/// by candle). Launch it with [`Kernel::builder`]. A lookup per call: the hot ops launch
+/// from a [`Table`] instead ([`Kernels::get`]).
+pub(crate) fn func(dev: &CudaDevice, module: &str, name: &str) -> R<Kernel<'static>> {
     let ptx = ptx::ALL
         .iter()
         .find(|(m, _)| *m == module)
@@ -31,21 +34,69 @@ pub(crate) fn func(dev: &CudaDevice, module: &str, name: &str) -> R<Kernel> {
         .ok_or_else(|| err(format!("no PTX module {module} (kernels/{module}.cu)")))?;
     let f = dev.get_or_load_custom_func(name, module, ptx)?;
     Ok(Kernel {
-        func: f.into_cuda_function(),
-        stream: dev.cuda_stream(),
+        func: Cow::Owned(f.into_cuda_function()),
+        stream: Cow::Owned(dev.cuda_stream()),
     })
 }
 
-/// A loaded kernel and the stream it runs on (candle's).
-pub(crate) struct Kernel {
-    func: CudaFunction,
-    stream: Arc<candle_core::cuda::cudarc::driver::CudaStream>,
+/// A loaded kernel and the stream it runs on (candle's): owned when looked up for one
+/// launch, borrowed from a [`Table`].
+pub(crate) struct Kernel<'a> {
+    func: Cow<'a, CudaFunction>,
+    stream: Cow<'a, Arc<CudaStream>>,
 }
 
-impl Kernel {
+impl Kernel<'_> {
     /// Argument builder; push with `candle_core::builder_arg!`, then `launch(cfg)`.
     pub(crate) fn builder(&self) -> LaunchArgs<'_> {
         self.stream.launch_builder(&self.func)
+    }
+}
+
+/// The functions of [`Func::ALL`] in every dtype of [`DTYPES`], loaded on one device
+/// (see crate::functions): `funcs[func as usize * DTYPES.len() + dtype_index]`.
+pub(crate) struct Table {
+    device: CudaDevice,
+    stream: Arc<CudaStream>,
+    funcs: Vec<CudaFunction>,
+}
+
+impl Table {
+    pub(crate) fn load(dev: &CudaDevice) -> R<Self> {
+        let mut funcs = Vec::with_capacity(Func::ALL.len() * DTYPES.len());
+        for f in Func::ALL {
+            let (module, stem) = f.names();
+            for dtype in DTYPES {
+                let name = format!("{stem}_{}", suffix(dtype)?);
+                funcs.push(func(dev, module, &name)?.func.into_owned());
+            }
+        }
+        Ok(Table {
+            device: dev.clone(),
+            stream: dev.cuda_stream(),
+            funcs,
+        })
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.funcs.len()
+    }
+}
+
+impl Kernels {
+    /// `f` in `dtype` for a launch on `dev`: from the table when it was loaded on `dev`,
+    /// else looked up now (no table, or one of another device).
+    pub(crate) fn get(&self, dev: &CudaDevice, f: Func, dtype: DType) -> R<Kernel<'_>> {
+        if let (Some(t), Some(i)) = (&self.table, dtype_index(dtype)) {
+            if t.device.same_device(dev) {
+                return Ok(Kernel {
+                    func: Cow::Borrowed(&t.funcs[f as usize * DTYPES.len() + i]),
+                    stream: Cow::Borrowed(&t.stream),
+                });
+            }
+        }
+        let (module, stem) = f.names();
+        func(dev, module, &format!("{stem}_{}", suffix(dtype)?))
     }
 }
 

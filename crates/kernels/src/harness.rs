@@ -38,6 +38,7 @@ pub fn registry() -> Vec<&'static dyn KernelSpec> {
         &crate::rope::Spec,
         &crate::silu_mul::Spec,
         &crate::reshape_and_cache::Spec,
+        &crate::rope_and_cache::Spec,
         &crate::paged_decode::Spec,
         &crate::paged_prefill::Spec,
         &crate::argmax::Spec,

@@ -15,6 +15,7 @@
 //! | `add_rms_norm`      | `r = x + residual; out = rms_norm(r) * w` (both out) |
 //! | `rope`              | rotary embedding in place, half-split or interleaved |
 //! | `reshape_and_cache` | scatter new K or V rows into the paged cache by slot |
+//! | `rope_and_cache`    | `rope` of q and k in the qkv rows + K and V cached by slot, one pass |
 //! | `paged_decode`      | one query per sequence over its paged context, split-K |
 //! | `paged_prefill`     | varlen causal attention over the paged cache (flash) |
 //! | `argmax`            | greedy id per logits row (NaN never, lowest id on ties) |
@@ -22,6 +23,10 @@
 //!
 //! [`paged`] holds the paged cache's slot formula and visibility rule, the one copy the
 //! decoder's metadata, the candle attention path, the CPU ports and the references use.
+//!
+//! [`functions`] holds [`Kernels`], the CUDA functions of the decoder's and the sampler's
+//! kernels looked up once (the decoder owns one; each op is also a method of it); the
+//! plain op functions look their function up at each launch.
 //!
 //! [`harness`] holds the registry that `engine kernels test|bench` and the criterion
 //! benches iterate: random inputs, poisoned outputs, error thresholds per dtype, timing
@@ -33,6 +38,7 @@ mod cpu;
 #[cfg(feature = "cuda")]
 mod cuda;
 pub mod error;
+pub mod functions;
 pub mod harness;
 pub mod paged;
 pub mod paged_decode;
@@ -40,11 +46,13 @@ pub mod paged_prefill;
 pub mod philox;
 pub mod reshape_and_cache;
 pub mod rope;
+pub mod rope_and_cache;
 pub mod sample;
 pub mod silu_mul;
 pub mod upload;
 
 pub use error::{KernelError, Result};
+pub use functions::Kernels;
 
 /// Which implementation of the hot-path ops the decoder uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -1,10 +1,12 @@
-//! The paged KV cache's two rules, written once: where a position's K/V row lives, and
-//! which keys a query may see. The decoder's metadata builder, the candle attention
-//! path, the CPU ports and the references all call these; the CUDA kernels use the
-//! same formulas from `kernels/common.cuh` (`paged_slot`, `first_visible`).
+//! The paged KV cache's rules, written once: where a position's K/V row lives, which
+//! rows write the cache, and which keys a query may see. The decoder's metadata builder,
+//! the candle attention path, the CPU ports and the references all call these; the CUDA
+//! kernels use the same formulas from `kernels/common.cuh` (`paged_slot`, `slot_writes`,
+//! `first_visible`).
 //!
 //! ```text
 //!  slot(pos) = block_table[pos / block_size] * block_size + pos % block_size
+//!  a row with slot s writes cache row s  iff  s < num_slots   (SKIP_SLOT: padding)
 //!
 //!  query at position p sees key j  iff  first_visible(p, W) <= j <= p
 //!  first_visible(p, W) = 0 without a window, max(0, p + 1 - W) with one
@@ -27,6 +29,27 @@ pub struct QueryRows<'a> {
 #[inline]
 pub fn slot(block_table: &[u32], block_size: usize, pos: usize) -> usize {
     block_table[pos / block_size] as usize * block_size + pos % block_size
+}
+
+/// The slot that marks a padding row (a CUDA graph bucket's rows past the batch): it
+/// writes nowhere.
+pub const SKIP_SLOT: u32 = u32::MAX;
+
+/// Whether a row with `slot` writes cache row `slot` of a cache of `num_slots` rows.
+/// [`SKIP_SLOT`] never does; any other slot `>= num_slots` is an input error that the
+/// wrappers report when the slots are on the host ([`bad_slot`]) and the kernels skip.
+#[inline]
+pub fn slot_writes(slot: u32, num_slots: usize) -> bool {
+    (slot as usize) < num_slots
+}
+
+/// The first slot that neither writes nor is [`SKIP_SLOT`], with its index.
+pub fn bad_slot(slots: &[u32], num_slots: usize) -> Option<(usize, u32)> {
+    slots
+        .iter()
+        .enumerate()
+        .map(|(i, &s)| (i, s))
+        .find(|&(_, s)| s != SKIP_SLOT && !slot_writes(s, num_slots))
 }
 
 /// The first key position a query at `pos` may see.
@@ -69,6 +92,14 @@ mod tests {
         let t = [7, 2, 9];
         let got: Vec<usize> = (0..10).map(|p| slot(&t, 4, p)).collect();
         assert_eq!(got, vec![28, 29, 30, 31, 8, 9, 10, 11, 36, 37]);
+    }
+
+    #[test]
+    fn padding_and_out_of_range_slots_write_nowhere() {
+        assert!(slot_writes(0, 4) && slot_writes(3, 4));
+        assert!(!slot_writes(4, 4) && !slot_writes(SKIP_SLOT, 4));
+        assert_eq!(bad_slot(&[0, SKIP_SLOT, 3], 4), None);
+        assert_eq!(bad_slot(&[0, SKIP_SLOT, 4, 9], 4), Some((2, 4)));
     }
 
     #[test]

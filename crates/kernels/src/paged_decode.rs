@@ -12,6 +12,9 @@
 
 use crate::cpu::{self, with_float};
 use crate::error::{input_err, Result};
+#[cfg(feature = "cuda")]
+use crate::functions::Func;
+use crate::functions::Kernels;
 use crate::paged::QueryRows;
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, DType, InplaceOp3, Layout, Tensor};
@@ -113,85 +116,103 @@ pub fn paged_decode_rows(
     v_cache: &Tensor,
     meta: &DecodeMeta,
 ) -> Result<()> {
-    let (heads, d) = (q.heads, q.head_dim);
-    let q = q.rows;
-    let dtype = q.dtype();
-    let Shapes {
-        num_tokens,
-        q_stride,
-        num_slots,
-        kv_heads,
-        b,
-        max_blocks,
-    } = check_shapes(out, q, k_cache, v_cache, meta, heads, d)?;
-    let group = heads / kv_heads;
-    let head_tile = group.div_ceil(group.div_ceil(MAX_HEAD_TILE));
-    let blocks_per_part = b * kv_heads * group.div_ceil(head_tile);
-    let bs = meta.block_size;
-    let ps = meta.partition_size.unwrap_or_else(|| {
-        auto_partition_size(blocks_per_part, meta.max_context_len, meta.target_blocks)
-    });
-    if bs == 0 || ps == 0 || meta.sliding_window == Some(0) {
-        input_err!("paged_decode: block_size, partition_size and sliding_window must be >= 1");
+    Kernels::NONE.paged_decode_rows(out, q, k_cache, v_cache, meta)
+}
+
+impl Kernels {
+    /// [`paged_decode_rows`] launched from this table.
+    pub fn paged_decode_rows(
+        &self,
+        out: &Tensor,
+        q: QueryRows,
+        k_cache: &Tensor,
+        v_cache: &Tensor,
+        meta: &DecodeMeta,
+    ) -> Result<()> {
+        let (heads, d) = (q.heads, q.head_dim);
+        let q = q.rows;
+        let dtype = q.dtype();
+        let Shapes {
+            num_tokens,
+            q_stride,
+            num_slots,
+            kv_heads,
+            b,
+            max_blocks,
+        } = check_shapes(out, q, k_cache, v_cache, meta, heads, d)?;
+        let group = heads / kv_heads;
+        let head_tile = group.div_ceil(group.div_ceil(MAX_HEAD_TILE));
+        let blocks_per_part = b * kv_heads * group.div_ceil(head_tile);
+        let bs = meta.block_size;
+        let ps = meta.partition_size.unwrap_or_else(|| {
+            auto_partition_size(blocks_per_part, meta.max_context_len, meta.target_blocks)
+        });
+        if bs == 0 || ps == 0 || meta.sliding_window == Some(0) {
+            input_err!("paged_decode: block_size, partition_size and sliding_window must be >= 1");
+        }
+        if b == 0 {
+            return Ok(());
+        }
+        if meta.max_context_len == 0 || meta.max_context_len > max_blocks * bs {
+            input_err!(
+                "paged_decode: max_context_len {} must be in 1..={} (block tables of {max_blocks} blocks of {bs})",
+                meta.max_context_len,
+                max_blocks * bs
+            );
+        }
+        let num_parts = meta.max_context_len.div_ceil(ps);
+        let p = Params {
+            batch: b,
+            num_tokens,
+            q_stride,
+            heads,
+            kv_heads,
+            head_dim: d,
+            block_size: bs,
+            max_blocks,
+            window: meta.sliding_window.unwrap_or(0),
+            partition_size: ps,
+            num_parts,
+            ctx_cap: (max_blocks * bs).min(num_parts * ps),
+            head_tile,
+        };
+        let smem = p.shared_bytes(dtype);
+        if smem > MAX_SHARED_BYTES {
+            input_err!(
+                "paged_decode: partition_size {ps} needs {smem} bytes of shared memory with head_dim {d} \
+                 and {} heads per block (at most {MAX_SHARED_BYTES}): use a smaller partition_size",
+                p.head_tile
+            );
+        }
+        let too_big = [
+            num_tokens * q_stride,
+            max_blocks * bs,
+            num_parts * ps,
+            b * max_blocks,
+        ];
+        if too_big.iter().any(|&x| x > i32::MAX as usize) || num_slots > u32::MAX as usize {
+            input_err!("paged_decode: sizes past the kernel's 32-bit indices");
+        }
+        let op = PagedDecode {
+            kernels: self,
+            p,
+            v_cache: v_cache.clone(),
+            rows: meta.rows.contiguous()?,
+            tables: meta.block_tables.contiguous()?,
+            ctx_lens: meta.context_lens.contiguous()?,
+        };
+        if !q.is_contiguous() {
+            input_err!("paged_decode: q rows must be contiguous");
+        }
+        Ok(out.inplace_op3(q, k_cache, &op)?)
     }
-    if b == 0 {
-        return Ok(());
-    }
-    if meta.max_context_len == 0 || meta.max_context_len > max_blocks * bs {
-        input_err!(
-            "paged_decode: max_context_len {} must be in 1..={} (block tables of {max_blocks} blocks of {bs})",
-            meta.max_context_len,
-            max_blocks * bs
-        );
-    }
-    let num_parts = meta.max_context_len.div_ceil(ps);
-    let p = Params {
-        batch: b,
-        num_tokens,
-        q_stride,
-        heads,
-        kv_heads,
-        head_dim: d,
-        block_size: bs,
-        max_blocks,
-        window: meta.sliding_window.unwrap_or(0),
-        partition_size: ps,
-        num_parts,
-        ctx_cap: (max_blocks * bs).min(num_parts * ps),
-        head_tile,
-    };
-    let smem = p.shared_bytes(dtype);
-    if smem > MAX_SHARED_BYTES {
-        input_err!(
-            "paged_decode: partition_size {ps} needs {smem} bytes of shared memory with head_dim {d} \
-             and {} heads per block (at most {MAX_SHARED_BYTES}): use a smaller partition_size",
-            p.head_tile
-        );
-    }
-    let too_big = [
-        num_tokens * q_stride,
-        max_blocks * bs,
-        num_parts * ps,
-        b * max_blocks,
-    ];
-    if too_big.iter().any(|&x| x > i32::MAX as usize) || num_slots > u32::MAX as usize {
-        input_err!("paged_decode: sizes past the kernel's 32-bit indices");
-    }
-    let op = PagedDecode {
-        p,
-        v_cache: v_cache.clone(),
-        rows: meta.rows.contiguous()?,
-        tables: meta.block_tables.contiguous()?,
-        ctx_lens: meta.context_lens.contiguous()?,
-    };
-    if !q.is_contiguous() {
-        input_err!("paged_decode: q rows must be contiguous");
-    }
-    Ok(out.inplace_op3(q, k_cache, &op)?)
 }
 
 /// The op on `out` (dst) with operands (q, k_cache); V and the metadata are held.
-struct PagedDecode {
+struct PagedDecode<'a> {
+    /// The function table the launch uses ([`Kernels::NONE`]: looked up at the launch).
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    kernels: &'a Kernels,
     p: Params,
     v_cache: Tensor,
     rows: Tensor,
@@ -199,7 +220,7 @@ struct PagedDecode {
     ctx_lens: Tensor,
 }
 
-impl InplaceOp3 for PagedDecode {
+impl InplaceOp3 for PagedDecode<'_> {
     fn name(&self) -> &'static str {
         "paged_decode"
     }
@@ -243,7 +264,6 @@ impl InplaceOp3 for PagedDecode {
         use candle_core::cuda::cudarc::driver::{LaunchConfig, PushKernelArg};
         let p = &self.p;
         let (dev, dtype) = (sq.device.clone(), sq.dtype());
-        let sfx = cuda::suffix(dtype)?;
         let (o, q, k) = (cuda::ptr(so, lo)?, cuda::ptr(sq, lq)?, cuda::ptr(sk, lk)?);
         let v = cuda::tensor_ptr(&self.v_cache)?;
         let rows = cuda::tensor_ptr(&self.rows)?;
@@ -288,7 +308,7 @@ impl InplaceOp3 for PagedDecode {
             .into_iter()
             .find(|&h| h >= p.head_tile)
             .unwrap_or(MAX_HEAD_TILE);
-        let f = cuda::func(&dev, "paged_decode", &format!("paged_decode_h{h}_{sfx}"))?;
+        let f = self.kernels.get(&dev, Func::paged_decode(h), dtype)?;
         let cfg = LaunchConfig {
             grid_dim: (p.num_parts as u32, p.batch as u32, z as u32),
             block_dim: (THREADS as u32, 1, 1),
@@ -319,7 +339,7 @@ impl InplaceOp3 for PagedDecode {
         unsafe { b.launch(cfg) }.map_err(|e| msg(format!("paged_decode: {e:?}")))?;
         if p.num_parts > 1 {
             // The partials were written by the first kernel on the same stream.
-            self.launch_reduce(&dev, sfx, [o, rows, ctx, pmax, psum, pacc])?;
+            self.launch_reduce(&dev, dtype, [o, rows, ctx, pmax, psum, pacc])?;
         }
         drop(scratch); // stream-ordered free, after both kernels
         Ok(())
@@ -327,20 +347,19 @@ impl InplaceOp3 for PagedDecode {
 }
 
 #[cfg(feature = "cuda")]
-impl PagedDecode {
+impl PagedDecode<'_> {
     /// The split-K merge: one block per (head, sequence) reads the partials of every
     /// partition (`ptrs`: out, rows, context_lens, max, sum, acc).
     fn launch_reduce(
         &self,
         dev: &candle_core::CudaDevice,
-        sfx: &str,
+        dtype: DType,
         ptrs: [u64; 6],
     ) -> candle_core::Result<()> {
-        use crate::cuda;
         use candle_core::cuda::cudarc::driver::{LaunchConfig, PushKernelArg};
         let p = &self.p;
         let msg = candle_core::Error::Msg;
-        let f = cuda::func(dev, "paged_decode", &format!("paged_decode_reduce_{sfx}"))?;
+        let f = self.kernels.get(dev, Func::PagedDecodeReduce, dtype)?;
         let cfg = LaunchConfig {
             grid_dim: (p.heads as u32, p.batch as u32, 1),
             block_dim: (THREADS as u32, 1, 1),

@@ -11,6 +11,9 @@
 
 use crate::cpu::{self, with_float};
 use crate::error::{input_err, same_device, shares_storage, Result};
+#[cfg(feature = "cuda")]
+use crate::functions::Func;
+use crate::functions::Kernels;
 use crate::paged::QueryRows;
 
 use candle_core::backend::BackendStorage;
@@ -181,21 +184,36 @@ pub fn paged_prefill_rows(
     v_cache: &Tensor,
     meta: &PrefillMeta,
 ) -> Result<()> {
-    let (heads, d) = (q.heads, q.head_dim);
-    let q = q.rows;
-    let (kv_heads, q_stride) = check_tensors(out, q, k_cache, v_cache, meta, heads, d)?;
-    if meta.num_seqs() == 0 || meta.max_query_len == 0 {
-        return Ok(());
+    Kernels::NONE.paged_prefill_rows(out, q, k_cache, v_cache, meta)
+}
+
+impl Kernels {
+    /// [`paged_prefill_rows`] launched from this table.
+    pub fn paged_prefill_rows(
+        &self,
+        out: &Tensor,
+        q: QueryRows,
+        k_cache: &Tensor,
+        v_cache: &Tensor,
+        meta: &PrefillMeta,
+    ) -> Result<()> {
+        let (heads, d) = (q.heads, q.head_dim);
+        let q = q.rows;
+        let (kv_heads, q_stride) = check_tensors(out, q, k_cache, v_cache, meta, heads, d)?;
+        if meta.num_seqs() == 0 || meta.max_query_len == 0 {
+            return Ok(());
+        }
+        let op = PagedPrefill {
+            kernels: self,
+            v_cache: v_cache.clone(),
+            meta: meta.clone(),
+            heads,
+            kv_heads,
+            head_dim: d,
+            q_stride,
+        };
+        Ok(out.inplace_op3(q, k_cache, &op)?)
     }
-    let op = PagedPrefill {
-        v_cache: v_cache.clone(),
-        meta: meta.clone(),
-        heads,
-        kv_heads,
-        head_dim: d,
-        q_stride,
-    };
-    Ok(out.inplace_op3(q, k_cache, &op)?)
 }
 
 /// The tensors' dtypes, shapes, devices and layouts against the metadata's host-side
@@ -315,7 +333,10 @@ fn check_tensors(
 }
 
 /// The op on `out` with operands (q, k_cache); it holds v_cache and the meta tensors.
-struct PagedPrefill {
+struct PagedPrefill<'a> {
+    /// The function table the launch uses ([`Kernels::NONE`]: looked up at the launch).
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    kernels: &'a Kernels,
     v_cache: Tensor,
     meta: PrefillMeta,
     heads: usize,
@@ -325,7 +346,7 @@ struct PagedPrefill {
     q_stride: usize,
 }
 
-impl InplaceOp3 for PagedPrefill {
+impl InplaceOp3 for PagedPrefill<'_> {
     fn name(&self) -> &'static str {
         "paged_prefill"
     }
@@ -378,11 +399,7 @@ impl InplaceOp3 for PagedPrefill {
             cuda::tensor_ptr(&m.context_len)?,
             cuda::tensor_ptr(&m.block_tables)?,
         );
-        let f = cuda::func(
-            &dev,
-            "paged_prefill",
-            &format!("paged_prefill_{}", cuda::suffix(dst.dtype())?),
-        )?;
+        let f = self.kernels.get(&dev, Func::PagedPrefill, dst.dtype())?;
         let d = self.head_dim;
         let cfg = LaunchConfig {
             grid_dim: (

@@ -9,8 +9,8 @@ use crate::harness::{self, BenchCase, Check, KernelSpec};
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, DType, Device, InplaceOp3, Layout, Tensor};
 
-/// The slot that marks a padding token: its row is not written.
-pub const SKIP_SLOT: u32 = u32::MAX;
+pub use crate::paged::SKIP_SLOT;
+use crate::paged::{bad_slot, slot_writes};
 
 /// `cache[slots[t]] = src[t]` for every token `t` whose slot is not [`SKIP_SLOT`].
 ///
@@ -43,9 +43,25 @@ pub fn reshape_and_cache_cols(
     col: usize,
     slots: &Tensor,
 ) -> Result<()> {
+    if check_cols("reshape_and_cache", cache, src, col, slots)? == 0 {
+        return Ok(());
+    }
+    let slots = slots.contiguous()?;
+    Ok(cache.inplace_op3(src, &slots, &ReshapeAndCache { col })?)
+}
+
+/// The checks of [`reshape_and_cache_cols`] (errors prefixed with `op`); returns the
+/// number of tokens.
+pub(crate) fn check_cols(
+    op: &str,
+    cache: &Tensor,
+    src: &Tensor,
+    col: usize,
+    slots: &Tensor,
+) -> Result<usize> {
     if cache.rank() < 2 {
         input_err!(
-            "reshape_and_cache: cache must be [num_slots, width], got {:?}",
+            "{op}: cache must be [num_slots, width], got {:?}",
             cache.shape()
         );
     }
@@ -53,68 +69,49 @@ pub fn reshape_and_cache_cols(
     let width = cache.dims()[1..].iter().product::<usize>();
     let (t, src_width) = match src.dims() {
         &[t, w] => (t, w),
-        d => input_err!("reshape_and_cache: src {d:?} must be [tokens, width]"),
+        d => input_err!("{op}: src {d:?} must be [tokens, width]"),
     };
     if col + width > src_width {
         input_err!(
-            "reshape_and_cache: columns {col}..{} of src rows of {src_width} (cache {:?})",
+            "{op}: columns {col}..{} of src rows of {src_width} (cache {:?})",
             col + width,
             cache.shape()
         );
     }
     if !matches!(cache.dtype(), DType::F32 | DType::F16 | DType::BF16) {
         input_err!(
-            "reshape_and_cache: cache is {:?}; expected f32, f16 or bf16",
+            "{op}: cache is {:?}; expected f32, f16 or bf16",
             cache.dtype()
         );
     }
     if src.dtype() != cache.dtype() {
         input_err!(
-            "reshape_and_cache: cache is {:?}, src is {:?}",
+            "{op}: cache is {:?}, src is {:?}",
             cache.dtype(),
             src.dtype()
         );
     }
     if !cache.is_contiguous() || !src.is_contiguous() {
         input_err!(
-            "reshape_and_cache: cache {:?} and src {:?} must be contiguous",
+            "{op}: cache {:?} and src {:?} must be contiguous",
             cache.shape(),
             src.shape()
         );
     }
     if slots.dims() != [t] || slots.dtype() != DType::U32 {
         input_err!(
-            "reshape_and_cache: slots must be [{t}] (tokens) u32, got {:?} {:?}",
+            "{op}: slots must be [{t}] (tokens) u32, got {:?} {:?}",
             slots.shape(),
             slots.dtype()
         );
     }
-    same_device(
-        "reshape_and_cache",
-        ("cache", cache),
-        &[("src", src), ("slots", slots)],
-    )?;
+    same_device(op, ("cache", cache), &[("src", src), ("slots", slots)])?;
     if slots.device().is_cpu() {
         if let Some((i, s)) = bad_slot(&slots.to_vec1::<u32>()?, num_slots) {
-            input_err!(
-                "reshape_and_cache: slots[{i}] = {s} is out of range (cache has {num_slots} slots)"
-            );
+            input_err!("{op}: slots[{i}] = {s} is out of range (cache has {num_slots} slots)");
         }
     }
-    if t == 0 {
-        return Ok(());
-    }
-    let slots = slots.contiguous()?;
-    Ok(cache.inplace_op3(src, &slots, &ReshapeAndCache { col })?)
-}
-
-/// The first slot that is neither in range nor [`SKIP_SLOT`].
-fn bad_slot(slots: &[u32], num_slots: usize) -> Option<(usize, u32)> {
-    slots
-        .iter()
-        .enumerate()
-        .map(|(i, &s)| (i, s))
-        .find(|&(_, s)| s != SKIP_SLOT && s as usize >= num_slots)
+    Ok(t)
 }
 
 /// The reference: `cache` `[num_slots, width]` with src's rows written at their slots.
@@ -158,8 +155,8 @@ fn cpu_scatter<T: Float>(
     }
     let (n, p) = units(width, true, T::DTYPE.size_in_bytes());
     for (t, &slot) in slots.iter().enumerate() {
-        if slot as usize >= num_slots {
-            continue; // SKIP_SLOT
+        if !slot_writes(slot, num_slots) {
+            continue;
         }
         let (s, d) = (t * src_width + col, slot as usize * width);
         for u in 0..n {

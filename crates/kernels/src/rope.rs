@@ -9,9 +9,13 @@
 
 use crate::cpu::{self, with_float, Float};
 use crate::error::{input_err, same_device, Result};
-use crate::harness::{self, BenchCase, Check, KernelSpec};
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, DType, Device, InplaceOp3, Layout, Tensor};
+use candle_core::{CpuStorage, DType, InplaceOp3, Layout, Tensor};
+
+#[path = "rope_spec.rs"]
+mod spec;
+pub(crate) use spec::random_positions;
+pub use spec::{cos_sin_table, Spec};
 
 /// The largest head_dim: the kernel holds a token's cos/sin row (head_dim f32) in shared
 /// memory.
@@ -63,66 +67,79 @@ pub fn rope_rows_inplace(
     head_dim: usize,
     neox: bool,
 ) -> Result<()> {
+    check_rows("rope", x, cos_sin, positions, heads, head_dim)?;
+    if x.dim(0)? == 0 {
+        return Ok(());
+    }
+    let (cos_sin, positions) = (cos_sin.contiguous()?, positions.contiguous()?);
     let d = head_dim;
+    Ok(x.inplace_op3(&cos_sin, &positions, &Rope { neox, heads, d })?)
+}
+
+/// The checks of [`rope_rows_inplace`] (errors prefixed with `op`).
+pub(crate) fn check_rows(
+    op: &str,
+    x: &Tensor,
+    cos_sin: &Tensor,
+    positions: &Tensor,
+    heads: usize,
+    d: usize,
+) -> Result<()> {
     let (t, width) = match x.dims() {
         &[t, w] => (t, w),
-        _ => input_err!("rope: x must be [tokens, width], got {:?}", x.shape()),
+        _ => input_err!("{op}: x must be [tokens, width], got {:?}", x.shape()),
     };
     if d == 0 || !d.is_multiple_of(2) || d > MAX_HEAD_DIM {
-        input_err!("rope: head_dim {d} must be even and in 2..={MAX_HEAD_DIM}");
+        input_err!("{op}: head_dim {d} must be even and in 2..={MAX_HEAD_DIM}");
     }
     if heads == 0 || heads * d > width {
-        input_err!("rope: {heads} heads of {d} do not fit in rows of {width}");
+        input_err!("{op}: {heads} heads of {d} do not fit in rows of {width}");
     }
     if heads * d / 2 > i32::MAX as usize {
-        input_err!("rope: heads * head_dim / 2 = {} exceeds i32", heads * d / 2);
+        input_err!("{op}: heads * head_dim / 2 = {} exceeds i32", heads * d / 2);
     }
     if !matches!(x.dtype(), DType::F32 | DType::F16 | DType::BF16) {
-        input_err!("rope: x is {:?}; expected f32, f16 or bf16", x.dtype());
+        input_err!("{op}: x is {:?}; expected f32, f16 or bf16", x.dtype());
     }
     if !x.is_contiguous() {
         input_err!(
-            "rope: x {:?} must be contiguous (it is rotated in place)",
+            "{op}: x {:?} must be contiguous (it is rotated in place)",
             x.shape()
         );
     }
     let max_pos = match cos_sin.dims() {
         &[m, w] if w == d => m,
         _ => input_err!(
-            "rope: cos_sin {:?} must be [max_pos, {d}] (head_dim)",
+            "{op}: cos_sin {:?} must be [max_pos, {d}] (head_dim)",
             cos_sin.shape()
         ),
     };
     if cos_sin.dtype() != x.dtype() {
         input_err!(
-            "rope: x is {:?}, cos_sin is {:?}",
+            "{op}: x is {:?}, cos_sin is {:?}",
             x.dtype(),
             cos_sin.dtype()
         );
     }
     if positions.dims() != [t] || positions.dtype() != DType::U32 {
         input_err!(
-            "rope: positions must be [{t}] (tokens) u32, got {:?} {:?}",
+            "{op}: positions must be [{t}] (tokens) u32, got {:?} {:?}",
             positions.shape(),
             positions.dtype()
         );
     }
     same_device(
-        "rope",
+        op,
         ("x", x),
         &[("cos_sin", cos_sin), ("positions", positions)],
     )?;
     if positions.device().is_cpu() {
         let p = positions.to_vec1::<u32>()?;
         if let Some((i, p)) = p.iter().enumerate().find(|(_, &p)| p as usize >= max_pos) {
-            input_err!("rope: positions[{i}] = {p} is out of range (cos_sin has {max_pos} rows)");
+            input_err!("{op}: positions[{i}] = {p} is out of range (cos_sin has {max_pos} rows)");
         }
     }
-    if t == 0 {
-        return Ok(());
-    }
-    let (cos_sin, positions) = (cos_sin.contiguous()?, positions.contiguous()?);
-    Ok(x.inplace_op3(&cos_sin, &positions, &Rope { neox, heads, d })?)
+    Ok(())
 }
 
 /// The reference, with plain loops: `x` `[T, heads, d]`, `cos_sin` `[max_pos, d]`.
@@ -155,7 +172,7 @@ pub fn reference(
 }
 
 /// Pairs per unit (one thread's work item), as the .cu header describes.
-fn pairs_per_unit(half: usize, neox: bool, vec: bool, elem_size: usize) -> usize {
+pub(crate) fn pairs_per_unit(half: usize, neox: bool, vec: bool, elem_size: usize) -> usize {
     let v = match neox {
         true => 16 / elem_size,
         false => 8 / elem_size,
@@ -172,8 +189,7 @@ struct Rope {
     d: usize,
 }
 
-/// The CPU port: per token, its cos/sin row as f32, then the units of V pairs as the
-/// kernel's threads take them.
+/// The CPU port: per token, its cos/sin row as f32, then [`rotate_token`].
 fn cpu_rope<T: Float>(
     x: &mut [T],
     row_stride: usize,
@@ -182,37 +198,70 @@ fn cpu_rope<T: Float>(
     (heads, d): (usize, usize),
     neox: bool,
 ) -> candle_core::Result<()> {
-    let max_pos = cs.len() / d;
+    check_positions(pos, cs.len() / d)?;
+    let mut c = vec![0f32; d];
+    for (t, &p) in pos.iter().enumerate() {
+        cos_sin_row(&mut c, cs, p);
+        let xt = &mut x[t * row_stride..t * row_stride + heads * d];
+        rotate_token(xt, &c, (heads, d), neox, None);
+    }
+    Ok(())
+}
+
+/// The CPU ports' position check (before anything is written).
+pub(crate) fn check_positions(pos: &[u32], max_pos: usize) -> candle_core::Result<()> {
     if let Some((i, p)) = pos.iter().enumerate().find(|(_, &p)| p as usize >= max_pos) {
         candle_core::bail!(
             "rope: positions[{i}] = {p} is out of range (cos_sin has {max_pos} rows)"
         );
     }
+    Ok(())
+}
+
+/// Row `p` of `cs` (`[max_pos, d]`) as f32 into `c` (`d` long), as the kernels load it.
+pub(crate) fn cos_sin_row<T: Float>(c: &mut [f32], cs: &[T], p: u32) {
+    let d = c.len();
+    for (c, &s) in c.iter_mut().zip(&cs[p as usize * d..(p as usize + 1) * d]) {
+        *c = s.f();
+    }
+}
+
+/// One token of the CPU ports (rope_common.cuh's `rope_token`): heads `0..heads` of `xt`
+/// rotated by `c` (cos | sin, f32) in the kernel's units of V pairs, with its arithmetic
+/// (f32 products and sums, each rounded: no FMA, as the kernel). With `cached = (row,
+/// first)`, heads `first..` are also stored to `row` (head `first` at its start), as
+/// rope_and_cache stores the rotated k.
+pub(crate) fn rotate_token<T: Float>(
+    xt: &mut [T],
+    c: &[f32],
+    (heads, d): (usize, usize),
+    neox: bool,
+    mut cached: Option<(&mut [T], usize)>,
+) {
     let half = d / 2;
     let v = pairs_per_unit(half, neox, true, T::DTYPE.size_in_bytes());
     let per_head = half / v;
-    let mut c = vec![0f32; d];
-    for (t, &p) in pos.iter().enumerate() {
-        for (c, &s) in c.iter_mut().zip(&cs[p as usize * d..(p as usize + 1) * d]) {
-            *c = s.f();
-        }
-        let xt = &mut x[t * row_stride..t * row_stride + heads * d];
-        for u in 0..heads * per_head {
-            let h = u / per_head;
-            let i0 = (u - h * per_head) * v;
-            let xh = &mut xt[h * d..(h + 1) * d];
-            for i in i0..i0 + v {
-                let (a, b) = match neox {
-                    true => (i, half + i),
-                    false => (2 * i, 2 * i + 1),
-                };
-                let (x1, x2, co, si) = (xh[a].f(), xh[b].f(), c[i], c[half + i]);
-                xh[a] = T::from_f(x1 * co - x2 * si);
-                xh[b] = T::from_f(x2 * co + x1 * si);
+    for u in 0..heads * per_head {
+        let h = u / per_head;
+        let i0 = (u - h * per_head) * v;
+        let xh = &mut xt[h * d..(h + 1) * d];
+        let mut dst = match &mut cached {
+            Some((row, first)) if h >= *first => Some(&mut row[(h - *first) * d..][..d]),
+            _ => None,
+        };
+        for i in i0..i0 + v {
+            let (a, b) = match neox {
+                true => (i, half + i),
+                false => (2 * i, 2 * i + 1),
+            };
+            let (x1, x2, co, si) = (xh[a].f(), xh[b].f(), c[i], c[half + i]);
+            xh[a] = T::from_f(x1 * co - x2 * si);
+            xh[b] = T::from_f(x2 * co + x1 * si);
+            if let Some(dst) = dst.as_mut() {
+                (dst[a], dst[b]) = (xh[a], xh[b]);
             }
         }
     }
-    Ok(())
 }
 
 impl InplaceOp3 for Rope {
@@ -279,110 +328,6 @@ impl InplaceOp3 for Rope {
         // Signature: (T*, const T*, const u32*, i64, i64, i32, i32, i64, i32, i32).
         unsafe { b.launch(cfg) }.map_err(|e| candle_core::Error::Msg(format!("rope: {e:?}")))?;
         Ok(())
-    }
-}
-
-/// `cos_sin` `[max_pos, d]` for `theta = 10000` as f32 on the host (before rounding).
-pub fn cos_sin_table(max_pos: usize, d: usize) -> Vec<f32> {
-    let half = d / 2;
-    let mut out = vec![0f32; max_pos * d];
-    for p in 0..max_pos {
-        for i in 0..half {
-            let a = p as f64 * 10000f64.powf(-2.0 * i as f64 / d as f64);
-            out[p * d + i] = a.cos() as f32;
-            out[p * d + half + i] = a.sin() as f32;
-        }
-    }
-    out
-}
-
-/// `engine kernels test|bench rope`: shape `tokens,heads,head_dim,neox` (neox 1 =
-/// half-split, 0 = interleaved). Positions are random in `0..2 * tokens + 7`.
-pub struct Spec;
-
-impl Spec {
-    /// x, cos_sin, positions on `dev`, and their host f32 values (rounded to `dtype`).
-    #[allow(clippy::type_complexity)]
-    fn inputs(
-        &self,
-        dev: &Device,
-        dtype: DType,
-        shape: &[usize],
-        seed: u64,
-    ) -> Result<(
-        (Tensor, Tensor, Tensor),
-        (Vec<f32>, Vec<f32>, Vec<u32>),
-        bool,
-    )> {
-        let [t, heads, d, neox] = harness::dims::<4>(shape, self.shape_names())?;
-        let max_pos = 2 * t + 7;
-        let (x, xh) = harness::random_input(&[t, heads, d], 2.0, seed, dtype, dev)?;
-        let cs = Tensor::from_vec(cos_sin_table(max_pos, d), (max_pos, d), &Device::Cpu)?
-            .to_dtype(dtype)?;
-        let csh = harness::host_f32(&cs)?;
-        let pos: Vec<u32> = harness::random(t, 1.0, seed + 1)
-            .iter()
-            .map(|u| (((u + 1.0) / 2.0 * max_pos as f32) as u32).min(max_pos as u32 - 1))
-            .collect();
-        let p = Tensor::from_vec(pos.clone(), t, dev)?;
-        Ok(((x, cs.to_device(dev)?, p), (xh, csh, pos), neox != 0))
-    }
-}
-
-impl KernelSpec for Spec {
-    fn name(&self) -> &'static str {
-        "rope"
-    }
-    fn about(&self) -> &'static str {
-        "rotary embedding in place (neox half-split or interleaved), cos/sin by position"
-    }
-    fn shape_names(&self) -> &'static str {
-        "tokens,heads,head_dim,neox"
-    }
-    fn test_shapes(&self) -> Vec<Vec<usize>> {
-        let mut shapes = Vec::new();
-        for neox in [1, 0] {
-            for (t, h, d) in [
-                (1, 1, 2),
-                (3, 4, 128),
-                (5, 2, 80),
-                (7, 3, 64),
-                (4, 3, 36),
-                (33, 8, 128),
-                (65, 1, 6),
-            ] {
-                shapes.push(vec![t, h, d, neox]);
-            }
-        }
-        shapes
-    }
-    fn bench_shapes(&self) -> Vec<Vec<usize>> {
-        [1, 32, 256, 4096]
-            .iter()
-            .map(|&t| vec![t, 32, 128, 1])
-            .collect()
-    }
-    fn check(&self, dev: &Device, dtype: DType, shape: &[usize], seed: u64) -> Result<Check> {
-        let [_, heads, d, _] = harness::dims::<4>(shape, self.shape_names())?;
-        let ((x, cs, p), (xh, csh, pos), neox) = self.inputs(dev, dtype, shape, seed)?;
-        rope_inplace(&x, &cs, &p, neox)?;
-        let want = reference(&xh, &csh, &pos, heads, d, neox);
-        Ok(harness::compare(
-            &harness::host_f32(&x)?,
-            &want,
-            harness::tolerance(dtype),
-        ))
-    }
-    fn bench(&self, dev: &Device, dtype: DType, shape: &[usize]) -> Result<BenchCase> {
-        let [t, heads, d, _] = harness::dims::<4>(shape, self.shape_names())?;
-        let ((x, cs, p), _, neox) = self.inputs(dev, dtype, shape, 1)?;
-        // x read and written, one cos/sin row per token, the positions.
-        let bytes = (2 * t * heads * d + t * d) * dtype.size_in_bytes() + 4 * t;
-        Ok(BenchCase {
-            run: Box::new(move || rope_inplace(&x, &cs, &p, neox)),
-            bytes: bytes as u64,
-            flops: (3 * t * heads * d) as u64,
-        })
     }
 }
 

@@ -1,5 +1,7 @@
 //! Tests of `rope` (declared from rope.rs).
 use super::*;
+use crate::harness;
+use candle_core::Device;
 
 #[test]
 fn cpu_port_matches_reference_in_every_dtype() -> anyhow::Result<()> {

@@ -23,6 +23,9 @@
 //! (one small download of `[S, 2 + 2 n_top]` words).
 
 use crate::error::{input_err, same_device, Result};
+#[cfg(feature = "cuda")]
+use crate::functions::Func;
+use crate::functions::Kernels;
 use crate::Fill;
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, DType, Device, Layout, Shape, Tensor};
@@ -211,32 +214,57 @@ pub fn sample(logits: &Tensor, params: &Tensor, n_top: usize) -> Result<Tensor> 
 
 /// [`sample`] with the output's initial fill ([`Fill::Poison`] in the harness).
 pub fn sample_with(logits: &Tensor, params: &Tensor, n_top: usize, fill: Fill) -> Result<Tensor> {
-    let (rows, vocab) = match logits.dims() {
-        &[s, v] => (s, v),
-        d => input_err!("sample: logits must be [rows, vocab], got {d:?}"),
-    };
-    if vocab == 0 || vocab > i32::MAX as usize {
-        input_err!("sample: vocab size {vocab} out of range (1..=2^31-1)");
+    Kernels::NONE.sample_with(logits, params, n_top, fill)
+}
+
+impl Kernels {
+    /// [`sample`] launched from this table.
+    pub fn sample(&self, logits: &Tensor, params: &Tensor, n_top: usize) -> Result<Tensor> {
+        self.sample_with(logits, params, n_top, Fill::Uninit)
     }
-    if !matches!(logits.dtype(), DType::F32 | DType::F16 | DType::BF16) {
-        input_err!(
-            "sample: logits dtype {:?} unsupported (f32, f16, bf16)",
-            logits.dtype()
-        );
+
+    /// [`sample_with`] launched from this table.
+    pub fn sample_with(
+        &self,
+        logits: &Tensor,
+        params: &Tensor,
+        n_top: usize,
+        fill: Fill,
+    ) -> Result<Tensor> {
+        let (rows, vocab) = match logits.dims() {
+            &[s, v] => (s, v),
+            d => input_err!("sample: logits must be [rows, vocab], got {d:?}"),
+        };
+        if vocab == 0 || vocab > i32::MAX as usize {
+            input_err!("sample: vocab size {vocab} out of range (1..=2^31-1)");
+        }
+        if !matches!(logits.dtype(), DType::F32 | DType::F16 | DType::BF16) {
+            input_err!(
+                "sample: logits dtype {:?} unsupported (f32, f16, bf16)",
+                logits.dtype()
+            );
+        }
+        if params.dims() != [rows, PARAM_WORDS] || params.dtype() != DType::U32 {
+            input_err!(
+                "sample: params must be [{rows}, {PARAM_WORDS}] u32 (params_tensor), got {:?} {:?}",
+                params.dims(),
+                params.dtype()
+            );
+        }
+        if n_top > MAX_TOP {
+            input_err!("sample: n_top {n_top} exceeds {MAX_TOP}");
+        }
+        same_device("sample", ("logits", logits), &[("params", params)])?;
+        let (logits, params) = (logits.contiguous()?, params.contiguous()?);
+        Ok(logits.apply_op2_no_bwd(
+            &params,
+            &SampleOp {
+                n_top,
+                fill,
+                kernels: self,
+            },
+        )?)
     }
-    if params.dims() != [rows, PARAM_WORDS] || params.dtype() != DType::U32 {
-        input_err!(
-            "sample: params must be [{rows}, {PARAM_WORDS}] u32 (params_tensor), got {:?} {:?}",
-            params.dims(),
-            params.dtype()
-        );
-    }
-    if n_top > MAX_TOP {
-        input_err!("sample: n_top {n_top} exceeds {MAX_TOP}");
-    }
-    same_device("sample", ("logits", logits), &[("params", params)])?;
-    let (logits, params) = (logits.contiguous()?, params.contiguous()?);
-    Ok(logits.apply_op2_no_bwd(&params, &SampleOp { n_top, fill })?)
 }
 
 /// Read [`sample`]'s output on the host (one copy): one [`Sampled`] per row of `rows`.
@@ -321,12 +349,15 @@ pub(crate) fn sample_host(
     out
 }
 
-struct SampleOp {
+struct SampleOp<'a> {
     n_top: usize,
     fill: Fill,
+    /// The function table the launch uses ([`Kernels::NONE`]: looked up at the launch).
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    kernels: &'a Kernels,
 }
 
-impl CustomOp2 for SampleOp {
+impl CustomOp2 for SampleOp<'_> {
     fn name(&self) -> &'static str {
         "sample"
     }
@@ -377,11 +408,7 @@ impl CustomOp2 for SampleOp {
             cuda::ptr(s2, l2)?,
             cuda::ptr(&out, &Layout::contiguous(n))?,
         );
-        let f = cuda::func(
-            dev,
-            "sample",
-            &format!("sample_{}", cuda::suffix(s1.dtype())?),
-        )?;
+        let f = self.kernels.get(dev, Func::Sample, s1.dtype())?;
         let cfg = LaunchConfig {
             grid_dim: (rows as u32, 1, 1),
             block_dim: (port::THREADS as u32, 1, 1),

@@ -8,6 +8,9 @@
 
 use crate::cpu::{self, with_float, Float};
 use crate::error::{input_err, Result};
+#[cfg(feature = "cuda")]
+use crate::functions::Func;
+use crate::functions::Kernels;
 use crate::harness::{self, BenchCase, Check, KernelSpec};
 use crate::Fill;
 use candle_core::backend::BackendStorage;
@@ -22,20 +25,35 @@ pub fn silu_mul(gate_up: &Tensor) -> Result<Tensor> {
 /// [`silu_mul`] with its output filled as `fill` says before the kernel runs (the
 /// harness poisons it).
 pub fn silu_mul_with(gate_up: &Tensor, fill: Fill) -> Result<Tensor> {
-    let width = gate_up.dims().last().copied().unwrap_or(0);
-    if gate_up.rank() == 0 || width == 0 || width % 2 != 0 {
-        input_err!(
-            "silu_mul: gate_up {:?} must be [.., 2 * intermediate] with intermediate >= 1",
-            gate_up.shape()
-        );
+    Kernels::NONE.silu_mul_with(gate_up, fill)
+}
+
+impl Kernels {
+    /// [`silu_mul`] launched from this table.
+    pub fn silu_mul(&self, gate_up: &Tensor) -> Result<Tensor> {
+        self.silu_mul_with(gate_up, Fill::Uninit)
     }
-    if !matches!(gate_up.dtype(), DType::F32 | DType::F16 | DType::BF16) {
-        input_err!(
-            "silu_mul: dtype {:?} unsupported (f32, f16, bf16)",
-            gate_up.dtype()
-        );
+
+    /// [`silu_mul_with`] launched from this table.
+    pub fn silu_mul_with(&self, gate_up: &Tensor, fill: Fill) -> Result<Tensor> {
+        let width = gate_up.dims().last().copied().unwrap_or(0);
+        if gate_up.rank() == 0 || width == 0 || width % 2 != 0 {
+            input_err!(
+                "silu_mul: gate_up {:?} must be [.., 2 * intermediate] with intermediate >= 1",
+                gate_up.shape()
+            );
+        }
+        if !matches!(gate_up.dtype(), DType::F32 | DType::F16 | DType::BF16) {
+            input_err!(
+                "silu_mul: dtype {:?} unsupported (f32, f16, bf16)",
+                gate_up.dtype()
+            );
+        }
+        Ok(gate_up.contiguous()?.apply_op1_no_bwd(&SiluMul {
+            fill,
+            kernels: self,
+        })?)
     }
-    Ok(gate_up.contiguous()?.apply_op1_no_bwd(&SiluMul { fill })?)
 }
 
 /// The reference, written the obvious way in f32: rows of `[gate | up]` of width `2 i`.
@@ -60,11 +78,14 @@ fn half_shape(l: &Layout) -> Shape {
     Shape::from(dims)
 }
 
-struct SiluMul {
+struct SiluMul<'a> {
     fill: Fill,
+    /// The function table the launch uses ([`Kernels::NONE`]: looked up at the launch).
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    kernels: &'a Kernels,
 }
 
-impl CustomOp1 for SiluMul {
+impl CustomOp1 for SiluMul<'_> {
     fn name(&self) -> &'static str {
         "silu_mul"
     }
@@ -101,11 +122,7 @@ impl CustomOp1 for SiluMul {
         let dtype = s1.dtype();
         let out = cuda::alloc_storage(dev, dtype, n, self.fill)?;
         let (x, o) = (cuda::ptr(s1, l1)?, cuda::ptr(&out, &Layout::contiguous(n))?);
-        let f = cuda::func(
-            dev,
-            "silu_mul",
-            &format!("silu_mul_{}", cuda::suffix(dtype)?),
-        )?;
+        let f = self.kernels.get(dev, Func::SiluMul, dtype)?;
         let cfg = LaunchConfig {
             grid_dim: (cuda::blocks_for(n.div_ceil(8), 256).min(65535 * 32), 1, 1),
             block_dim: (256, 1, 1),

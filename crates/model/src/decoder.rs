@@ -26,7 +26,7 @@ use crate::rope::RopeTable;
 use crate::weights::WeightSource;
 use crate::Result;
 use candle_core::{DType, Device, Tensor};
-use engine_kernels::KernelChoice;
+use engine_kernels::{KernelChoice, Kernels};
 
 #[derive(Debug, Clone)]
 pub(crate) struct Layer {
@@ -73,6 +73,9 @@ pub struct Decoder {
     device: Device,
     /// Resolved: `Candle` or `Fused`.
     kernels: KernelChoice,
+    /// The fused ops' CUDA functions, loaded once when they are chosen (empty otherwise
+    /// and on the CPU).
+    functions: Kernels,
 }
 
 impl Decoder {
@@ -104,7 +107,7 @@ impl Decoder {
             .collect::<Result<Vec<_>>>()?;
         let norm = ld.dense("model.norm.weight", &[h], true)?;
         let lm_head = ld.lm_head(cfg, &embed_tokens)?;
-        Ok(Self {
+        let mut decoder = Self {
             cfg: cfg.clone(),
             embed_tokens,
             layers,
@@ -114,14 +117,27 @@ impl Decoder {
             rope: RopeTable::new(cfg, dtype, device)?,
             dtype,
             device: device.clone(),
-            kernels: KernelChoice::Auto.resolve(device),
-        })
+            kernels: KernelChoice::Candle,
+            functions: Kernels::default(),
+        };
+        decoder.set_kernels(KernelChoice::Auto)?;
+        Ok(decoder)
     }
 
     /// Use plain candle ops or the fused kernels (see [`KernelChoice::resolve`] for
-    /// what `Auto` picks).
-    pub fn set_kernels(&mut self, kernels: KernelChoice) {
+    /// what `Auto` picks). Choosing the fused kernels on CUDA loads their functions
+    /// (once; the error if the device cannot load them).
+    pub fn set_kernels(&mut self, kernels: KernelChoice) -> Result<()> {
         self.kernels = kernels.resolve(&self.device);
+        if self.kernels == KernelChoice::Fused && self.functions.is_empty() {
+            self.functions = Kernels::load(&self.device)?;
+        }
+        Ok(())
+    }
+
+    /// The kernel functions loaded for the fused ops (the sampler can launch from them).
+    pub fn kernel_functions(&self) -> &Kernels {
+        &self.functions
     }
 
     /// The kernel set in use: `Candle` or `Fused`.
@@ -180,9 +196,11 @@ impl Decoder {
     pub fn forward(&self, batch: &StepBatch, kv: &mut KvCache) -> Result<Tensor> {
         let geo = self.heads();
         let hidden = match self.kernels {
-            KernelChoice::Fused => {
-                self.layers(&FusedOps::prepare(batch, &self.rope, geo), batch, kv)?
-            }
+            KernelChoice::Fused => self.layers(
+                &FusedOps::prepare(batch, &self.rope, geo, &self.functions),
+                batch,
+                kv,
+            )?,
             _ => self.layers(&CandleOps::prepare(batch, &self.rope, geo)?, batch, kv)?,
         };
         match hidden {

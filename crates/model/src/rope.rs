@@ -71,16 +71,23 @@ impl RopeTable {
         ))
     }
 
-    /// Rotate the first `heads` heads of each row of `x` [num_tokens, width] in place
-    /// with the fused kernel (half-split convention); `positions`: [num_tokens] u32.
-    pub fn rotate_rows_inplace(&self, x: &Tensor, positions: &Tensor, heads: usize) -> Result<()> {
-        Ok(engine_kernels::rope::rope_rows_inplace(
-            x,
-            &self.cos_sin,
-            positions,
-            heads,
-            2 * self.half,
-            true,
-        )?)
+    /// Rotate q and k of the fused qkv rows `qkv` [num_tokens, width] in place at
+    /// `positions` and store the rotated k and the v at `slots` of `caches` (k, v), with
+    /// the fused kernel launched from `kernels` (half-split convention); `positions`,
+    /// `slots`: [num_tokens] u32.
+    pub fn rotate_and_cache(
+        &self,
+        kernels: &engine_kernels::Kernels,
+        qkv: &Tensor,
+        geo: engine_kernels::rope_and_cache::QkvHeads,
+        positions: &Tensor,
+        caches: (&Tensor, &Tensor),
+        slots: &Tensor,
+    ) -> Result<()> {
+        let rotary = engine_kernels::rope_and_cache::Rotary {
+            cos_sin: &self.cos_sin,
+            neox: true,
+        };
+        Ok(kernels.rope_and_cache(qkv, geo, rotary, positions, caches, slots)?)
     }
 }

@@ -166,7 +166,7 @@ pub fn load_model(spec: &str, opts: &LoadOptions, say: &dyn Fn(&str)) -> Result<
     say(&format!("loading {source}"));
     let mut decoder =
         Decoder::load_quant(&cfg, &mut weights, opts.quant, opts.dtype, &opts.device)?;
-    decoder.set_kernels(opts.kernels);
+    decoder.set_kernels(opts.kernels)?;
     Ok(LoadedModel {
         name: spec.to_string(),
         source,

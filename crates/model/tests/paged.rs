@@ -59,7 +59,7 @@ fn models() -> Result<Vec<(String, TempDir, Decoder, Decoder)>> {
             let dir = tiny_model_dir(name, cfg, seed)?;
             let base = common::load_ours(dir.path())?;
             let mut dec = base.clone();
-            dec.set_kernels(kernels);
+            dec.set_kernels(kernels)?;
             out.push((format!("{name} ({})", kernels.as_str()), dir, base, dec));
         }
     }

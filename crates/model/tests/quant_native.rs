@@ -169,7 +169,7 @@ fn native_rounding_amplifies_ulp_differences() -> Result<()> {
     for quant in [QuantMode::Native, QuantMode::None] {
         let (dec, tokenizer) = load(quant)?;
         let mut fused = dec.clone();
-        fused.set_kernels(KernelChoice::Fused);
+        fused.set_kernels(KernelChoice::Fused)?;
         let (mut rel, mut margin, mut flips) = (Vec::new(), Vec::new(), Vec::new());
         for text in PROMPTS {
             let prompt = tokenizer.encode(text, true)?;

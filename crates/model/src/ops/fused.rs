@@ -1,8 +1,9 @@
 //! The hot-path ops on engine-kernels (`--kernels fused`): CUDA kernels on a GPU, their
 //! CPU ports on the host. They read the step's [`StepBatch`] metadata as it is: nothing
-//! to prepare per step. q, k and v stay in the fused projection's rows: rope rotates q
-//! and k there in place (one launch), the cache writes read k and v from there, and the
-//! attention kernels read q from there, so the split costs no copy and no launch.
+//! to prepare per step. q, k and v stay in the fused projection's rows: one
+//! `rope_and_cache` launch rotates q and k there in place and stores the rotated k and
+//! the v at the rows' cache slots, and the attention kernels read q from there, so the
+//! split costs no copy and no launch.
 
 use super::{Heads, HotOps};
 use crate::batch::StepBatch;
@@ -11,17 +12,29 @@ use crate::rope::RopeTable;
 use crate::Result;
 use candle_core::Tensor;
 use engine_kernels::paged::QueryRows;
-use engine_kernels::{add_rms_norm, paged_decode, paged_prefill, reshape_and_cache, silu_mul};
+use engine_kernels::Kernels;
 
 pub(crate) struct FusedOps<'a> {
     batch: &'a StepBatch,
     rope: &'a RopeTable,
     geo: Heads,
+    /// The decoder's kernel functions, loaded once.
+    kernels: &'a Kernels,
 }
 
 impl<'a> FusedOps<'a> {
-    pub(crate) fn prepare(batch: &'a StepBatch, rope: &'a RopeTable, geo: Heads) -> Self {
-        Self { batch, rope, geo }
+    pub(crate) fn prepare(
+        batch: &'a StepBatch,
+        rope: &'a RopeTable,
+        geo: Heads,
+        kernels: &'a Kernels,
+    ) -> Self {
+        Self {
+            batch,
+            rope,
+            geo,
+            kernels,
+        }
     }
 
     fn queries<'q>(&self, qkv: &'q Tensor) -> QueryRows<'q> {
@@ -41,22 +54,15 @@ impl HotOps for FusedOps<'_> {
         w: &Tensor,
         eps: f32,
     ) -> Result<(Tensor, Tensor)> {
-        Ok(add_rms_norm::add_rms_norm(x, residual, w, eps)?)
+        Ok(self.kernels.add_rms_norm(x, residual, w, eps)?)
     }
 
     fn rope_and_cache(&self, qkv: &Tensor, kv: &mut KvCache, layer: usize) -> Result<Tensor> {
-        let Heads {
-            heads,
-            kv_heads,
-            head_dim: d,
-        } = self.geo;
-        // A fresh GEMM output: safe to rotate in place. q and k heads are adjacent.
-        let pos = &self.batch.positions;
-        self.rope.rotate_rows_inplace(qkv, pos, heads + kv_heads)?;
+        // A fresh GEMM output: safe to rotate in place.
         let (k_cache, v_cache) = kv.layer_mut(layer);
-        let slots = &self.batch.slots;
-        reshape_and_cache::reshape_and_cache_cols(k_cache, qkv, heads * d, slots)?;
-        reshape_and_cache::reshape_and_cache_cols(v_cache, qkv, (heads + kv_heads) * d, slots)?;
+        let (pos, slots) = (&self.batch.positions, &self.batch.slots);
+        self.rope
+            .rotate_and_cache(self.kernels, qkv, self.geo, pos, (k_cache, v_cache), slots)?;
         Ok(qkv.clone())
     }
 
@@ -68,15 +74,19 @@ impl HotOps for FusedOps<'_> {
             engine_kernels::output(&[t, width], qkv.dtype(), qkv.device(), Default::default())?;
         let (k_cache, v_cache) = kv.layer(layer);
         if let Some(meta) = &self.batch.decode {
-            paged_decode::paged_decode_rows(&out, self.queries(qkv), k_cache, v_cache, meta)?;
+            let q = self.queries(qkv);
+            self.kernels
+                .paged_decode_rows(&out, q, k_cache, v_cache, meta)?;
         }
         if let Some(meta) = &self.batch.prefill {
-            paged_prefill::paged_prefill_rows(&out, self.queries(qkv), k_cache, v_cache, meta)?;
+            let q = self.queries(qkv);
+            self.kernels
+                .paged_prefill_rows(&out, q, k_cache, v_cache, meta)?;
         }
         Ok(out)
     }
 
     fn silu_mul(&self, gate_up: &Tensor) -> Result<Tensor> {
-        Ok(silu_mul::silu_mul(gate_up)?)
+        Ok(self.kernels.silu_mul(gate_up)?)
     }
 }

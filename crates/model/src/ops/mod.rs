@@ -4,7 +4,7 @@
 //! | op                | [`CandleOps`] (`--kernels candle`, the reference) | [`FusedOps`] (`--kernels fused`) |
 //! |-------------------|--------------------------------------|-----------------------------------|
 //! | `add_rms_norm`    | `x + residual`, then `rms_norm`       | engine-kernels `add_rms_norm`, one pass |
-//! | `rope_and_cache`  | split qkv (copies), `rope_thd`, `scatter_set` | `rope` of q and k in place in the qkv rows, `reshape_and_cache` of k and v out of them (no copies) |
+//! | `rope_and_cache`  | split qkv (copies), `rope_thd`, `scatter_set` | engine-kernels `rope_and_cache`: q and k rotated in place in the qkv rows, the rotated k and the v stored at the slots, one launch (no copies) |
 //! | `attention`       | gathers + `matmul`/`softmax` per chunk, decode rows together | `paged_decode` + `paged_prefill`, q read from the qkv rows |
 //! | `silu_mul`        | `silu(gate) * up` on views            | `silu_mul` on `[gate \| up]` rows |
 //!
@@ -22,13 +22,9 @@ use crate::kv_cache::KvCache;
 use crate::Result;
 use candle_core::Tensor;
 
-/// Attention geometry: query heads, kv heads, head size.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Heads {
-    pub(crate) heads: usize,
-    pub(crate) kv_heads: usize,
-    pub(crate) head_dim: usize,
-}
+/// Attention geometry: query heads, kv heads, head size (the layout of the fused qkv
+/// rows, `[q heads | k heads | v heads]`).
+pub(crate) type Heads = engine_kernels::rope_and_cache::QkvHeads;
 
 /// One step's hot-path ops (see the module doc). Shapes: `T` rows, `heads` query heads,
 /// `kv_heads`, head size `d`.
