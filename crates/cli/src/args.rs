@@ -31,9 +31,10 @@ pub struct ModelArgs {
     /// Tokens per KV-cache block.
     #[arg(long, default_value_t = 16, value_parser = validate::block_size)]
     pub block_size: usize,
-    /// Hot-path ops: `fused` (engine-kernels: fused norm, rope, cache writes, paged
-    /// attention), `candle` (plain candle ops, the baseline), or `auto`: fused on CUDA,
-    /// candle on the CPU (where the fused ops run their CPU ports).
+    /// Hot-path ops: `fused` (engine-kernels: fused norm, rope + cache writes, paged
+    /// attention), `candle` (plain candle ops, the baseline), or `auto`: candle on CUDA
+    /// until a GPU run of the fused path is recorded; on the CPU the fused ops' ports for
+    /// decode-only steps and candle's for steps with prompt tokens (each the faster).
     #[arg(long, default_value = "auto", value_parser = parse_kernels)]
     pub kernels: engine_model::KernelChoice,
     /// Weight matrices: `native` (a GGUF's quantized matrices stay in their type and run

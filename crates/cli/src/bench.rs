@@ -379,7 +379,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         model_source,
         model_facts: engine_profiler::bench::model_facts(&engine),
         dtype: format!("{dtype:?}").to_lowercase(),
-        kernels: engine.decoder().kernels().as_str().to_string(),
+        kernels: engine.decoder().kernels_label().to_string(),
         graphs: engine.graph_report().cloned(),
         overlap: engine.overlaps(),
         device: label,

@@ -73,9 +73,10 @@ pub enum KernelChoice {
 const FUSED_MEASURED_ON_CUDA: bool = false;
 
 impl KernelChoice {
-    /// Resolve `Auto` for a device: `Candle` on the CPU (the fused ops run there as
-    /// single-threaded CPU ports, for checking); on CUDA `Fused` once its GPU run is
-    /// recorded, `Candle` until then.
+    /// Resolve `Auto` for a device: on CUDA `Fused` once its GPU run is recorded,
+    /// `Candle` until then; `Candle` on the CPU, where the decoder still runs its
+    /// decode-only steps on the fused ops' CPU ports (engine_model's Decoder: faster
+    /// there) and its prefill steps on candle's.
     pub fn resolve(self, device: &candle_core::Device) -> KernelChoice {
         match (self, device.is_cuda()) {
             (KernelChoice::Auto, true) if FUSED_MEASURED_ON_CUDA => KernelChoice::Fused,

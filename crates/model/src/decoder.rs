@@ -73,6 +73,10 @@ pub struct Decoder {
     device: Device,
     /// Resolved: `Candle` or `Fused`.
     kernels: KernelChoice,
+    /// `auto` on the CPU: decode-only steps on the fused ops' CPU ports (vectorized and
+    /// threaded: 2x llama.cpp at 16 sequences), steps with prompt tokens on candle's ops
+    /// (its GEMM attention prefills faster than the paged_prefill port).
+    fused_decode: bool,
     /// The fused ops' CUDA functions, loaded once when they are chosen (empty otherwise
     /// and on the CPU).
     functions: Kernels,
@@ -118,6 +122,7 @@ impl Decoder {
             dtype,
             device: device.clone(),
             kernels: KernelChoice::Candle,
+            fused_decode: false,
             functions: Kernels::default(),
         };
         decoder.set_kernels(KernelChoice::Auto)?;
@@ -129,6 +134,7 @@ impl Decoder {
     /// (once; the error if the device cannot load them).
     pub fn set_kernels(&mut self, kernels: KernelChoice) -> Result<()> {
         self.kernels = kernels.resolve(&self.device);
+        self.fused_decode = kernels == KernelChoice::Auto && !self.device.is_cuda();
         if self.kernels == KernelChoice::Fused && self.functions.is_empty() {
             self.functions = Kernels::load(&self.device)?;
         }
@@ -143,6 +149,14 @@ impl Decoder {
     /// The kernel set in use: `Candle` or `Fused`.
     pub fn kernels(&self) -> KernelChoice {
         self.kernels
+    }
+
+    /// What runs, in words: `fused`, `candle`, or on the CPU with `auto` both, by step.
+    pub fn kernels_label(&self) -> &'static str {
+        match self.fused_decode {
+            true => "auto: fused decode steps, candle prefill steps",
+            false => self.kernels.as_str(),
+        }
     }
 
     pub fn config(&self) -> &DecoderConfig {
@@ -195,13 +209,15 @@ impl Decoder {
     /// host tensor when no row wants logits: a prefill chunk only writes the cache).
     pub fn forward(&self, batch: &StepBatch, kv: &mut KvCache) -> Result<Tensor> {
         let geo = self.heads();
-        let hidden = match self.kernels {
-            KernelChoice::Fused => self.layers(
+        let fused =
+            self.kernels == KernelChoice::Fused || (self.fused_decode && batch.prefill.is_none());
+        let hidden = match fused {
+            true => self.layers(
                 &FusedOps::prepare(batch, &self.rope, geo, &self.functions),
                 batch,
                 kv,
             )?,
-            _ => self.layers(&CandleOps::prepare(batch, &self.rope, geo)?, batch, kv)?,
+            false => self.layers(&CandleOps::prepare(batch, &self.rope, geo)?, batch, kv)?,
         };
         match hidden {
             Some(h) => Ok(self.lm_head.forward(&h)?.to_dtype(DType::F32)?),
