@@ -15,7 +15,7 @@
 #    `engine bench` on the same file: batch 1 and 16 with 128 + 128 tokens, and a
 #    512-token prefill. The engine gets RAYON_NUM_THREADS=N (its CPU matmul threads) and
 #    $ENGINE_ARGS (default `--quant native`: the GGUF's weights stay quantized;
-#    `ENGINE_ARGS="--quant none"` measures the f32 path).
+#    `ENGINE_ARGS="--quant none"` measures the f32 path, the engine's own default).
 # 3. Micro: the quantized matmul of crates/quant (examples/matmul_bench.rs) and ggml's
 #    mul_mat at the default model's shapes (576x576, 576x1536, 1536x576, 49152x576;
 #    Q4_1, and Q8_0 for the tied 49152x576 head; plus Q4_0, Q4_K, Q6_K at 1536x576 or

@@ -49,8 +49,8 @@ fn default_model_completes_the_capital_of_france() {
     );
 }
 
-/// The chat template at work: the exact f32 path answers "Paris". The default
-/// (`--quant native`, 8-bit activations as llama.cpp rounds them) answers as llama.cpp
+/// The chat template at work: the exact f32 path (the default) answers "Paris".
+/// `--quant native` (8-bit activations as llama.cpp rounds them) answers as llama.cpp
 /// does on the same file ("L'Étoile, ..."; benches/results/2026-11-30-cpu-quant-*),
 /// so it is only checked to answer.
 #[test]

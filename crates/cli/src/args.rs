@@ -41,11 +41,12 @@ pub struct ModelArgs {
     /// on engine-quant's kernels; other weights dense), `none` (everything dequantized to
     /// --dtype), or a block type to quantize to at load: q8_0, q4_0, q4_1, q5_0, q5_1,
     /// q2_k, q3_k, q4_k, q5_k, q6_k (K-quants fall back to a 32-block type on rows that
-    /// are not a multiple of 256). `native` is the default: for a GGUF it runs the file's
-    /// weights as llama.cpp does (activations rounded to 8 bits as its kernels round
-    /// them); safetensors and dummy weights stay dense. `none` is the exact path the
-    /// reference tests use.
-    #[arg(long, default_value = "native", value_parser = parse_quant)]
+    /// are not a multiple of 256). `native` runs a GGUF's weights as llama.cpp does
+    /// (activations rounded to 8 bits as its kernels round them). Default `none`, the
+    /// exact path: with 8-bit activations a greedy output depends on which requests
+    /// share its batch (the rounding turns 1-ulp differences into different codes), and
+    /// the engine promises the same output at any load.
+    #[arg(long, default_value = "none", value_parser = parse_quant)]
     pub quant: engine_model::QuantMode,
 }
 
