@@ -353,8 +353,14 @@ fn batch_invariance_default_model() -> Result<()> {
 
     // Staggered, with a 256-token budget: prompts are chunked and share steps with decodes.
     // On candle ops, then on the fused kernels (their CPU ports: paged decode and varlen
-    // paged prefill over chunked prompts, in-place rope and cache writes).
-    for kernels in [KernelChoice::Candle, KernelChoice::Fused] {
+    // paged prefill over chunked prompts, in-place rope and cache writes), then on `auto`
+    // (the default: fused decode-only steps, candle steps with prompt tokens, so a
+    // request's decode rows switch op sets with the batch).
+    for kernels in [
+        KernelChoice::Candle,
+        KernelChoice::Fused,
+        KernelChoice::Auto,
+    ] {
         let t = Instant::now();
         let mut engine = Engine::new(
             load("smollm2-135m", kernels)?,
@@ -363,7 +369,11 @@ fn batch_invariance_default_model() -> Result<()> {
                 ..base.clone()
             },
         )?;
-        ensure!(engine.decoder().kernels() == kernels);
+        ensure!(
+            kernels == KernelChoice::Auto || engine.decoder().kernels() == kernels,
+            "{kernels:?} resolved to {}",
+            engine.decoder().kernels_label()
+        );
         let (staggered, recs) =
             run_staggered(&mut engine, &reqs, &[(3, 2), (5, 4), (4, 3), (6, 5)])?;
         let mixed = recs
