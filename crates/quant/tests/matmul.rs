@@ -97,3 +97,42 @@ fn rejects_bad_shapes() -> Result<()> {
     assert!(QMatrix::from_ggml(GgmlType::Q8_0, 2, 64, &[0; 10]).is_err());
     Ok(())
 }
+
+/// A row's result does not depend on the rows multiplied with it: each of 16 activation
+/// rows alone gives the bits it gives in the batch (the kernels' 8/4/2/1-column calls
+/// accumulate each output in the same order). So where `--quant native` outputs depend
+/// on the batch, the 1-ulp differences come from the float ops around the matmuls
+/// (attention, norms), which the 8-bit activation rounding then amplifies.
+#[test]
+fn a_row_alone_gives_its_bits_in_a_batch() -> Result<()> {
+    let cpu = CpuContext::new(2)?;
+    let m = 16;
+    for ty in [
+        GgmlType::Q4_1,
+        GgmlType::Q8_0,
+        GgmlType::Q4K,
+        GgmlType::Q6K,
+        GgmlType::F32,
+    ] {
+        let (rows, cols) = (576, if ty.block_elems() == 256 { 1536 } else { 576 });
+        let w = gaussian(rows * cols, 11, 0.5);
+        let q = QMatrix::from_ggml(ty, rows, cols, &quantize(ty, &w)?)?;
+        let x = gaussian(m * cols, 12, 1.0);
+        let mut batch = vec![f32::NAN; m * rows];
+        q.matmul(&x, m, &mut batch, &cpu)?;
+        for r in 0..m {
+            let mut alone = vec![f32::NAN; rows];
+            q.matmul(&x[r * cols..(r + 1) * cols], 1, &mut alone, &cpu)?;
+            let differ = alone
+                .iter()
+                .zip(&batch[r * rows..(r + 1) * rows])
+                .filter(|(a, b)| a.to_bits() != b.to_bits())
+                .count();
+            ensure!(
+                differ == 0,
+                "{ty}: row {r} alone differs from the batch at {differ} of {rows} outputs"
+            );
+        }
+    }
+    Ok(())
+}
