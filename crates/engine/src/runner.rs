@@ -126,7 +126,7 @@ impl ModelRunner {
         const PENDING: [u32; 1] = [0]; // placeholder, overwritten on the device
         let mut seqs = Vec::with_capacity(out.scheduled.len());
         let mut feed: Vec<(u32, u32)> = Vec::new(); // (input row, row of prev's output)
-        let mut row = 0;
+        let (mut row, mut hint) = (0, 0);
         for s in &out.scheduled {
             let Some(seq) = sched.seq(s.seq_id) else {
                 continue;
@@ -138,7 +138,7 @@ impl ModelRunner {
                     let src = prev
                         .as_ref()
                         .filter(|_| n == 1 && start == seq.tokens.len())
-                        .and_then(|p| p.seqs.iter().position(|&id| id == s.seq_id));
+                        .and_then(|p| find_from(p.seqs, s.seq_id, hint));
                     let Some(src) = src else {
                         return Err(crate::EngineError::Internal(format!(
                             "sequence {}: tokens {start}..{} scheduled, {} known, none pending",
@@ -147,6 +147,7 @@ impl ModelRunner {
                             seq.tokens.len()
                         )));
                     };
+                    hint = src + 1;
                     feed.push((row as u32, src as u32));
                     &PENDING[..]
                 }
@@ -266,6 +267,14 @@ impl ModelRunner {
     }
 }
 
+/// The index of `id` in `seqs`, looked for from `hint` on, then before it: the running
+/// sequences keep their order from step to step, so a step's lookups cost one pass.
+fn find_from(seqs: &[SeqId], id: SeqId, hint: usize) -> Option<usize> {
+    let hint = hint.min(seqs.len());
+    let after = seqs[hint..].iter().position(|&s| s == id).map(|i| hint + i);
+    after.or_else(|| seqs[..hint].iter().position(|&s| s == id))
+}
+
 /// Write pending tokens into a step's input ids on the device: `ids[row] =
 /// prev[src, 0]` for each `(row, src)` of `feed` (column 0 of the sample output is the
 /// token). Two small uploads and two launches, only when some row is pending.
@@ -329,4 +338,20 @@ pub fn full_logits(
         }
     }
     Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::find_from;
+
+    #[test]
+    fn find_from_looks_after_the_hint_then_before() {
+        let seqs = [4, 9, 2, 7];
+        assert_eq!(find_from(&seqs, 2, 0), Some(2));
+        assert_eq!(find_from(&seqs, 9, 3), Some(1));
+        assert_eq!(find_from(&seqs, 7, 4), Some(3));
+        assert_eq!(find_from(&seqs, 7, 99), Some(3));
+        assert_eq!(find_from(&seqs, 5, 1), None);
+        assert_eq!(find_from(&[], 5, 0), None);
+    }
 }

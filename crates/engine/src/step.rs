@@ -23,9 +23,11 @@ use crate::sampler::row_params;
 use engine_kernels::sample::{RowParams, Sampled};
 use engine_scheduler::{FinishReason, NewToken, SchedulerOutput, SeqId};
 
-/// The step's sampling rows, in logits-row order: each sequence and its op params.
+/// The step's sampling rows, in logits-row order: each sequence, its index in the
+/// step's `SchedulerOutput::scheduled`, and its op params.
 struct Rows {
     seqs: Vec<SeqId>,
+    scheduled: Vec<usize>,
     params: Vec<RowParams>,
 }
 
@@ -133,13 +135,17 @@ impl Engine {
     fn rows(&self, out: &SchedulerOutput) -> Rows {
         let mut rows = Rows {
             seqs: Vec::new(),
+            scheduled: Vec::new(),
             params: Vec::new(),
         };
-        let sampling = out.scheduled.iter().filter(|s| s.samples);
-        for s in sampling.filter_map(|s| self.scheduler.seq(s.seq_id)) {
+        for (k, x) in out.scheduled.iter().enumerate().filter(|(_, x)| x.samples) {
+            let Some(s) = self.scheduler.seq(x.seq_id) else {
+                continue;
+            };
             let seed = self.states.get(&s.id).map_or(0, |st| st.seed);
             let position = s.num_output_tokens() + s.num_pending.saturating_sub(1);
             rows.seqs.push(s.id);
+            rows.scheduled.push(k);
             rows.params.push(row_params(&s.params, seed, position));
         }
         rows
@@ -155,12 +161,8 @@ impl Engine {
         sampled: Vec<Sampled>,
     ) -> Vec<(SeqId, u32)> {
         let mut tokens = Vec::with_capacity(sampled.len());
-        let sampling: Vec<_> = out.scheduled.iter().filter(|s| s.samples).collect();
-        for (&id, s) in rows.seqs.iter().zip(sampled) {
-            let current = sampling
-                .iter()
-                .find(|x| x.seq_id == id)
-                .is_some_and(|x| self.scheduler.takes_result(x));
+        for ((&id, &k), s) in rows.seqs.iter().zip(&rows.scheduled).zip(sampled) {
+            let current = self.scheduler.takes_result(&out.scheduled[k]);
             let Some(st) = self.states.get_mut(&id).filter(|_| current) else {
                 continue;
             };
